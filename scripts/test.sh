@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs dependencies, builds, and runs every test: unit tests (GoogleTest via ctest) and
+# integration tests (pytest, real processes and sockets), first on the normal build, then
+# again on an ASan+UBSan build. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+
+# Debian's python3, where python3-pytest is installed (a python3 earlier on PATH may lack it).
+py=/usr/bin/python3
+
+run_suite() {  # $1: build kind, $2: bin dir
+  echo "=== $1: build"
+  scripts/build.sh "$1"
+  echo "=== $1: unit tests"
+  ctest --test-dir "$(dirname "$2")" --output-on-failure -j2
+  echo "=== $1: integration tests"
+  LOOPFLEET_BIN="$PWD/$2" "$py" -m pytest -q -p no:cacheprovider tests/integration
+}
+
+run_suite release build/bin
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 run_suite asan build-asan/bin
+echo "=== all tests passed"

@@ -1,0 +1,322 @@
+// The HTTP/1.1 protocol loop of one connection. This is the only translation unit that
+// includes Beast: its request parser is fuzzed and trusted, so we use it, but feed it from our
+// own buffer and write responses ourselves. A pre-serialized response in one write is what
+// brings per-request CPU to nginx's level (research/cpp_runtimes.md §2.8).
+#include "http/server.hpp"
+
+#include "runtime/log.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/basic_parser.hpp>
+#include <boost/beast/http/error.hpp>
+
+#include <strings.h>
+
+#include <charconv>
+#include <cstring>
+#include <optional>
+
+namespace loopfleet::http::detail {
+
+namespace beast = boost::beast;
+using beast::http::field;
+
+// Fills a loopfleet request straight from Beast's callbacks: no intermediate field container.
+class request_parser final : public beast::http::basic_parser<true> {
+ public:
+  // Starts a new request in `r`, reusing its buffers.
+  explicit request_parser(request& r) : req_(r) { req_.clear(); }
+  bool expects_continue = false;
+
+ private:
+  void on_request_impl(beast::http::verb, beast::string_view method, beast::string_view target, int version,
+                       beast::error_code&) override {
+    req_.method_.assign(method.data(), method.size());
+    req_.target_.assign(target.data(), target.size());
+    req_.version_ = version;
+  }
+  void on_response_impl(int, beast::string_view, int, beast::error_code&) override {}
+  void on_field_impl(field f, beast::string_view name, beast::string_view value, beast::error_code&) override {
+    auto at = static_cast<std::uint32_t>(req_.fields_text_.size());
+    req_.fields_text_.append(name.data(), name.size());
+    req_.fields_text_.append(value.data(), value.size());
+    req_.fields_.push_back({at, static_cast<std::uint32_t>(name.size()), at + static_cast<std::uint32_t>(name.size()),
+                            static_cast<std::uint32_t>(value.size())});
+    if (f == field::host) has_host_ = true;
+    if (f == field::expect && value.size() == 12 && ::strncasecmp(value.data(), "100-continue", 12) == 0)
+      expects_continue = true;
+  }
+  void on_header_impl(beast::error_code& ec) override {
+    // RFC 9112 §3.2: a server must answer 400 to an HTTP/1.1 request without Host.
+    if (req_.version_ >= 11 && !has_host_) ec = beast::http::error::bad_field;
+  }
+  void on_body_init_impl(boost::optional<std::uint64_t> const& length, beast::error_code&) override {
+    if (length) req_.body_.reserve(*length);  // already checked against body_limit by Beast
+  }
+  std::size_t on_body_impl(beast::string_view body, beast::error_code&) override {
+    req_.body_.append(body.data(), body.size());
+    return body.size();
+  }
+  void on_chunk_header_impl(std::uint64_t, beast::string_view, beast::error_code&) override {}
+  std::size_t on_chunk_body_impl(std::uint64_t, beast::string_view body, beast::error_code&) override {
+    req_.body_.append(body.data(), body.size());
+    return body.size();
+  }
+  void on_finish_impl(beast::error_code&) override {}
+
+  request& req_;
+  bool has_host_ = false;
+};
+
+namespace {
+
+std::string_view reason(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+  }
+  return "Unknown";
+}
+
+void append_number(std::string& out, std::size_t n) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, n);
+  out.append(buf, end);
+}
+
+// Serializes `res` onto `out`. `head`: headers only. `close`: the connection ends after it.
+// `keep_alive_10`: an HTTP/1.0 client asked to keep the connection, so say that we do.
+void append_response(std::string& out, const response& res, std::string_view date, bool head, bool close,
+                     bool keep_alive_10) {
+  int status = (res.status >= 100 && res.status <= 999) ? res.status : 500;
+  bool bodiless = status == 204 || status == 304 || status < 200;
+  out += "HTTP/1.1 ";
+  append_number(out, static_cast<std::size_t>(status));
+  out += ' ';
+  out += reason(status);
+  out += "\r\nServer: loopfleet\r\nDate: ";
+  out += date;
+  if (!bodiless) {
+    out += "\r\nContent-Type: ";
+    out += res.content_type;
+    out += "\r\nContent-Length: ";
+    append_number(out, res.body.size());
+  }
+  if (close) out += "\r\nConnection: close";
+  else if (keep_alive_10) out += "\r\nConnection: keep-alive";
+  for (const auto& [name, value] : res.headers) {
+    out += "\r\n";
+    out += name;
+    out += ": ";
+    out += value;
+  }
+  out += "\r\n\r\n";
+  if (!head && !bodiless) out += res.body;
+}
+
+// A request the parser rejected: the status says why, and the connection closes after it
+// because the framing of whatever follows cannot be trusted.
+int status_for(const beast::error_code& ec) {
+  if (ec == beast::http::error::header_limit) return 431;
+  if (ec == beast::http::error::body_limit) return 413;
+  return 400;
+}
+
+response error_response(int status) {
+  return text(std::string(reason(status)) + "\n", status);
+}
+
+// Answers without a coroutine frame: 404, 405, or a plain-function handler. An exception
+// from a handler becomes a 500 and a log line.
+response respond_sync(const match_result& m, request& req) {
+  if (!m.found) {
+    if (m.allow.empty()) return error_response(404);
+    response r = error_response(405);
+    r.headers.emplace_back("Allow", m.allow);
+    return r;
+  }
+  try {
+    return m.found->sync(req);
+  } catch (const std::exception& e) {
+    log::error(std::string(req.method()) + " " + std::string(req.path()) + ": handler threw: " + e.what());
+  } catch (...) {
+    log::error(std::string(req.method()) + " " + std::string(req.path()) + ": handler threw a non-std exception");
+  }
+  return error_response(500);
+}
+
+asio::awaitable<response> respond_async(const route& r, request& req) {
+  std::string failure;
+  try {
+    co_return co_await r.async(req);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  } catch (...) {
+    failure = "a non-std exception";
+  }
+  log::error(std::string(req.method()) + " " + std::string(req.path()) + ": handler threw: " + failure);
+  co_return error_response(500);
+}
+
+}  // namespace
+
+asio::awaitable<void> serve_connection(server& srv, socket_type socket) {
+  using asio::as_tuple;
+  using asio::use_awaitable;
+  const server_options& opt = srv.options();
+  connection conn(srv, std::move(socket));
+  conn.enter(phase::waiting, opt.header_timeout);  // a new client must start talking soon
+
+  // Room for a whole header plus some; the parser rejects a longer one with 431 first.
+  const std::size_t max_buffer = opt.max_header_bytes + 4096;
+  std::vector<char> in(std::min<std::size_t>(4096, max_buffer));
+  std::size_t begin = 0, end = 0;
+  std::string out;
+  request req;
+  std::optional<request_parser> parser;
+  clock::time_point request_deadline{};
+  bool sent_continue = false;
+  bool close_after = false;
+
+  for (;;) {
+    // Parse and answer every complete request in the buffer: pipelined requests are
+    // answered in order and their responses leave in one write.
+    while (!close_after && begin < end) {
+      if (!parser) {
+        parser.emplace(req);
+        parser->eager(true);
+        parser->header_limit(static_cast<std::uint32_t>(opt.max_header_bytes));
+        parser->body_limit(opt.max_body_bytes);
+        sent_continue = false;
+        auto now = clock::now();
+        request_deadline = now + opt.request_timeout;
+        conn.enter(phase::header, now + opt.header_timeout);
+      }
+      beast::error_code ec;
+      std::size_t used = parser->put(asio::buffer(in.data() + begin, end - begin), ec);
+      begin += used;
+      if (ec == beast::http::error::need_more) {
+        if (used == 0) break;
+        continue;
+      }
+      if (ec) {
+        append_response(out, error_response(status_for(ec)), srv.date(), false, true, false);
+        close_after = true;
+        break;
+      }
+      if (!parser->is_done()) continue;
+
+      bool keep = parser->keep_alive() && !srv.draining();
+      bool head = req.method() == "HEAD";
+      conn.enter(phase::handling, clock::duration::zero());
+      match_result m = srv.routes().match(req);
+      response res;
+      if (m.found && m.found->async)
+        res = co_await respond_async(*m.found, req);
+      else
+        res = respond_sync(m, req);
+      // The drain may have begun while the handler ran.
+      keep = keep && !srv.draining();
+      append_response(out, res, srv.date(), head, !keep, keep && req.version() == 10);
+      parser.reset();
+      close_after = !keep;
+    }
+
+    if (parser && parser->is_header_done() && !parser->is_done()) {
+      if (parser->expects_continue && !sent_continue) {
+        out += "HTTP/1.1 100 Continue\r\n\r\n";
+        sent_continue = true;
+      }
+      if (conn.where == phase::header) conn.enter(phase::body, request_deadline);
+    }
+
+    if (!out.empty()) {
+      auto resume = conn.where;
+      auto resume_deadline = conn.deadline;
+      conn.enter(phase::writing, opt.send_timeout);
+      auto [ec, n] = co_await asio::async_write(conn.socket, asio::buffer(out), as_tuple(use_awaitable));
+      if (ec) co_return;
+      out.clear();
+      if (parser) conn.enter(resume, resume_deadline);  // still reading the same request
+    }
+
+    if (close_after) {
+      // Half-close and discard what the client still sends for a moment: closing with
+      // unread data would reset the connection and could destroy the response in flight.
+      boost::system::error_code ignored;
+      conn.socket.shutdown(socket_type::shutdown_send, ignored);
+      conn.enter(phase::closing, std::chrono::seconds(2));
+      for (int reads = 0; reads < 16; ++reads) {
+        auto [ec, n] = co_await conn.socket.async_read_some(asio::buffer(in), as_tuple(use_awaitable));
+        if (ec) break;
+      }
+      co_return;
+    }
+
+    if (!parser) {
+      if (srv.draining()) co_return;  // idle at drain: close now
+      if (conn.where != phase::waiting) conn.enter(phase::waiting, opt.idle_timeout);
+    }
+
+    // Make room for the next read.
+    if (begin == end) {
+      begin = end = 0;
+    } else if (end == in.size()) {
+      if (begin > 0) {
+        std::memmove(in.data(), in.data() + begin, end - begin);
+        end -= begin;
+        begin = 0;
+      } else if (in.size() < max_buffer) {
+        in.resize(std::min(in.size() * 2, max_buffer));
+      } else {
+        // Cannot happen while the parser enforces header_limit below max_buffer; answer it
+        // like an oversized header rather than spin.
+        append_response(out, error_response(431), srv.date(), false, true, false);
+        close_after = true;
+        continue;
+      }
+    }
+
+    auto [ec, n] = co_await conn.socket.async_read_some(asio::buffer(in.data() + end, in.size() - end),
+                                                        as_tuple(use_awaitable));
+    if (ec) {
+      // The timer cancelled a read in the middle of a request: tell the client why.
+      if (conn.timed_out && (conn.where == phase::header || conn.where == phase::body) && parser) {
+        std::string late;
+        append_response(late, error_response(408), srv.date(), false, true, false);
+        boost::system::error_code ignored;
+        conn.socket.non_blocking(true, ignored);
+        conn.socket.write_some(asio::buffer(late), ignored);
+      }
+      co_return;
+    }
+    end += n;
+  }
+}
+
+}  // namespace loopfleet::http::detail

@@ -1,0 +1,100 @@
+#include <loopfleet/http.hpp>
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include <strings.h>
+
+namespace loopfleet::http {
+
+std::string_view request::path() const {
+  std::string_view t = target_;
+  return t.substr(0, t.find('?'));
+}
+
+std::string_view request::query() const {
+  std::string_view t = target_;
+  auto q = t.find('?');
+  return q == std::string_view::npos ? std::string_view() : t.substr(q + 1);
+}
+
+std::string_view request::query_param(std::string_view name) const {
+  std::string_view rest = query();
+  while (!rest.empty()) {
+    auto amp = rest.find('&');
+    std::string_view pair = rest.substr(0, amp);
+    auto eq = pair.find('=');
+    if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+    if (amp == std::string_view::npos) break;
+    rest.remove_prefix(amp + 1);
+  }
+  return {};
+}
+
+std::string_view request::param(std::string_view name) const {
+  for (const auto& [k, v] : params_)
+    if (k == name) return v;
+  return {};
+}
+
+std::string_view request::header(std::string_view name) const {
+  for (const auto& f : fields_) {
+    std::string_view n(fields_text_.data() + f.name_at, f.name_len);
+    if (n.size() == name.size() && ::strncasecmp(n.data(), name.data(), n.size()) == 0)
+      return {fields_text_.data() + f.value_at, f.value_len};
+  }
+  return {};
+}
+
+bool request::has_header(std::string_view name) const {
+  for (const auto& f : fields_) {
+    std::string_view n(fields_text_.data() + f.name_at, f.name_len);
+    if (n.size() == name.size() && ::strncasecmp(n.data(), name.data(), n.size()) == 0) return true;
+  }
+  return false;
+}
+
+std::vector<std::pair<std::string_view, std::string_view>> request::headers() const {
+  std::vector<std::pair<std::string_view, std::string_view>> out;
+  out.reserve(fields_.size());
+  for (const auto& f : fields_)
+    out.emplace_back(std::string_view(fields_text_.data() + f.name_at, f.name_len),
+                     std::string_view(fields_text_.data() + f.value_at, f.value_len));
+  return out;
+}
+
+void request::clear() {
+  method_.clear();
+  target_.clear();
+  fields_text_.clear();
+  fields_.clear();
+  params_.clear();
+  body_.clear();
+  version_ = 11;
+}
+
+response text(std::string body, int status) {
+  response r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+response json(const boost::json::value& value, int status) {
+  response r;
+  r.status = status;
+  r.body = boost::json::serialize(value);
+  r.content_type = "application/json";
+  return r;
+}
+
+namespace detail {
+request make_request(std::string method, std::string target) {
+  request r;
+  r.method_ = std::move(method);
+  r.target_ = std::move(target);
+  return r;
+}
+}  // namespace detail
+
+}  // namespace loopfleet::http

@@ -1,0 +1,104 @@
+// The HTTP server as a runtime service: acceptors, the connection list, the coarse timer
+// that enforces every timeout, and drain. The per-connection protocol is in connection.cpp.
+#pragma once
+
+#include "http/router_impl.hpp"
+
+#include <loopfleet/http.hpp>
+#include <loopfleet/runtime.hpp>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/basic_socket_acceptor.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace loopfleet::http::detail {
+
+namespace asio = boost::asio;
+using socket_type = asio::generic::stream_protocol::socket;
+using acceptor_type = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
+using clock = std::chrono::steady_clock;
+
+// Where a connection is; decides which deadline applies and whether drain may close it.
+enum class phase : std::uint8_t {
+  waiting,   // between requests (or before the first byte): idle timeout, or header timeout at first
+  header,    // part of a request line / header has arrived
+  body,      // header complete, body still arriving
+  handling,  // a handler is running: no deadline
+  writing,   // a response is being sent: send timeout
+  closing,   // lingering after the last response, before close
+};
+
+class server;
+
+// State of one connection that the server looks at from outside the coroutine. It lives in
+// the connection coroutine's frame and links itself into the server's list.
+struct connection {
+  connection(server& s, socket_type sock);
+  ~connection();
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+
+  void enter(phase p, clock::duration timeout);  // timeout zero: no deadline
+  void enter(phase p, clock::time_point deadline);
+
+  server& srv;
+  socket_type socket;
+  connection* prev = nullptr;
+  connection* next = nullptr;
+  phase where = phase::waiting;
+  clock::time_point deadline = clock::time_point::max();
+  bool timed_out = false;  // set by the timer before it cancels the socket's I/O
+};
+
+class server final : public loopfleet::service {
+ public:
+  server(router app, server_options options);
+  ~server() override;
+
+  void start(asio::io_context& loop, std::vector<listener> listeners) override;
+  void drain(std::function<void()> done) override;
+  void close() override;
+  std::string status() const override;
+
+  const server_options& options() const { return options_; }
+  const router_impl& routes() const { return routes_.impl(); }
+  bool draining() const { return draining_; }
+  // The current Date header value, refreshed by the tick timer.
+  std::string_view date() const { return {date_, 29}; }
+
+  void attach(connection& c);
+  void detach(connection& c);
+
+ private:
+  asio::awaitable<void> accept_loop(acceptor_type& acceptor, int family);
+  void arm_tick();
+  void on_tick();
+  void update_date();
+  void maybe_drained();
+
+  router routes_;
+  server_options options_;
+  asio::io_context* loop_ = nullptr;
+  std::vector<std::unique_ptr<acceptor_type>> acceptors_;
+  std::unique_ptr<asio::steady_timer> tick_;
+  connection* head_ = nullptr;
+  std::size_t connections_ = 0;
+  bool draining_ = false;
+  std::function<void()> drained_;
+  char date_[30] = {};
+  long date_second_ = -1;
+};
+
+// The protocol loop of one accepted connection (connection.cpp).
+asio::awaitable<void> serve_connection(server& srv, socket_type socket);
+
+}  // namespace loopfleet::http::detail

@@ -1,0 +1,32 @@
+// Listen addresses: parsing "--listen" text and binding it.
+#pragma once
+
+#include <loopfleet/runtime.hpp>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace loopfleet {
+
+struct listen_address {
+  bool is_unix = false;
+  std::string host;  // IP literal or name; "0.0.0.0" for ":PORT"
+  std::uint16_t port = 0;
+  std::string path;  // Unix socket path
+};
+
+// Accepts "HOST:PORT", ":PORT", "[IPV6]:PORT", "unix:PATH" and "/ABSOLUTE/PATH".
+// On error returns a sentence naming what is wrong with `text`.
+std::variant<listen_address, std::string> parse_listen_address(std::string_view text);
+
+// Creates, binds and listens. Throws startup_error naming the address and the fix (for
+// example when the address is in use). A stale Unix socket file (nobody accepting on it) is
+// replaced; a live one is an error, so two servers never silently share a path.
+listener bind_listener(const listen_address& address, std::string_view text, int backlog);
+
+// The socket's local address as text: "127.0.0.1:8080", "[::1]:8080" or "unix:/path".
+std::string local_address(int fd);
+
+}  // namespace loopfleet

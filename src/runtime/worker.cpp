@@ -1,0 +1,144 @@
+// The worker's life: sockets, READY, serve, drain on SIGTERM, exit.
+#include <loopfleet/runtime.hpp>
+
+#include "runtime/address.hpp"
+#include "runtime/error.hpp"
+#include "runtime/flags.hpp"
+#include "runtime/listen_fds.hpp"
+#include "runtime/log.hpp"
+#include "runtime/notify.hpp"
+
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <functional>
+#include <variant>
+
+namespace loopfleet {
+namespace {
+
+namespace asio = boost::asio;
+
+// SIGQUIT must work even when the loop is blocked, so it is a real handler, not a signal_set.
+extern "C" void quit_now(int) { ::_exit(0); }
+
+void install_process_signals() {
+  ::signal(SIGPIPE, SIG_IGN);  // a client that went away is an error code, not a death
+  struct sigaction sa{};
+  sa.sa_handler = quit_now;
+  ::sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGQUIT, &sa, nullptr);
+}
+
+std::vector<listener> open_listeners(const worker_options& options) {
+  auto inherited = adopt_listen_fds();
+  if (!inherited.empty()) {
+    if (!options.listen.empty()) log::info("serving the inherited sockets; --listen is ignored");
+    return inherited;
+  }
+  std::vector<std::string> specs = options.listen;
+  if (specs.empty()) specs.push_back("127.0.0.1:8080");
+  std::vector<listener> out;
+  try {
+    for (const auto& text : specs) {
+      auto parsed = parse_listen_address(text);
+      if (auto* err = std::get_if<std::string>(&parsed)) throw startup_error("--listen: " + *err);
+      out.push_back(bind_listener(std::get<listen_address>(parsed), text, options.backlog));
+    }
+  } catch (...) {
+    for (auto& l : out) ::close(l.fd);
+    throw;
+  }
+  return out;
+}
+
+// Sends WATCHDOG=1 from the loop itself, so a blocked loop stops the beats.
+void pet_watchdog(asio::steady_timer& timer, const notifier& note, std::chrono::microseconds every) {
+  note.send("WATCHDOG=1");
+  timer.expires_after(every);
+  timer.async_wait([&timer, &note, every](boost::system::error_code ec) {
+    if (!ec) pet_watchdog(timer, note, every);
+  });
+}
+
+}  // namespace
+
+void add_worker_flags(flag_set& flags, worker_options& options) {
+  flags.add_list("--listen", &options.listen,
+                 "address to serve when no socket is inherited: HOST:PORT, [IPV6]:PORT or unix:PATH "
+                 "[default: 127.0.0.1:8080]");
+  flags.add_int("--backlog", &options.backlog, 1, 65535, "listen backlog of sockets bound here");
+  flags.add_duration("--drain-timeout", &options.drain_timeout, "longest graceful drain after SIGTERM");
+  flags.add_string("--name", &options.name, "name shown in log lines");
+}
+
+int run_worker(const worker_options& options, service& svc) {
+  log::set_name(options.name.empty() ? "loopfleet" : options.name);
+  install_process_signals();
+  std::vector<listener> listeners;
+  try {
+    listeners = open_listeners(options);
+  } catch (const startup_error& e) {
+    // The same one-line form as a flag error: this is for the person at the terminal.
+    std::fprintf(stderr, "%s: error: %s\n", options.name.empty() ? "loopfleet" : options.name.c_str(), e.what());
+    return 2;
+  }
+  notifier note = notifier::from_environment();
+  std::vector<std::string> bound_unix_paths;
+  for (const auto& l : listeners)
+    if (l.family == AF_UNIX && !l.inherited && l.address.starts_with("unix:/"))
+      bound_unix_paths.push_back(l.address.substr(5));
+
+  asio::io_context loop(1);
+  std::string addresses;
+  for (const auto& l : listeners) addresses += (addresses.empty() ? "" : ", ") + l.address;
+  svc.start(loop, std::move(listeners));
+  log::info("serving on " + addresses);
+  std::string status = svc.status();
+  note.send("READY=1\nSTATUS=serving on " + addresses + (status.empty() ? "" : "; " + status));
+
+  asio::steady_timer watchdog(loop);
+  if (auto every = note.watchdog_interval(); every.count() > 0) pet_watchdog(watchdog, note, every / 2);
+
+  asio::steady_timer drain_deadline(loop);
+  asio::signal_set signals(loop, SIGTERM, SIGINT);
+  bool draining = false;
+  std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    if (draining) {
+      if (sig == SIGINT) {
+        log::warn("second SIGINT: stopping without waiting for the drain");
+        loop.stop();
+      }
+    } else {
+      draining = true;
+      log::info(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + ": draining (at most " +
+                std::to_string(options.drain_timeout.count()) + " ms)");
+      note.send("STOPPING=1\nSTATUS=draining");
+      svc.drain([&] {
+        log::info("drained; exiting");
+        loop.stop();
+      });
+      drain_deadline.expires_after(options.drain_timeout);
+      drain_deadline.async_wait([&](boost::system::error_code e) {
+        if (e) return;
+        log::warn("drain timeout reached; closing the connections still open");
+        loop.stop();
+      });
+    }
+    signals.async_wait(on_signal);
+  };
+  signals.async_wait(on_signal);
+
+  loop.run();
+  svc.close();
+  // Unix socket files this worker created go with it; inherited ones belong to the parent.
+  for (const auto& path : bound_unix_paths) ::unlink(path.c_str());
+  return 0;
+}
+
+}  // namespace loopfleet

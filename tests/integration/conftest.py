@@ -1,0 +1,217 @@
+"""Real processes on loopback: start a worker, wait for its READY over a notify socket that
+the test owns (as systemd or `loopfleet run` would), talk raw HTTP to it, signal it."""
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+BIN = os.environ.get("LOOPFLEET_BIN") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "build", "bin")
+
+# Sanitizer builds are slower; every wait scales with this.
+SLOW = 3.0 if "asan" in BIN else 1.0
+
+
+def binary(name):
+    path = os.path.join(BIN, name)
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} is missing: build first (scripts/build.sh)")
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NotifySocket:
+    """The supervisor's end of the notify protocol: an abstract datagram socket."""
+
+    def __init__(self):
+        self.name = f"@loopfleet-test-{os.getpid()}-{time.monotonic_ns()}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name[1:])
+        self.seen = []
+
+    def wait_for(self, key, timeout=10.0, proc=None):
+        """Returns the first datagram containing `key`, reading (and keeping) all before it.
+        Fails at once if `proc` exits meanwhile."""
+        for msg in self.seen:
+            if key in msg:
+                return msg
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {key!r} on the notify socket within {timeout} s; got {self.seen}")
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"worker exited with {proc.returncode} before {key!r}")
+            self.sock.settimeout(min(left, 0.1))
+            try:
+                msg = self.sock.recv(4096).decode()
+            except socket.timeout:
+                continue
+            self.seen.append(msg)
+            if key in msg:
+                return msg
+
+    def close(self):
+        self.sock.close()
+
+
+class Lines:
+    """Collects a pipe's lines on a thread so tests can wait for one."""
+
+    def __init__(self, pipe):
+        self.lines = []
+        self.q = queue.Queue()
+        self.thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, pipe):
+        for raw in iter(pipe.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.lines.append(line)
+            self.q.put(line)
+        pipe.close()
+
+    def wait_for(self, pattern, count=1, timeout=10.0):
+        found = [l for l in self.lines if re.search(pattern, l)]
+        deadline = time.monotonic() + timeout * SLOW
+        while len(found) < count:
+            try:
+                line = self.q.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"{count}x {pattern!r} not seen within {timeout} s; lines: {self.lines}")
+            if re.search(pattern, line):
+                found.append(line)
+        return found
+
+    def text(self):
+        return "\n".join(self.lines)
+
+
+class Worker:
+    def __init__(self, args, name="loopfleet-testapp", env=None, listen=True, wrapper=(), fd3=None,
+                 wait_ready=True):
+        self.port = free_port()
+        self.notify = NotifySocket()
+        e = dict(os.environ)
+        e.pop("LISTEN_FDS", None)
+        e.pop("LISTEN_PID", None)
+        e["NOTIFY_SOCKET"] = self.notify.name
+        e.update(env or {})
+        cmd = list(wrapper) + [binary(name)] + (["--listen", f"127.0.0.1:{self.port}"] if listen else []) + list(args)
+        # fd3: a socket to hand over as fd 3, where LISTEN_FDS says the first one is.
+        move = (lambda: os.dup2(fd3, 3)) if fd3 is not None else None
+        self.proc = subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     pass_fds=(3,) if fd3 is not None else (), preexec_fn=move)
+        self.stdout = Lines(self.proc.stdout)
+        self.stderr = Lines(self.proc.stderr)
+        if wait_ready:
+            try:
+                self.ready = self.notify.wait_for("READY=1", proc=self.proc)
+            except AssertionError as e:
+                time.sleep(0.2)  # let the pipe readers drain what it printed
+                raise AssertionError(f"{e}; stderr: {self.stderr.text()}")
+
+    def connect(self, timeout=10.0):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout * SLOW)
+        return s
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout=30.0):
+        return self.proc.wait(timeout=timeout * SLOW)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.notify.close()
+
+
+@pytest.fixture
+def start():
+    """start(args, **kw) -> a READY worker; every worker is killed at the end of the test."""
+    workers = []
+
+    def _start(args=(), **kw):
+        w = Worker(args, **kw)
+        workers.append(w)
+        return w
+
+    yield _start
+    for w in workers:
+        w.stop()
+
+
+# --- a small HTTP/1.1 client that shows what a real client would see ---
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    def header(self, name):
+        return self.headers.get(name.lower())
+
+
+def read_response(f, head=False):
+    """Reads one response from a socket's binary file; None at a clean EOF."""
+    line = f.readline()
+    if not line:
+        return None
+    parts = line.decode().split(" ", 2)
+    status = int(parts[1])
+    headers = {}
+    while True:
+        h = f.readline()
+        if h in (b"\r\n", b""):
+            break
+        k, v = h.decode().split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    n = 0 if head or status in (100, 204, 304) else int(headers.get("content-length", "0"))
+    body = f.read(n) if n else b""
+    return Response(status, headers, body)
+
+
+def exchange(sock, data, count=1, head=False):
+    """Sends raw bytes, reads `count` responses (skipping 100 Continue)."""
+    sock.sendall(data)
+    f = sock.makefile("rb")
+    out = []
+    while len(out) < count:
+        r = read_response(f, head=head)
+        if r is None:
+            break
+        if r.status != 100:
+            out.append(r)
+    return out
+
+
+def get(worker, path="/", extra=b""):
+    with worker.connect() as s:
+        req = b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n" + extra + b"Connection: close\r\n\r\n"
+        (r,) = exchange(s, req)
+        return r
+
+
+def peer_closed(sock, timeout):
+    """True if the peer closes (EOF or reset) within `timeout` s, reading and dropping data."""
+    sock.settimeout(timeout * SLOW)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False

@@ -1,0 +1,78 @@
+#include "http/router_impl.hpp"
+
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+
+using namespace loopfleet::http;
+
+namespace {
+
+router sample() {
+  router r;
+  r.get("/", [](request&) { return text("root"); });
+  r.get("/users/{id}", [](request& q) { return text("user " + std::string(q.param("id"))); });
+  r.del("/users/{id}", [](request&) { return text("deleted"); });
+  r.get("/users/{id}/posts/{post}", [](request& q) { return text(std::string(q.param("post"))); });
+  r.post("/echo", [](request&) { return text("echo"); });
+  return r;
+}
+
+std::string call(const router& r, request& q) {
+  auto m = r.impl().match(q);
+  if (!m.found) return m.allow.empty() ? "404" : "405 " + m.allow;
+  return m.found->sync(q).body;
+}
+}  // namespace
+
+TEST(Router, MatchesLiteralPaths) {
+  auto r = sample();
+  auto q = detail::make_request("GET", "/?x=1");
+  EXPECT_EQ(call(r, q), "root");
+}
+
+TEST(Router, CapturesPathParameters) {
+  auto r = sample();
+  auto q = detail::make_request("GET", "/users/42");
+  EXPECT_EQ(call(r, q), "user 42");
+  auto q2 = detail::make_request("GET", "/users/7/posts/99");
+  EXPECT_EQ(call(r, q2), "99");
+  EXPECT_EQ(q2.param("id"), "7");
+}
+
+TEST(Router, ParametersDoNotMatchEmptyOrExtraSegments) {
+  auto r = sample();
+  auto empty = detail::make_request("GET", "/users/");
+  EXPECT_EQ(call(r, empty), "404");
+  auto extra = detail::make_request("GET", "/users/1/extra");
+  EXPECT_EQ(call(r, extra), "404");
+}
+
+TEST(Router, WrongMethodIs405WithAllow) {
+  auto r = sample();
+  auto q = detail::make_request("PUT", "/users/1");
+  EXPECT_EQ(call(r, q), "405 GET, HEAD, DELETE");
+  auto q2 = detail::make_request("GET", "/echo");
+  EXPECT_EQ(call(r, q2), "405 POST");
+}
+
+TEST(Router, HeadFallsBackToGet) {
+  auto r = sample();
+  auto q = detail::make_request("HEAD", "/");
+  EXPECT_EQ(call(r, q), "root");
+}
+
+TEST(Router, RejectsBadAndDuplicatePatterns) {
+  router r;
+  r.get("/a", [](request&) { return text(""); });
+  EXPECT_THROW(r.get("/a", [](request&) { return text(""); }), std::invalid_argument);
+  EXPECT_THROW(r.get("a", [](request&) { return text(""); }), std::invalid_argument);
+}
+
+TEST(Request, QueryParameters) {
+  auto q = detail::make_request("GET", "/p?a=1&bb=two&c");
+  EXPECT_EQ(q.path(), "/p");
+  EXPECT_EQ(q.query_param("bb"), "two");
+  EXPECT_EQ(q.query_param("c"), "");
+  EXPECT_EQ(q.query_param("zz"), "");
+}
