@@ -13,6 +13,8 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <memory>
+#include <utility>
 
 namespace loopfleet {
 namespace {
@@ -113,7 +115,7 @@ std::variant<listen_address, std::string> parse_listen_address(std::string_view 
   return a;
 }
 
-listener bind_listener(const listen_address& a, std::string_view text, int backlog) {
+listener bind_listener(const listen_address& a, std::string_view text, int backlog, bool reuseport) {
   if (a.is_unix) return bind_unix(a, text, backlog);
 
   addrinfo hints{};
@@ -131,6 +133,7 @@ listener bind_listener(const listen_address& a, std::string_view text, int backl
   if (s.fd < 0) throw startup_error(bind_error(text, errno));
   int one = 1;
   ::setsockopt(s.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuseport) ::setsockopt(s.fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   // Bind v6 addresses to v6 only, so "[::]:P" and "0.0.0.0:P" can both be listened on.
   if (found->ai_family == AF_INET6) ::setsockopt(s.fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
   if (::bind(s.fd, found->ai_addr, found->ai_addrlen) != 0 || ::listen(s.fd, backlog) != 0)

@@ -24,7 +24,8 @@ std::variant<listen_address, std::string> parse_listen_address(std::string_view 
 // Creates, binds and listens. Throws startup_error naming the address and the fix (for
 // example when the address is in use). A stale Unix socket file (nobody accepting on it) is
 // replaced; a live one is an error, so two servers never silently share a path.
-listener bind_listener(const listen_address& address, std::string_view text, int backlog);
+// `reuseport`: set SO_REUSEPORT, to join a group of sockets on the same address (TCP only).
+listener bind_listener(const listen_address& address, std::string_view text, int backlog, bool reuseport = false);
 
 // The socket's local address as text: "127.0.0.1:8080", "[::1]:8080" or "unix:/path".
 std::string local_address(int fd);

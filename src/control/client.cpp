@@ -1,0 +1,140 @@
+#include "control/client.hpp"
+
+#include "supervisor/config.hpp"
+
+#include <boost/json.hpp>
+
+#include <dirent.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+namespace loopfleet::control {
+
+std::optional<std::string> locate(const std::string& explicit_path, const std::string& name, std::string& path) {
+  if (!explicit_path.empty()) {
+    path = explicit_path;
+    return std::nullopt;
+  }
+  if (!name.empty()) {
+    path = supervisor::default_control_path(name);
+    return std::nullopt;
+  }
+  std::string probe = supervisor::default_control_path("x");
+  std::string dir = probe.substr(0, probe.rfind('/'));
+  std::vector<std::string> found;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      std::string n = e->d_name;
+      if (n.size() > 5 && n.ends_with(".sock")) found.push_back(n.substr(0, n.size() - 5));
+    }
+    ::closedir(d);
+  }
+  if (found.size() == 1) {
+    path = dir + "/" + found.front() + ".sock";
+    return std::nullopt;
+  }
+  if (found.empty()) return "no running loopfleet instance found in " + dir + " (start one with loopfleet run)";
+  std::string names;
+  for (const auto& n : found) names += (names.empty() ? "" : ", ") + n;
+  return "several instances are running (" + names + "): choose one with --name";
+}
+
+std::optional<std::string> call(const std::string& path, const std::string& request, std::chrono::seconds timeout,
+                                std::string& error) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  if (path.size() >= sizeof sun.sun_path) {
+    ::close(fd);
+    error = "control socket path too long: " + path;
+    return std::nullopt;
+  }
+  std::memcpy(sun.sun_path, path.c_str(), path.size() + 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) != 0) {
+    int e = errno;
+    ::close(fd);
+    error = "cannot reach the instance at " + path + ": " + std::strerror(e) +
+            (e == ENOENT || e == ECONNREFUSED ? " (is loopfleet run running? --name or --control choose another)" : "");
+    return std::nullopt;
+  }
+  timeval tv{static_cast<time_t>(timeout.count()), 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string line = request + "\n";
+  if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
+    error = std::string("cannot send to the instance: ") + std::strerror(errno);
+    ::close(fd);
+    return std::nullopt;
+  }
+  std::string reply;
+  char buf[8192];
+  while (reply.find('\n') == std::string::npos) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) {
+      error = n == 0 ? "the instance closed the control connection without a reply"
+                     : std::string("no reply from the instance: ") + std::strerror(errno);
+      ::close(fd);
+      return std::nullopt;
+    }
+    reply.append(buf, n);
+  }
+  ::close(fd);
+  return reply.substr(0, reply.find('\n'));
+}
+
+namespace {
+std::string fixed(const boost::json::value* v, int width, bool left = false) {
+  std::string s;
+  if (!v || v->is_null()) s = "-";
+  else if (v->is_string()) s = std::string(v->as_string());
+  else if (v->is_int64()) s = std::to_string(v->as_int64());
+  else if (v->is_uint64()) s = std::to_string(v->as_uint64());
+  else if (v->is_double()) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.1f", v->as_double());
+    s = b;
+  }
+  if (s.empty()) s = "-";
+  if (static_cast<int>(s.size()) < width) s = left ? s + std::string(width - s.size(), ' ') : std::string(width - s.size(), ' ') + s;
+  return s;
+}
+}  // namespace
+
+std::string format_status(const std::string& reply_json) {
+  boost::system::error_code ec;
+  auto v = boost::json::parse(reply_json, ec);
+  if (ec || !v.is_object()) return "unreadable status reply: " + reply_json + "\n";
+  const auto& o = v.as_object();
+  std::string out = "instance " + fixed(o.if_contains("name"), 0) + "  pid " + fixed(o.if_contains("pid"), 0) +
+                    "  generation " + fixed(o.if_contains("generation"), 0) + "  " +
+                    fixed(o.if_contains("distribution"), 0) + "  " + fixed(o.if_contains("listen"), 0) +
+                    (o.contains("reloading") && o.at("reloading").as_bool() ? "  (reloading)" : "") + "\n";
+  out += "SLOT      PID  GEN  STATE       UPTIME_S  RESTARTS  RSS_MIB  LAST_EXIT\n";
+  for (const auto& s : o.at("slots").as_array()) {
+    const auto& j = s.as_object();
+    std::string rss = "-";
+    if (auto* r = j.if_contains("rss_kib"); r && r->is_int64()) {
+      char b[32];
+      std::snprintf(b, sizeof b, "%.1f", r->as_int64() / 1024.0);
+      rss = b;
+    }
+    boost::json::value rss_v(rss);
+    out += fixed(j.if_contains("slot"), 4) + " " + fixed(j.if_contains("pid"), 8) + " " +
+           fixed(j.if_contains("generation"), 4) + "  " + fixed(j.if_contains("state"), 10, true) + " " +
+           fixed(j.if_contains("uptime_s"), 9) + " " + fixed(j.if_contains("restarts"), 9) + " " +
+           fixed(&rss_v, 8) + "  " + fixed(j.if_contains("last_exit"), 0, true) + "\n";
+  }
+  for (const auto& d : o.at("draining").as_array()) {
+    const auto& j = d.as_object();
+    out += fixed(j.if_contains("slot"), 4) + " " + fixed(j.if_contains("pid"), 8) + " " +
+           fixed(j.if_contains("generation"), 4) + "  draining\n";
+  }
+  return out;
+}
+
+}  // namespace loopfleet::control

@@ -1,0 +1,247 @@
+#include "supervisor/config.hpp"
+
+#include "runtime/address.hpp"
+#include "runtime/flags.hpp"
+
+#include <sched.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <variant>
+
+#define TOML_EXCEPTIONS 0
+#include <toml++/toml.h>
+
+namespace loopfleet::supervisor {
+namespace {
+
+// Values that flag_set cannot type on its own are kept as text and checked here.
+struct raw_values {
+  std::string workers, distribution, ready;
+};
+
+void register_flags(flag_set& f, config& c, raw_values& raw) {
+  f.add_string("--config", &c.config_file, "TOML file with any of these settings (flags win)");
+  f.add_string("--workers", &raw.workers, "worker processes: a number, or auto = CPUs available [default: auto]");
+  f.add_list("--listen", &c.listen, "address to serve: HOST:PORT, [IPV6]:PORT or unix:PATH");
+  f.add_string("--name", &c.name, "instance name (control socket, logs) [default: the command's file name]");
+  f.add_string("--distribution", &raw.distribution,
+               "shared (one socket, every worker accepts) or reuseport (one queue per slot) [default: reuseport]");
+  f.add_int("--backlog", &c.backlog, 1, 65535, "listen backlog of each socket");
+  f.add_string("--ready", &raw.ready,
+               "notify (worker sends READY=1) or started (alive for --ready-delay) [default: notify]");
+  f.add_duration("--ready-delay", &c.ready_delay, "with --ready=started: how long alive counts as ready");
+  f.add_duration("--ready-timeout", &c.ready_timeout, "a starting worker not ready by then is killed");
+  f.add_duration("--graceful-timeout", &c.graceful_timeout, "drain time given to a worker before SIGKILL");
+  f.add_duration("--backoff-initial", &c.backoff_initial, "first restart delay after a crash");
+  f.add_duration("--backoff-max", &c.backoff_max, "longest restart delay");
+  f.add_duration("--healthy-after", &c.healthy_after, "uptime after which the backoff resets");
+  f.add_int("--degraded-after", &c.degraded_after, 1, 1000, "failed starts in a row that mark a slot degraded");
+  f.add_string("--control", &c.control, "control socket path [default: $XDG_RUNTIME_DIR/loopfleet/NAME.sock]");
+}
+
+std::optional<std::string> apply_raw(const raw_values& raw, config& c, std::string_view where) {
+  if (!raw.workers.empty()) {
+    if (raw.workers == "auto") {
+      c.workers = 0;
+    } else {
+      char* end = nullptr;
+      long n = std::strtol(raw.workers.c_str(), &end, 10);
+      if (*end || n < 1 || n > 1024)
+        return std::string(where) + "workers '" + raw.workers + "' is not a number from 1 to 1024 or auto";
+      c.workers = static_cast<int>(n);
+    }
+  }
+  if (!raw.distribution.empty()) {
+    if (raw.distribution == "shared") c.distribution = distribution::shared;
+    else if (raw.distribution == "reuseport") c.distribution = distribution::reuseport;
+    else return std::string(where) + "distribution '" + raw.distribution + "' is not shared or reuseport";
+  }
+  if (!raw.ready.empty()) {
+    if (raw.ready == "notify") c.ready = readiness::notify;
+    else if (raw.ready == "started") c.ready = readiness::started;
+    else return std::string(where) + "ready '" + raw.ready + "' is not notify or started";
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> check(config& c) {
+  if (c.command.empty())
+    return "no worker command: put it after --, e.g. loopfleet run --workers 2 -- ./build/bin/hello";
+  if (c.listen.empty()) return "no --listen address: give at least one, e.g. --listen 127.0.0.1:8080";
+  for (const auto& l : c.listen)
+    if (auto p = parse_listen_address(l); std::holds_alternative<std::string>(p))
+      return "--listen: " + std::get<std::string>(p);
+  if (c.backoff_max < c.backoff_initial) return "--backoff-max must not be shorter than --backoff-initial";
+  if (c.name.empty()) {
+    std::string_view cmd = c.command.front();
+    c.name = std::string(cmd.substr(cmd.rfind('/') + 1));
+  }
+  for (char ch : c.name)
+    if (ch == '/' || ch == '\0') return "--name '" + c.name + "' must not contain '/'";
+  if (c.control.empty()) c.control = default_control_path(c.name);
+  return std::nullopt;
+}
+
+std::optional<std::string> parse_flags(std::span<const std::string_view> args, config& c, bool& help) {
+  std::vector<std::string_view> flags;
+  std::size_t i = 0;
+  for (; i < args.size() && args[i] != "--"; ++i) flags.push_back(args[i]);
+  std::vector<std::string> command;
+  for (++i; i < args.size(); ++i) command.emplace_back(args[i]);
+
+  // First pass for --config only, so the file is read before the flags override it.
+  config from_flags;
+  raw_values raw;
+  flag_set f("loopfleet run");
+  register_flags(f, from_flags, raw);
+  if (auto err = f.parse(flags)) return err;
+  help = f.help_requested();
+  if (help) return std::nullopt;
+  if (!from_flags.config_file.empty()) {
+    if (auto err = load_config_file(from_flags.config_file, c)) return err;
+    c.config_file = from_flags.config_file;
+  }
+  // Second pass onto the file's values.
+  raw_values raw2;
+  flag_set g("loopfleet run");
+  register_flags(g, c, raw2);
+  // A --listen list given as flags replaces the file's rather than adding to it.
+  std::vector<std::string> file_listen = std::move(c.listen);
+  c.listen.clear();
+  if (auto err = g.parse(flags)) return err;
+  if (c.listen.empty()) c.listen = std::move(file_listen);
+  if (auto err = apply_raw(raw2, c, "--")) return err;
+  if (!command.empty()) c.command = std::move(command);
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::string> load_config_file(const std::string& path, config& c) {
+  auto result = toml::parse_file(path);
+  if (!result) {
+    const auto& e = result.error();
+    if (!e.source().begin) return "cannot read config file " + path + ": " + std::string(e.description());
+    return path + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description());
+  }
+  const toml::table& t = result.table();
+  raw_values raw;
+  for (const auto& [key, node] : t) {
+    std::string k(key.str());
+    std::string where = path + ":" + std::to_string(node.source().begin.line) + ": ";
+    auto want = [&](std::string_view what) { return where + k + " must be " + std::string(what); };
+    auto duration = [&](std::chrono::milliseconds& out) -> std::optional<std::string> {
+      if (auto v = node.value<double>(); v && *v >= 0) {
+        out = std::chrono::milliseconds(static_cast<long long>(*v * 1000));
+        return std::nullopt;
+      }
+      if (auto s = node.value<std::string>())
+        if (auto d = parse_duration(*s)) {
+          out = *d;
+          return std::nullopt;
+        }
+      return want("a duration in seconds (e.g. 30 or 0.5)");
+    };
+    auto text = [&](std::string& out) -> std::optional<std::string> {
+      if (auto s = node.value<std::string>()) {
+        out = *s;
+        return std::nullopt;
+      }
+      return want("a string");
+    };
+    auto strings = [&](std::vector<std::string>& out) -> std::optional<std::string> {
+      out.clear();
+      if (auto s = node.value<std::string>()) {
+        out.push_back(*s);
+        return std::nullopt;
+      }
+      const toml::array* a = node.as_array();
+      if (!a) return want("a string or an array of strings");
+      for (const auto& item : *a) {
+        auto s = item.value<std::string>();
+        if (!s) return want("an array of strings");
+        out.push_back(*s);
+      }
+      return std::nullopt;
+    };
+    auto integer = [&](int& out, int lo, int hi) -> std::optional<std::string> {
+      auto v = node.value<int64_t>();
+      if (!v || *v < lo || *v > hi) return want("a whole number from " + std::to_string(lo) + " to " + std::to_string(hi));
+      out = static_cast<int>(*v);
+      return std::nullopt;
+    };
+    std::optional<std::string> err;
+    if (k == "workers") {
+      if (auto n = node.value<int64_t>()) raw.workers = std::to_string(*n);
+      else if (auto s = node.value<std::string>()) raw.workers = *s;
+      else err = want("a number or \"auto\"");
+    } else if (k == "listen") err = strings(c.listen);
+    else if (k == "name") err = text(c.name);
+    else if (k == "distribution") err = text(raw.distribution);
+    else if (k == "backlog") err = integer(c.backlog, 1, 65535);
+    else if (k == "ready") err = text(raw.ready);
+    else if (k == "ready_delay") err = duration(c.ready_delay);
+    else if (k == "ready_timeout") err = duration(c.ready_timeout);
+    else if (k == "graceful_timeout") err = duration(c.graceful_timeout);
+    else if (k == "backoff_initial") err = duration(c.backoff_initial);
+    else if (k == "backoff_max") err = duration(c.backoff_max);
+    else if (k == "healthy_after") err = duration(c.healthy_after);
+    else if (k == "degraded_after") err = integer(c.degraded_after, 1, 1000);
+    else if (k == "control") err = text(c.control);
+    else if (k == "command") err = strings(c.command);
+    else
+      err = where + "unknown key '" + k +
+            "' (known: workers, listen, name, distribution, backlog, ready, ready_delay, ready_timeout, "
+            "graceful_timeout, backoff_initial, backoff_max, healthy_after, degraded_after, control, command)";
+    if (err) return err;
+    if (auto e = apply_raw(raw, c, where)) return e;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> parse_run_args(std::span<const std::string_view> args, config& out, bool* help) {
+  bool asked = false;
+  if (auto err = parse_flags(args, out, asked)) return err;
+  if (help) *help = asked;
+  return asked ? std::nullopt : check(out);
+}
+
+std::optional<std::string> reload_config(const config& current, std::span<const std::string> original_args,
+                                         config& out) {
+  std::vector<std::string_view> args(original_args.begin(), original_args.end());
+  config fresh;
+  if (auto err = parse_run_args(args, fresh, nullptr)) return err;
+  // The instance keeps its identity across reloads.
+  fresh.name = current.name;
+  fresh.control = current.control;
+  out = std::move(fresh);
+  return std::nullopt;
+}
+
+std::string run_usage() {
+  config c;
+  raw_values raw;
+  flag_set f("loopfleet run");
+  register_flags(f, c, raw);
+  std::string u = f.usage();
+  return "usage: loopfleet run [flags] -- COMMAND [ARGS...]\n" + u.substr(u.find('\n') + 1);
+}
+
+int available_cpus() {
+  cpu_set_t set;
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+std::string default_control_path(const std::string& name) {
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg && *xdg) return std::string(xdg) + "/loopfleet/" + name + ".sock";
+  if (::getuid() == 0) return "/run/loopfleet/" + name + ".sock";
+  return "/tmp/loopfleet-" + std::to_string(::getuid()) + "/" + name + ".sock";
+}
+
+}  // namespace loopfleet::supervisor

@@ -1,0 +1,57 @@
+// `loopfleet run` settings: every flag has a TOML key of the same name (dashes become
+// underscores). Flags override the file; a reload re-reads the file and re-applies the flags.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace loopfleet::supervisor {
+
+enum class distribution { shared, reuseport };
+enum class readiness { notify, started };
+
+struct config {
+  std::string config_file;                 // --config
+  int workers = 0;                         // 0 = auto: CPUs this process may run on
+  std::vector<std::string> listen;         // HOST:PORT, [IPV6]:PORT, unix:PATH
+  std::string name;                        // instance name; default: the command's file name
+  enum distribution distribution = distribution::reuseport;
+  int backlog = 4096;
+  enum readiness ready = readiness::notify;
+  std::chrono::milliseconds ready_delay{std::chrono::seconds(1)};        // for ready = started
+  std::chrono::milliseconds ready_timeout{std::chrono::seconds(30)};
+  std::chrono::milliseconds graceful_timeout{std::chrono::seconds(30)};
+  std::chrono::milliseconds backoff_initial{100};
+  std::chrono::milliseconds backoff_max{std::chrono::seconds(30)};
+  std::chrono::milliseconds healthy_after{std::chrono::seconds(60)};
+  int degraded_after = 3;                  // consecutive failed starts before a slot is "degraded"
+  std::string control;                     // control socket path; default under the runtime dir
+  std::vector<std::string> command;        // after "--", or `command = [...]` in the file
+};
+
+// Parses `loopfleet run` arguments (everything after "run"), reading --config if given.
+// Returns an error sentence naming the flag, or the file, line and key. Sets *help (if
+// given) when --help was asked for; nothing else is checked then.
+std::optional<std::string> parse_run_args(std::span<const std::string_view> args, config& out, bool* help);
+
+// Re-reads the config file (if any) and re-applies the original flags, for a reload.
+std::optional<std::string> reload_config(const config& current, std::span<const std::string> original_args,
+                                         config& out);
+
+// Loads a TOML file into `out`; errors name the file, line and key.
+std::optional<std::string> load_config_file(const std::string& path, config& out);
+
+// Help text for `loopfleet run --help`.
+std::string run_usage();
+
+// The number of CPUs this process may run on (sched_getaffinity), at least 1.
+int available_cpus();
+
+// Default control socket path for an instance name.
+std::string default_control_path(const std::string& name);
+
+}  // namespace loopfleet::supervisor

@@ -1,0 +1,32 @@
+#include "supervisor/policy.hpp"
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstring>
+
+namespace loopfleet::supervisor {
+
+restart_decision decide_restart(const backoff_policy& p, int failures_before, milliseconds uptime) {
+  restart_decision d;
+  d.failures = uptime >= p.healthy_after ? 1 : failures_before + 1;
+  d.degraded = d.failures >= p.degraded_after;
+  // initial, 2x, 4x, ... capped; computed without overflow for long crash loops.
+  milliseconds delay = p.initial;
+  for (int i = 1; i < d.failures && delay < p.max; ++i) delay *= 2;
+  d.delay = std::min(delay, p.max);
+  return d;
+}
+
+std::string describe_exit(int status) {
+  if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    const char* abbrev = ::sigabbrev_np(sig);
+    return "signal " + std::to_string(sig) + (abbrev ? std::string(" (SIG") + abbrev + ")" : "");
+  }
+  return "status " + std::to_string(status);
+}
+
+}  // namespace loopfleet::supervisor

@@ -1,0 +1,33 @@
+// The supervisor's decisions as plain functions over plain values, so unit tests drive them
+// without processes (the master loop in supervisor.cpp only applies them).
+#pragma once
+
+#include <chrono>
+#include <string>
+
+namespace loopfleet::supervisor {
+
+using std::chrono::milliseconds;
+
+struct backoff_policy {
+  milliseconds initial{100};
+  milliseconds max{30000};
+  milliseconds healthy_after{60000};
+  int degraded_after = 3;
+};
+
+// What to do with a slot whose worker just exited.
+struct restart_decision {
+  int failures = 0;      // failed runs in a row, this one included
+  bool degraded = false; // the slot is in a crash loop
+  milliseconds delay{};  // wait this long before starting the next worker
+};
+
+// `failures_before`: failed runs in a row before this exit. `uptime`: how long this worker
+// ran. A run that lasted `healthy_after` resets the count: the next restart is quick again.
+restart_decision decide_restart(const backoff_policy& p, int failures_before, milliseconds uptime);
+
+// "exit code 3", "signal 9 (SIGKILL)", from a waitpid status.
+std::string describe_exit(int wait_status);
+
+}  // namespace loopfleet::supervisor

@@ -1,0 +1,57 @@
+// The listening sockets, created once by the supervisor and held for its whole life, so a
+// worker's crash or reload never closes an accept queue (closing one resets every
+// connection still queued in it).
+//
+// shared:    one socket per address; every worker accepts from it.
+// reuseport: per address, one SO_REUSEPORT socket per slot; the kernel spreads new
+//            connections over the group and every worker that ever fills slot i inherits
+//            socket i. A classic-BPF program on the group steers new connections only to
+//            slots whose worker is serving, so a crashed or stalled slot's queue stops
+//            growing while the supervisor brings it back.
+#pragma once
+
+#include "supervisor/config.hpp"
+
+#include <linux/filter.h>
+
+#include <string>
+#include <vector>
+
+namespace loopfleet::supervisor {
+
+// The steering program: pick a random serving slot. `serving` holds slot indexes, which are
+// the sockets' positions in the reuseport group (the order they were created in).
+std::vector<sock_filter> steering_program(const std::vector<int>& serving);
+
+class listen_sockets {
+ public:
+  // Binds every address; throws startup_error (address in use, ...).
+  listen_sockets(distribution mode, const std::vector<std::string>& addresses, int backlog, int slots);
+  ~listen_sockets();
+  listen_sockets(const listen_sockets&) = delete;
+  listen_sockets& operator=(const listen_sockets&) = delete;
+
+  // Makes sure sockets exist for slots [0, n). Throws startup_error.
+  void ensure_slots(int n);
+  // The fds a worker in `slot` inherits, one per address, in --listen order.
+  std::vector<int> for_slot(int slot) const;
+  // LISTEN_FDNAMES for a worker: the --listen texts, ':'-separated.
+  std::string fd_names() const;
+  // Steers new connections to the slots in `serving` (reuseport only; no-op for shared).
+  void steer(const std::vector<int>& serving);
+  // Printable local addresses, for logs.
+  std::string describe() const;
+
+ private:
+  int bind_one(std::size_t address_index, bool reuseport);
+  void close_all();
+
+  distribution mode_;
+  std::vector<std::string> texts_;
+  int backlog_;
+  std::vector<bool> reusable_;           // per address: false for Unix sockets (always shared)
+  std::vector<std::vector<int>> fds_;    // [address][slot], or [address][0] when shared
+  std::vector<std::string> bound_as_;    // actual address per entry (port 0 resolved)
+};
+
+}  // namespace loopfleet::supervisor

@@ -1,0 +1,780 @@
+#include "supervisor/supervisor.hpp"
+
+#include "runtime/error.hpp"
+#include "runtime/log.hpp"
+#include "supervisor/policy.hpp"
+#include "supervisor/sockets.hpp"
+#include "supervisor/spawn.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/json.hpp>
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+
+namespace loopfleet::supervisor {
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using clock = std::chrono::steady_clock;
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+using done_fn = std::function<void(bool ok, std::string message)>;
+
+constexpr std::size_t kept_stderr_lines = 20;
+
+// A worker's role in its slot. A slot has at most one `current` and, during a reload, one
+// `candidate`; `retiring` workers drain; `rejected` ones are killed after a failed reload.
+enum class role { current, candidate, retiring, rejected };
+
+// Reads a worker's stdout or stderr and forwards it line by line, tagged with slot and pid.
+struct output_reader : std::enable_shared_from_this<output_reader> {
+  output_reader(asio::io_context& loop, int fd, std::string tag, std::shared_ptr<std::deque<std::string>> keep)
+      : pipe(loop, fd), tag(std::move(tag)), kept(std::move(keep)) {}
+
+  void start() {
+    auto self = shared_from_this();
+    pipe.async_read_some(asio::buffer(chunk), [self](boost::system::error_code ec, std::size_t n) {
+      self->take(n);
+      if (ec) {
+        self->flush_partial();
+        return;
+      }
+      self->start();
+    });
+  }
+  // Reads whatever is already in the pipe, without waiting: called when the worker has
+  // exited, so its last lines are logged (and kept) before the exit is.
+  void drain_now() {
+    if (!pipe.is_open()) return;
+    boost::system::error_code ec;
+    pipe.non_blocking(true, ec);
+    for (;;) {
+      std::size_t n = pipe.read_some(asio::buffer(chunk), ec);
+      take(n);
+      if (ec) break;
+    }
+  }
+  void take(std::size_t n) {
+    partial.append(chunk.data(), n);
+    std::size_t nl;
+    while ((nl = partial.find('\n')) != std::string::npos) {
+      emit(partial.substr(0, nl));
+      partial.erase(0, nl + 1);
+    }
+    if (partial.size() > 16384) flush_partial();  // a very long line is forwarded in pieces
+  }
+  void flush_partial() {
+    if (!partial.empty()) emit(std::exchange(partial, {}));
+  }
+  void emit(const std::string& line) {
+    log::info(tag + line);
+    if (kept) {
+      kept->push_back(line);
+      if (kept->size() > kept_stderr_lines) kept->pop_front();
+    }
+  }
+
+  asio::posix::stream_descriptor pipe;
+  std::string tag;
+  std::shared_ptr<std::deque<std::string>> kept;
+  std::array<char, 4096> chunk{};
+  std::string partial;
+};
+
+struct process {
+  process(asio::io_context& loop) : timer(loop) {}
+  pid_t pid = 0;
+  int slot = 0;
+  int generation = 0;
+  role r = role::current;
+  clock::time_point started = clock::now();
+  bool ready = false;
+  bool ready_timed_out = false;
+  asio::steady_timer timer;  // ready deadline while starting, kill deadline while retiring
+  std::shared_ptr<std::deque<std::string>> last_stderr = std::make_shared<std::deque<std::string>>();
+  std::shared_ptr<output_reader> out, err;
+  std::string status;  // last STATUS= text
+};
+
+struct slot_state {
+  pid_t current = 0;
+  pid_t candidate = 0;
+  int restarts = 0;
+  int failures = 0;  // failed runs in a row
+  bool degraded = false;
+  bool failed_first_start = false;
+  std::string last_exit;
+  std::unique_ptr<asio::steady_timer> restart;
+};
+
+long rss_kib(pid_t pid) {
+  std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
+  long pages = 0, resident = 0;
+  if (!(statm >> pages >> resident)) return 0;
+  return resident * (::sysconf(_SC_PAGESIZE) / 1024);
+}
+
+std::string ms_text(milliseconds d) { return std::to_string(d.count()) + " ms"; }
+
+class master {
+ public:
+  master(config cfg, std::vector<std::string> args) : cfg_(std::move(cfg)), args_(std::move(args)) {}
+  int run();
+
+ private:
+  int resolve_workers(const config& c) const { return c.workers > 0 ? c.workers : available_cpus(); }
+  void open_control();
+  void open_notify();
+  void arm_signals();
+  void on_signal(int sig);
+
+  void start_worker(int slot, role r);
+  void schedule_restart(int slot, milliseconds delay);
+  void reap();
+  void on_exit(pid_t pid, int status);
+  void first_start_failed(const process& p, const std::string& reason);
+  void read_notify();
+  void on_notify(pid_t pid, std::string_view message);
+  void mark_ready(process& p);
+  // Signals a worker to stop (SIGTERM drains) and SIGKILLs it if it outlives `grace`.
+  void retire(process& p, int sig, milliseconds grace);
+  void update_steering();
+
+  void begin_reload(done_fn done);
+  void commit_reload();
+  void fail_reload(const std::string& reason);
+  std::optional<std::string> scale(int n);
+  void stop(bool fast);
+  void finish();
+
+  json::object status_json();
+  void accept_control();
+  void handle_control(std::shared_ptr<asio::local::stream_protocol::socket> client, std::string line);
+
+  asio::io_context loop_{1};
+  config cfg_;
+  std::vector<std::string> args_;
+  std::unique_ptr<listen_sockets> sockets_;
+  asio::signal_set signals_{loop_};
+  std::unique_ptr<asio::posix::stream_descriptor> notify_;
+  std::string notify_name_;
+  std::unique_ptr<asio::local::stream_protocol::acceptor> control_;
+  std::vector<slot_state> slots_;  // [0, workers_) are active; the rest keep their sockets only
+  int workers_ = 0;
+  std::map<pid_t, std::unique_ptr<process>> procs_;
+  int generation_ = 1;
+  bool stopping_ = false;
+  bool ever_ready_ = false;
+  int exit_code_ = 0;
+  std::string fatal_;  // printed after the loop when no worker ever became ready
+  clock::time_point started_ = clock::now();
+
+  struct reload_state {
+    int generation;
+    config old_cfg;
+    int old_workers;
+    std::vector<done_fn> waiters;
+  };
+  std::optional<reload_state> reload_;
+};
+
+int master::run() {
+  log::set_name("loopfleet");
+  ::signal(SIGPIPE, SIG_IGN);
+  workers_ = resolve_workers(cfg_);
+  try {
+    open_control();
+    sockets_ = std::make_unique<listen_sockets>(cfg_.distribution, cfg_.listen, cfg_.backlog, workers_);
+    open_notify();
+  } catch (const startup_error& e) {
+    std::fprintf(stderr, "loopfleet: error: %s\n", e.what());
+    if (control_) ::unlink(cfg_.control.c_str());
+    return 2;
+  }
+  arm_signals();
+  accept_control();
+  read_notify();
+  log::info("instance '" + cfg_.name + "' serving " + sockets_->describe() + " with " + std::to_string(workers_) +
+            " workers, " + (cfg_.distribution == distribution::reuseport ? "reuseport" : "shared") +
+            " distribution; control socket " + cfg_.control);
+  slots_.resize(workers_);
+  for (int i = 0; i < workers_; ++i) start_worker(i, role::current);
+  loop_.run();
+  if (!fatal_.empty()) std::fprintf(stderr, "%s", fatal_.c_str());
+  return exit_code_;
+}
+
+void master::open_control() {
+  const std::string& path = cfg_.control;
+  sockaddr_un sun{};
+  if (path.size() >= sizeof sun.sun_path)
+    throw startup_error("control socket path " + path + " is too long (use a shorter --control)");
+  auto dir = path.substr(0, path.rfind('/'));
+  if (!dir.empty()) {
+    for (std::size_t at = 1; at <= dir.size(); ++at)
+      if (at == dir.size() || dir[at] == '/') ::mkdir(dir.substr(0, at).c_str(), 0700);
+  }
+  asio::local::stream_protocol::endpoint ep(path);
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) == 0) {
+    asio::local::stream_protocol::socket probe(loop_);
+    boost::system::error_code ec;
+    probe.connect(ep, ec);
+    if (!ec)
+      throw startup_error("another loopfleet instance named '" + cfg_.name + "' is running (control socket " + path +
+                          "); stop it first, or give this one another --name");
+    ::unlink(path.c_str());
+  }
+  control_ = std::make_unique<asio::local::stream_protocol::acceptor>(loop_);
+  boost::system::error_code ec;
+  control_->open(asio::local::stream_protocol(), ec);
+  if (!ec) control_->bind(ep, ec);
+  if (!ec) control_->listen(16, ec);
+  if (ec)
+    throw startup_error("cannot create control socket " + path + ": " + ec.message() +
+                        " (choose a writable path with --control)");
+  ::chmod(path.c_str(), 0600);  // the control socket can stop and reload: owner only
+}
+
+void master::open_notify() {
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  // The kernel attaches each sender's pid (SCM_CREDENTIALS), which is how a datagram is
+  // matched to its worker, as systemd does.
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one);
+  std::random_device rd;
+  notify_name_ = "@loopfleet-" + std::to_string(::getpid()) + "-" + std::to_string(rd());
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  std::memcpy(sun.sun_path + 1, notify_name_.data() + 1, notify_name_.size() - 1);
+  socklen_t len = offsetof(sockaddr_un, sun_path) + notify_name_.size();
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&sun), len) != 0) {
+    int e = errno;
+    ::close(fd);
+    throw startup_error(std::string("cannot create the notify socket: ") + std::strerror(e));
+  }
+  int size = 1 << 20;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  notify_ = std::make_unique<asio::posix::stream_descriptor>(loop_, fd);
+}
+
+void master::arm_signals() {
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD}) signals_.add(sig);
+  signals_.async_wait([this](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    on_signal(sig);
+    arm_signals();
+  });
+}
+
+void master::on_signal(int sig) {
+  switch (sig) {
+    case SIGCHLD:
+      reap();
+      break;
+    case SIGHUP:
+      begin_reload([](bool, std::string) {});
+      break;
+    case SIGQUIT:
+      log::info("SIGQUIT: fast stop");
+      stop(true);
+      break;
+    case SIGINT:
+      if (stopping_) {
+        log::warn("second SIGINT: fast stop");
+        stop(true);
+        break;
+      }
+      [[fallthrough]];
+    case SIGTERM:
+      log::info(std::string(sig == SIGINT ? "SIGINT" : "SIGTERM") + ": graceful stop");
+      stop(false);
+      break;
+  }
+}
+
+void master::start_worker(int slot, role r) {
+  std::string exe = find_executable(cfg_.command.front());
+  spawn_spec spec;
+  spec.argv = cfg_.command;
+  if (!exe.empty()) spec.argv.front() = exe;
+  spec.fds = sockets_->for_slot(slot);
+  int gen = r == role::candidate ? reload_->generation : generation_;
+  spec.env = {"LISTEN_FDS=" + std::to_string(spec.fds.size()), "LISTEN_FDNAMES=" + sockets_->fd_names(),
+              "NOTIFY_SOCKET=" + notify_name_, "LOOPFLEET_SLOT=" + std::to_string(slot),
+              "LOOPFLEET_GENERATION=" + std::to_string(gen)};
+  spawned s;
+  try {
+    s = spawn_worker(spec);
+  } catch (const std::exception& e) {
+    log::error("slot " + std::to_string(slot) + ": cannot start a worker: " + e.what());
+    if (r == role::candidate) fail_reload(std::string("cannot start a worker: ") + e.what());
+    else schedule_restart(slot, cfg_.backoff_max);
+    return;
+  }
+  auto p = std::make_unique<process>(loop_);
+  p->pid = s.pid;
+  p->slot = slot;
+  p->generation = gen;
+  p->r = r;
+  std::string tag = "slot " + std::to_string(slot) + " pid " + std::to_string(s.pid) + " | ";
+  p->out = std::make_shared<output_reader>(loop_, s.out, tag, nullptr);
+  p->err = std::make_shared<output_reader>(loop_, s.err, tag, p->last_stderr);
+  p->out->start();
+  p->err->start();
+  (r == role::candidate ? slots_[slot].candidate : slots_[slot].current) = s.pid;
+  log::info("slot " + std::to_string(slot) + ": started pid " + std::to_string(s.pid) + " (generation " +
+            std::to_string(gen) + ")");
+
+  process& ref = *p;
+  procs_[s.pid] = std::move(p);
+  bool by_delay = cfg_.ready == readiness::started;
+  ref.timer.expires_after(by_delay ? cfg_.ready_delay : cfg_.ready_timeout);
+  pid_t pid = s.pid;
+  ref.timer.async_wait([this, pid, by_delay](boost::system::error_code ec) {
+    auto it = procs_.find(pid);
+    if (ec || it == procs_.end() || it->second->ready) return;
+    process& p = *it->second;
+    if (by_delay) {
+      mark_ready(p);
+      return;
+    }
+    log::warn("slot " + std::to_string(p.slot) + ": pid " + std::to_string(pid) + " not ready after " +
+              ms_text(cfg_.ready_timeout) + "; killing it");
+    p.ready_timed_out = true;
+    ::kill(pid, SIGKILL);
+  });
+}
+
+void master::schedule_restart(int slot, milliseconds delay) {
+  auto& s = slots_[slot];
+  s.restart = std::make_unique<asio::steady_timer>(loop_, delay);
+  s.restart->async_wait([this, slot](boost::system::error_code ec) {
+    if (ec || stopping_ || slot >= workers_ || slots_[slot].current) return;
+    start_worker(slot, role::current);
+  });
+}
+
+void master::reap() {
+  int status = 0;
+  pid_t pid;
+  while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) on_exit(pid, status);
+}
+
+void master::on_exit(pid_t pid, int status) {
+  auto it = procs_.find(pid);
+  if (it == procs_.end()) return;
+  std::unique_ptr<process> p = std::move(it->second);
+  procs_.erase(it);
+  p->out->drain_now();
+  p->err->drain_now();
+  auto uptime = duration_cast<milliseconds>(clock::now() - p->started);
+  std::string reason = p->ready_timed_out ? "not ready within " + ms_text(cfg_.ready_timeout) : describe_exit(status);
+  std::string who = "slot " + std::to_string(p->slot) + ": pid " + std::to_string(pid);
+  std::string line = who + " exited: " + describe_exit(status) + " after " + ms_text(uptime);
+  if (p->r == role::retiring || p->r == role::rejected || stopping_) log::info(line);
+  else log::warn(line);
+
+  auto& slot = slots_[p->slot];
+  if (p->r == role::candidate) {
+    slot.candidate = 0;
+    if (reload_) {
+      std::string last = p->last_stderr->empty() ? "" : "; last stderr line: " + p->last_stderr->back();
+      fail_reload("slot " + std::to_string(p->slot) + ": the new worker " + reason + " before READY" + last);
+    }
+  } else if (p->r == role::current) {
+    slot.current = 0;
+    slot.last_exit = reason;
+    update_steering();
+    if (!stopping_ && p->slot < workers_) {
+      if (!ever_ready_ && !p->ready) {
+        first_start_failed(*p, reason);
+      } else {
+        backoff_policy policy{cfg_.backoff_initial, cfg_.backoff_max, cfg_.healthy_after, cfg_.degraded_after};
+        auto d = decide_restart(policy, slot.failures, uptime);
+        slot.failures = d.failures;
+        bool newly_degraded = d.degraded && !slot.degraded;
+        slot.degraded = d.degraded;
+        ++slot.restarts;
+        if (newly_degraded)
+          log::warn("slot " + std::to_string(p->slot) + " degraded: " + std::to_string(d.failures) +
+                    " failed runs in a row; the other slots keep serving; retrying with backoff up to " +
+                    ms_text(cfg_.backoff_max));
+        log::info("slot " + std::to_string(p->slot) + ": restarting in " + ms_text(d.delay) + " (failure " +
+                  std::to_string(d.failures) + " in a row)");
+        schedule_restart(p->slot, d.delay);
+      }
+    }
+  }
+  if (stopping_ && procs_.empty()) finish();
+}
+
+void master::first_start_failed(const process& p, const std::string& reason) {
+  auto& slot = slots_[p.slot];
+  slot.failed_first_start = true;
+  slot.last_exit = reason;
+  for (int i = 0; i < workers_; ++i)
+    if (!slots_[i].failed_first_start) return;  // another slot may still come up
+  std::string text = "loopfleet: error: no worker became ready (" + reason + "): check the command and its output";
+  if (!p.last_stderr->empty()) {
+    text += "; its last stderr lines:\n";
+    for (const auto& l : *p.last_stderr) text += "  " + l + "\n";
+  } else {
+    text += "\n";
+  }
+  fatal_ = text;
+  exit_code_ = 1;
+  stop(true);
+}
+
+void master::read_notify() {
+  notify_->async_wait(asio::posix::stream_descriptor::wait_read, [this](boost::system::error_code ec) {
+    if (ec) return;
+    for (;;) {
+      char data[4096];
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
+      iovec iov{data, sizeof data - 1};
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof control;
+      ssize_t n = ::recvmsg(notify_->native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+      if (n < 0) break;
+      pid_t sender = 0;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
+          ucred cred{};
+          std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
+          sender = cred.pid;
+        }
+      on_notify(sender, std::string_view(data, static_cast<std::size_t>(n)));
+    }
+    read_notify();
+  });
+}
+
+void master::on_notify(pid_t pid, std::string_view message) {
+  auto it = procs_.find(pid);
+  if (it == procs_.end()) return;  // only the worker itself speaks for its slot
+  process& p = *it->second;
+  while (!message.empty()) {
+    auto nl = message.find('\n');
+    std::string_view line = message.substr(0, nl);
+    if (line == "READY=1" && !p.ready) mark_ready(p);
+    else if (line.starts_with("STATUS=")) p.status = std::string(line.substr(7));
+    if (nl == std::string_view::npos) break;
+    message.remove_prefix(nl + 1);
+  }
+}
+
+void master::mark_ready(process& p) {
+  p.ready = true;
+  p.timer.cancel();
+  auto took = duration_cast<milliseconds>(clock::now() - p.started);
+  log::info("slot " + std::to_string(p.slot) + ": pid " + std::to_string(p.pid) + " ready in " + ms_text(took) +
+            " (generation " + std::to_string(p.generation) + ")");
+  if (p.r == role::current) {
+    ever_ready_ = true;
+    update_steering();
+  } else if (p.r == role::candidate && reload_) {
+    for (const auto& s : slots_)
+      if (s.candidate && !procs_.at(s.candidate)->ready) return;
+    commit_reload();
+  }
+}
+
+void master::retire(process& p, int sig, milliseconds grace) {
+  if (p.r != role::rejected) p.r = role::retiring;
+  ::kill(p.pid, sig);
+  p.timer.cancel();
+  p.timer.expires_after(grace);
+  pid_t pid = p.pid;
+  p.timer.async_wait([this, pid](boost::system::error_code ec) {
+    if (ec || !procs_.count(pid)) return;
+    log::warn("pid " + std::to_string(pid) + " still running after its stop deadline; SIGKILL");
+    ::kill(pid, SIGKILL);
+  });
+}
+
+void master::update_steering() {
+  if (cfg_.distribution != distribution::reuseport) return;
+  std::vector<int> serving;
+  for (int i = 0; i < workers_; ++i) {
+    pid_t pid = slots_[i].current;
+    if (pid && procs_.count(pid) && procs_.at(pid)->ready) serving.push_back(i);
+  }
+  // With nobody serving, spread over every slot: the connections queue until workers return.
+  if (serving.empty())
+    for (int i = 0; i < workers_; ++i) serving.push_back(i);
+  sockets_->steer(serving);
+}
+
+void master::begin_reload(done_fn done) {
+  if (stopping_) return done(false, "the instance is stopping");
+  if (reload_) return done(false, "a reload is already in progress");
+  config fresh;
+  if (auto err = reload_config(cfg_, args_, fresh)) {
+    log::error("reload refused: " + *err);
+    return done(false, *err);
+  }
+  if (fresh.listen != cfg_.listen || fresh.distribution != cfg_.distribution || fresh.backlog != cfg_.backlog) {
+    std::string err = "listen addresses, distribution and backlog change only with a restart";
+    log::error("reload refused: " + err);
+    return done(false, err);
+  }
+  if (find_executable(fresh.command.front()).empty()) {
+    std::string err = "command '" + fresh.command.front() + "' not found or not executable";
+    log::error("reload refused: " + err);
+    return done(false, err);
+  }
+  int n = resolve_workers(fresh);
+  try {
+    sockets_->ensure_slots(n);
+  } catch (const startup_error& e) {
+    return done(false, e.what());
+  }
+  reload_ = reload_state{generation_ + 1, cfg_, workers_, {std::move(done)}};
+  generation_ = reload_->generation;
+  cfg_ = std::move(fresh);
+  if (static_cast<int>(slots_.size()) < n) slots_.resize(n);
+  log::info("reload: starting generation " + std::to_string(generation_) + " with " + std::to_string(n) +
+            " workers; the old ones serve until every new one is ready");
+  for (int i = 0; i < n; ++i) {
+    if (slots_[i].restart) slots_[i].restart->cancel();
+    start_worker(i, role::candidate);
+    if (!reload_) return;  // a start failure already rolled back
+  }
+}
+
+void master::commit_reload() {
+  int n = 0;
+  for (int i = 0; i < static_cast<int>(slots_.size()); ++i)
+    if (slots_[i].candidate) n = i + 1;
+  for (int i = 0; i < static_cast<int>(slots_.size()); ++i) {
+    auto& s = slots_[i];
+    if (s.current && procs_.count(s.current)) retire(*procs_.at(s.current), SIGTERM, cfg_.graceful_timeout);
+    s.current = 0;
+    if (s.candidate) {
+      procs_.at(s.candidate)->r = role::current;
+      s.current = std::exchange(s.candidate, 0);
+      s.failures = 0;
+      s.degraded = false;
+      s.failed_first_start = false;
+    }
+  }
+  workers_ = n;
+  ever_ready_ = true;
+  update_steering();
+  std::string msg = "generation " + std::to_string(generation_) + " serving with " + std::to_string(n) +
+                    " workers; the previous workers are draining";
+  log::info("reload: " + msg);
+  auto waiters = std::move(reload_->waiters);
+  reload_.reset();
+  for (auto& w : waiters) w(true, msg);
+}
+
+void master::fail_reload(const std::string& reason) {
+  if (!reload_) return;
+  for (auto& s : slots_) {
+    if (!s.candidate) continue;
+    if (auto it = procs_.find(s.candidate); it != procs_.end()) {
+      it->second->r = role::rejected;
+      ::kill(s.candidate, SIGKILL);
+    }
+    s.candidate = 0;
+  }
+  cfg_ = reload_->old_cfg;
+  workers_ = reload_->old_workers;
+  // Slots whose restart the reload had cancelled get their old-generation worker back.
+  for (int i = 0; i < workers_; ++i)
+    if (!slots_[i].current) schedule_restart(i, cfg_.backoff_initial);
+  std::string msg = "reload to generation " + std::to_string(reload_->generation) +
+                    " rolled back, the previous generation keeps serving: " + reason;
+  log::error(msg);
+  auto waiters = std::move(reload_->waiters);
+  reload_.reset();
+  for (auto& w : waiters) w(false, msg);
+}
+
+std::optional<std::string> master::scale(int n) {
+  if (n < 1 || n > 1024) return "worker count must be from 1 to 1024";
+  if (reload_) return "a reload is in progress; scale after it";
+  if (stopping_) return "the instance is stopping";
+  try {
+    sockets_->ensure_slots(n);
+  } catch (const startup_error& e) {
+    return e.what();
+  }
+  int old = workers_;
+  workers_ = n;
+  cfg_.workers = n;
+  if (static_cast<int>(slots_.size()) < n) slots_.resize(n);
+  for (int i = old; i < n; ++i) {
+    slots_[i].failures = 0;
+    slots_[i].degraded = false;
+    if (!slots_[i].current) start_worker(i, role::current);
+  }
+  for (int i = n; i < old; ++i) {
+    if (slots_[i].restart) slots_[i].restart->cancel();
+    if (slots_[i].current && procs_.count(slots_[i].current)) retire(*procs_.at(slots_[i].current), SIGTERM, cfg_.graceful_timeout);
+    slots_[i].current = 0;
+  }
+  update_steering();
+  log::info("scaled from " + std::to_string(old) + " to " + std::to_string(n) + " workers");
+  return std::nullopt;
+}
+
+void master::stop(bool fast) {
+  if (stopping_ && !fast) return;
+  stopping_ = true;
+  if (reload_) fail_reload("the instance is stopping");
+  for (auto& s : slots_)
+    if (s.restart) s.restart->cancel();
+  // A fast stop still bounds the wait: SIGQUIT, then SIGKILL after a second.
+  for (auto& [pid, p] : procs_)
+    retire(*p, fast ? SIGQUIT : SIGTERM, fast ? milliseconds(1000) : cfg_.graceful_timeout);
+  if (procs_.empty()) finish();
+}
+
+void master::finish() {
+  boost::system::error_code ignored;
+  if (control_) {
+    control_->close(ignored);
+    ::unlink(cfg_.control.c_str());
+  }
+  log::info("stopped");
+  loop_.stop();
+}
+
+json::object master::status_json() {
+  json::object o;
+  o["name"] = cfg_.name;
+  o["pid"] = ::getpid();
+  o["generation"] = generation_;
+  o["workers"] = workers_;
+  o["distribution"] = cfg_.distribution == distribution::reuseport ? "reuseport" : "shared";
+  o["listen"] = sockets_->describe();
+  o["uptime_s"] = duration_cast<milliseconds>(clock::now() - started_).count() / 1000.0;
+  o["reloading"] = reload_.has_value();
+  json::array slots;
+  auto now = clock::now();
+  for (int i = 0; i < workers_; ++i) {
+    auto& s = slots_[i];
+    json::object j;
+    j["slot"] = i;
+    const process* p = s.current && procs_.count(s.current) ? procs_.at(s.current).get() : nullptr;
+    std::string state;
+    if (p) {
+      auto up = duration_cast<milliseconds>(now - p->started);
+      if (up >= cfg_.healthy_after) s.degraded = false;  // a healthy minute clears the crash loop
+      state = p->ready ? "ready" : "starting";
+      j["pid"] = p->pid;
+      j["generation"] = p->generation;
+      j["uptime_s"] = up.count() / 1000.0;
+      j["rss_kib"] = rss_kib(p->pid);
+      j["status"] = p->status;
+    } else {
+      state = s.degraded ? "degraded" : "restarting";
+      j["pid"] = nullptr;
+    }
+    if (s.degraded && p && !p->ready) state = "degraded";
+    j["state"] = state;
+    j["restarts"] = s.restarts;
+    j["failures_in_a_row"] = s.failures;
+    j["last_exit"] = s.last_exit;
+    slots.push_back(std::move(j));
+  }
+  o["slots"] = std::move(slots);
+  json::array draining;
+  for (auto& [pid, p] : procs_)
+    if (p->r == role::retiring) draining.push_back(json::object{{"pid", pid}, {"slot", p->slot}, {"generation", p->generation}});
+  o["draining"] = std::move(draining);
+  return o;
+}
+
+void master::accept_control() {
+  control_->async_accept([this](boost::system::error_code ec, asio::local::stream_protocol::socket s) {
+    if (ec) return;
+    auto client = std::make_shared<asio::local::stream_protocol::socket>(std::move(s));
+    auto buf = std::make_shared<asio::streambuf>(65536);
+    asio::async_read_until(*client, *buf, '\n', [this, client, buf](boost::system::error_code ec, std::size_t n) {
+      if (ec) return;
+      std::string line(asio::buffers_begin(buf->data()), asio::buffers_begin(buf->data()) + n);
+      handle_control(client, std::move(line));
+    });
+    accept_control();
+  });
+}
+
+void master::handle_control(std::shared_ptr<asio::local::stream_protocol::socket> client, std::string line) {
+  auto reply = [client](json::object o) {
+    auto text = std::make_shared<std::string>(json::serialize(o) + "\n");
+    asio::async_write(*client, asio::buffer(*text), [client, text](boost::system::error_code, std::size_t) {});
+  };
+  auto ok = [&](bool good, std::string message) {
+    json::object o{{"ok", good}};
+    o[good ? "message" : "error"] = std::move(message);
+    return o;
+  };
+  boost::system::error_code ec;
+  json::value v = json::parse(line, ec);
+  const json::object* req = ec ? nullptr : v.if_object();
+  const json::value* cmd = req ? req->if_contains("command") : nullptr;
+  if (!cmd || !cmd->is_string()) return reply(ok(false, "expected a JSON object with a \"command\""));
+  std::string_view c = cmd->as_string();
+  if (c == "status") {
+    json::object o = status_json();
+    o["ok"] = true;
+    return reply(std::move(o));
+  }
+  if (c == "reload") {
+    log::info("reload requested over the control socket");
+    return begin_reload([reply, ok](bool good, std::string message) { reply(ok(good, std::move(message))); });
+  }
+  if (c == "stop") {
+    log::info("stop requested over the control socket");
+    reply(ok(true, "stopping"));
+    return asio::post(loop_, [this] { stop(false); });
+  }
+  if (c == "scale") {
+    const json::value* n = req->if_contains("workers");
+    if (!n || !n->is_int64()) return reply(ok(false, "scale needs \"workers\": a number"));
+    auto err = scale(static_cast<int>(n->as_int64()));
+    return reply(err ? ok(false, *err) : ok(true, "scaled to " + std::to_string(n->as_int64()) + " workers"));
+  }
+  reply(ok(false, "unknown command '" + std::string(c) + "' (status, reload, stop, scale)"));
+}
+
+}  // namespace
+
+int run(config cfg, std::vector<std::string> args) {
+  master m(std::move(cfg), std::move(args));
+  return m.run();
+}
+
+}  // namespace loopfleet::supervisor

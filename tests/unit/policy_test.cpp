@@ -1,0 +1,55 @@
+#include "supervisor/policy.hpp"
+#include "supervisor/sockets.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+using namespace loopfleet::supervisor;
+using namespace std::chrono_literals;
+
+TEST(Backoff, DoublesFromInitialUpToTheCap) {
+  backoff_policy p{100ms, 1000ms, 60s, 3};
+  int failures = 0;
+  std::vector<long> delays;
+  for (int i = 0; i < 6; ++i) {
+    auto d = decide_restart(p, failures, 10ms);
+    failures = d.failures;
+    delays.push_back(d.delay.count());
+  }
+  EXPECT_EQ(delays, (std::vector<long>{100, 200, 400, 800, 1000, 1000}));
+}
+
+TEST(Backoff, DegradedAfterConfiguredFailuresInARow) {
+  backoff_policy p{100ms, 30s, 60s, 3};
+  EXPECT_FALSE(decide_restart(p, 0, 1ms).degraded);
+  EXPECT_FALSE(decide_restart(p, 1, 1ms).degraded);
+  EXPECT_TRUE(decide_restart(p, 2, 1ms).degraded);
+}
+
+TEST(Backoff, AHealthyRunResetsTheCount) {
+  backoff_policy p{100ms, 30s, 60s, 3};
+  auto d = decide_restart(p, 7, 61s);
+  EXPECT_EQ(d.failures, 1);
+  EXPECT_FALSE(d.degraded);
+  EXPECT_EQ(d.delay, 100ms);
+}
+
+TEST(Backoff, LongCrashLoopsDoNotOverflow) {
+  backoff_policy p{100ms, 30s, 60s, 3};
+  EXPECT_EQ(decide_restart(p, 100000, 0ms).delay, 30s);
+}
+
+TEST(ExitText, CodesAndSignals) {
+  EXPECT_EQ(describe_exit(3 << 8), "exit code 3");
+  EXPECT_EQ(describe_exit(9), "signal 9 (SIGKILL)");
+}
+
+TEST(Steering, ProgramPicksOnlyServingSlots) {
+  auto prog = steering_program({0, 2});
+  // load random, mod 2, (jeq, ret) x2, default ret
+  ASSERT_EQ(prog.size(), 7u);
+  EXPECT_EQ(prog[1].k, 2u);
+  EXPECT_EQ(prog[3].k, 0u);
+  EXPECT_EQ(prog[5].k, 2u);
+  EXPECT_EQ(prog[6].k, 0u);
+}

@@ -1,0 +1,122 @@
+// The `loopfleet` command: `run` starts a supervisor in the foreground; the other
+// subcommands talk to a running one over its control socket.
+#include "control/client.hpp"
+#include "runtime/flags.hpp"
+#include "supervisor/config.hpp"
+#include "supervisor/spawn.hpp"
+#include "supervisor/supervisor.hpp"
+
+#include <boost/json.hpp>
+
+#include <cstdio>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace {
+
+constexpr const char* usage =
+    "usage: loopfleet COMMAND [flags]\n"
+    "\n"
+    "commands:\n"
+    "  run [flags] -- CMD [ARGS...]   run CMD as N supervised workers in the foreground (run --help)\n"
+    "  status [--json]                slots, pids, states, restarts, RSS of a running instance\n"
+    "  reload                         start a new generation; the old one drains once it is ready\n"
+    "  scale N                        change the number of workers\n"
+    "  stop                           graceful stop\n"
+    "\n"
+    "status, reload, scale and stop take --name NAME or --control PATH to pick the instance.\n";
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "loopfleet: error: %s\n", message.c_str());
+  return 2;
+}
+
+int client_command(std::string_view command, std::vector<std::string_view> args) {
+  std::string name, control;
+  bool as_json = false;
+  std::string json_flag;
+  std::vector<std::string_view> rest;
+  loopfleet::flag_set flags("loopfleet " + std::string(command));
+  flags.add_string("--name", &name, "instance name");
+  flags.add_string("--control", &control, "control socket path");
+  std::vector<std::string_view> flag_args;
+  for (auto a : args) {
+    if (a == "--json") as_json = true;
+    else if (a.starts_with("--") || (!flag_args.empty() && flag_args.back().starts_with("--") &&
+                                     flag_args.back().find('=') == std::string_view::npos))
+      flag_args.push_back(a);
+    else rest.push_back(a);
+  }
+  if (auto err = flags.parse(flag_args)) return fail(*err);
+  if (flags.help_requested()) {
+    std::fputs(usage, stdout);
+    return 0;
+  }
+  if (as_json && command != "status") return fail("--json goes with status only");
+
+  boost::json::object req{{"command", std::string(command)}};
+  if (command == "scale") {
+    if (rest.size() != 1) return fail("scale needs the number of workers, e.g. loopfleet scale 4");
+    char* end = nullptr;
+    std::string n(rest.front());
+    long v = std::strtol(n.c_str(), &end, 10);
+    if (*end || v < 1 || v > 1024) return fail("scale: '" + n + "' is not a number from 1 to 1024");
+    req["workers"] = v;
+  } else if (!rest.empty()) {
+    return fail("unexpected argument '" + std::string(rest.front()) + "' (see loopfleet --help)");
+  }
+
+  std::string path, error;
+  if (auto err = loopfleet::control::locate(control, name, path)) return fail(*err);
+  // A reload waits for the new generation to be ready, which may take the ready timeout.
+  auto timeout = std::chrono::seconds(command == "reload" ? 600 : 10);
+  auto reply = loopfleet::control::call(path, boost::json::serialize(req), timeout, error);
+  if (!reply) return fail(error);
+  boost::system::error_code ec;
+  auto v = boost::json::parse(*reply, ec);
+  if (ec || !v.is_object()) return fail("unreadable reply: " + *reply);
+  const auto& o = v.as_object();
+  if (!o.contains("ok") || !o.at("ok").as_bool()) {
+    auto* e = o.if_contains("error");
+    std::fprintf(stderr, "loopfleet: %s failed: %s\n", std::string(command).c_str(),
+                 e && e->is_string() ? std::string(e->as_string()).c_str() : reply->c_str());
+    return 1;
+  }
+  if (command == "status") {
+    std::fputs(as_json ? (*reply + "\n").c_str() : loopfleet::control::format_status(*reply).c_str(), stdout);
+  } else if (auto* m = o.if_contains("message"); m && m->is_string()) {
+    std::printf("%s\n", std::string(m->as_string()).c_str());
+  }
+  return 0;
+}
+
+int run_command(std::vector<std::string_view> args) {
+  loopfleet::supervisor::config cfg;
+  bool help = false;
+  if (auto err = loopfleet::supervisor::parse_run_args(args, cfg, &help)) return fail(*err);
+  if (help) {
+    std::fputs(loopfleet::supervisor::run_usage().c_str(), stdout);
+    return 0;
+  }
+  if (loopfleet::supervisor::find_executable(cfg.command.front()).empty())
+    return fail("command '" + cfg.command.front() + "' not found or not executable (check the path after --)");
+  std::vector<std::string> kept(args.begin(), args.end());
+  return loopfleet::supervisor::run(std::move(cfg), std::move(kept));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string_view> args(argv + 1, argv + argc);
+  if (args.empty() || args.front() == "--help" || args.front() == "-h" || args.front() == "help") {
+    std::fputs(usage, args.empty() ? stderr : stdout);
+    return args.empty() ? 2 : 0;
+  }
+  std::string_view command = args.front();
+  args.erase(args.begin());
+  if (command == "run") return run_command(args);
+  if (command == "status" || command == "reload" || command == "stop" || command == "scale")
+    return client_command(command, args);
+  return fail("unknown command '" + std::string(command) + "' (run, status, reload, scale, stop; see loopfleet --help)");
+}
