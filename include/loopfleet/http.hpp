@@ -143,6 +143,10 @@ struct server_options {
   std::chrono::milliseconds request_timeout{std::chrono::seconds(60)};  // first byte to end of body: 408
   std::chrono::milliseconds idle_timeout{std::chrono::seconds(60)};     // keep-alive wait between requests
   std::chrono::milliseconds send_timeout{std::chrono::seconds(60)};     // a response the client does not read
+  // Once draining, how long an idle keep-alive connection may stay open for one more request
+  // (answered with "Connection: close"). Closing idle connections at once races with a
+  // request the client is sending right then, and that request would fail.
+  std::chrono::milliseconds drain_idle_timeout{std::chrono::seconds(1)};
 };
 
 // Parses the command line (worker and server flags; --help lists them), then serves `app`

@@ -278,10 +278,8 @@ asio::awaitable<void> serve_connection(server& srv, socket_type socket) {
       co_return;
     }
 
-    if (!parser) {
-      if (srv.draining()) co_return;  // idle at drain: close now
-      if (conn.where != phase::waiting) conn.enter(phase::waiting, opt.idle_timeout);
-    }
+    if (!parser && conn.where != phase::waiting)
+      conn.enter(phase::waiting, srv.draining() ? opt.drain_idle_timeout : opt.idle_timeout);
 
     // Make room for the next read.
     if (begin == end) {

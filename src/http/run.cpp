@@ -25,6 +25,8 @@ int run(int argc, char** argv, router app) {
   flags.add_duration("--request-timeout", &server.request_timeout, "first byte to end of body; slower gets 408");
   flags.add_duration("--idle-timeout", &server.idle_timeout, "keep-alive wait for the next request");
   flags.add_duration("--send-timeout", &server.send_timeout, "time a client may take to read a response");
+  flags.add_duration("--drain-idle-timeout", &server.drain_idle_timeout,
+                     "when draining, how long an idle keep-alive connection may send one more request");
 
   std::vector<std::string_view> args(argv + (argc > 0 ? 1 : 0), argv + argc);
   if (auto err = flags.parse(args)) {

@@ -143,10 +143,11 @@ void server::drain(std::function<void()> done) {
   drained_ = std::move(done);
   boost::system::error_code ignored;
   for (auto& a : acceptors_) a->close(ignored);
-  // Connections waiting for a next request are closed now; the others close after the
-  // response they are working on, which carries "Connection: close".
+  // Every connection closes after its next response, which says "Connection: close". One
+  // that waits for a request gets drain_idle_timeout to send it, then the tick closes it.
+  auto idle_deadline = clock::now() + options_.drain_idle_timeout;
   for (connection* c = head_; c; c = c->next)
-    if (c->where == phase::waiting) c->socket.cancel(ignored);
+    if (c->where == phase::waiting && c->deadline > idle_deadline) c->enter(phase::waiting, idle_deadline);
   maybe_drained();
 }
 

@@ -156,7 +156,9 @@ class master {
   void schedule_restart(int slot, milliseconds delay);
   void reap();
   void on_exit(pid_t pid, int status);
-  void first_start_failed(const process& p, const std::string& reason);
+  // Records a worker that died before any worker was ever ready. When every slot has failed
+  // so, the command is broken: stop with exit code 1 and its last stderr lines; returns true.
+  bool first_start_failed(const process& p, const std::string& reason);
   void read_notify();
   void on_notify(pid_t pid, std::string_view message);
   void mark_ready(process& p);
@@ -411,34 +413,29 @@ void master::on_exit(pid_t pid, int status) {
     slot.last_exit = reason;
     update_steering();
     if (!stopping_ && p->slot < workers_) {
-      if (!ever_ready_ && !p->ready) {
-        first_start_failed(*p, reason);
-      } else {
-        backoff_policy policy{cfg_.backoff_initial, cfg_.backoff_max, cfg_.healthy_after, cfg_.degraded_after};
-        auto d = decide_restart(policy, slot.failures, uptime);
-        slot.failures = d.failures;
-        bool newly_degraded = d.degraded && !slot.degraded;
-        slot.degraded = d.degraded;
-        ++slot.restarts;
-        if (newly_degraded)
-          log::warn("slot " + std::to_string(p->slot) + " degraded: " + std::to_string(d.failures) +
-                    " failed runs in a row; the other slots keep serving; retrying with backoff up to " +
-                    ms_text(cfg_.backoff_max));
-        log::info("slot " + std::to_string(p->slot) + ": restarting in " + ms_text(d.delay) + " (failure " +
-                  std::to_string(d.failures) + " in a row)");
-        schedule_restart(p->slot, d.delay);
-      }
+      if (!ever_ready_ && !p->ready && first_start_failed(*p, reason)) return;
+      backoff_policy policy{cfg_.backoff_initial, cfg_.backoff_max, cfg_.healthy_after, cfg_.degraded_after};
+      auto d = decide_restart(policy, slot.failures, uptime);
+      slot.failures = d.failures;
+      bool newly_degraded = d.degraded && !slot.degraded;
+      slot.degraded = d.degraded;
+      ++slot.restarts;
+      if (newly_degraded)
+        log::warn("slot " + std::to_string(p->slot) + " degraded: " + std::to_string(d.failures) +
+                  " failed runs in a row; the other slots keep serving; retrying with backoff up to " +
+                  ms_text(cfg_.backoff_max));
+      log::info("slot " + std::to_string(p->slot) + ": restarting in " + ms_text(d.delay) + " (failure " +
+                std::to_string(d.failures) + " in a row)");
+      schedule_restart(p->slot, d.delay);
     }
   }
   if (stopping_ && procs_.empty()) finish();
 }
 
-void master::first_start_failed(const process& p, const std::string& reason) {
-  auto& slot = slots_[p.slot];
-  slot.failed_first_start = true;
-  slot.last_exit = reason;
+bool master::first_start_failed(const process& p, const std::string& reason) {
+  slots_[p.slot].failed_first_start = true;
   for (int i = 0; i < workers_; ++i)
-    if (!slots_[i].failed_first_start) return;  // another slot may still come up
+    if (!slots_[i].failed_first_start) return false;  // another slot may still come up
   std::string text = "loopfleet: error: no worker became ready (" + reason + "): check the command and its output";
   if (!p.last_stderr->empty()) {
     text += "; its last stderr lines:\n";
@@ -449,6 +446,7 @@ void master::first_start_failed(const process& p, const std::string& reason) {
   fatal_ = text;
   exit_code_ = 1;
   stop(true);
+  return true;
 }
 
 void master::read_notify() {

@@ -1,5 +1,6 @@
 """Real processes on loopback: start a worker, wait for its READY over a notify socket that
 the test owns (as systemd or `loopfleet run` would), talk raw HTTP to it, signal it."""
+import json
 import os
 import queue
 import re
@@ -215,3 +216,136 @@ def peer_closed(sock, timeout):
         return True
     except socket.timeout:
         return False
+
+
+# --- the supervisor ---
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYTHON_APP = os.path.join(ROOT, "examples", "python", "app.py")
+
+
+class Supervisor:
+    """`loopfleet run` on a free port with its own control socket; its log is collected."""
+
+    def __init__(self, workers=2, args=(), command=None, tmp=None, wait_ready=True):
+        self.port = free_port()
+        self.name = f"t{os.getpid()}-{time.monotonic_ns()}"
+        self.control = os.path.join(tmp or "/tmp", f"{self.name}.sock")
+        self.workers = workers
+        cmd = [binary("loopfleet"), "run", "--name", self.name, "--control", self.control,
+               "--listen", f"127.0.0.1:{self.port}", "--workers", str(workers)] + list(args)
+        if command is None:
+            command = [binary("loopfleet-testapp")]
+        if command:  # [] = the command comes from the config file
+            cmd += ["--"] + list(command)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.out = Lines(self.proc.stdout)
+        self.log = Lines(self.proc.stderr)
+        if wait_ready:
+            self.log.wait_for(r"ready in \d+ ms", count=workers)
+
+    def cli(self, *args, timeout=60):
+        return subprocess.run([binary("loopfleet"), *args, "--control", self.control],
+                              capture_output=True, text=True, timeout=timeout * SLOW)
+
+    def status(self):
+        r = self.cli("status", "--json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    def worker_pids(self):
+        return [s["pid"] for s in self.status()["slots"]]
+
+    def connect(self):
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10 * SLOW)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def supervise(tmp_path):
+    """supervise(workers, args, command) -> a Supervisor whose workers are all READY."""
+    started = []
+
+    def _start(workers=2, args=(), command=None, **kw):
+        s = Supervisor(workers, args, command, tmp=str(tmp_path), **kw)
+        started.append(s)
+        return s
+
+    yield _start
+    for s in started:
+        s.stop()
+
+
+def established_connections(pid, port):
+    """TCP connections of process `pid` in state ESTABLISHED on local port `port`."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except FileNotFoundError:
+        return 0
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for row in f:
+                cols = row.split()
+                local_port = int(cols[1].rsplit(":", 1)[1], 16)
+                if cols[3] == "01" and local_port == port and cols[9] in inodes:
+                    count += 1
+    return count
+
+
+class Wrk:
+    """wrk in the background for a bounded time; result() parses its summary."""
+
+    def __init__(self, port, duration=4, connections=64, path="/"):
+        self.proc = subprocess.Popen(
+            ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s",
+             f"http://127.0.0.1:{port}{path}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.duration = duration
+
+    def result(self):
+        out, _ = self.proc.communicate(timeout=self.duration + 30)
+        r = {"text": out, "connect": 0, "read": 0, "write": 0, "timeout": 0, "non2xx": 0}
+        m = re.search(r"(\d+) requests in", out)
+        r["requests"] = int(m.group(1)) if m else 0
+        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        if m:
+            r.update(connect=int(m.group(1)), read=int(m.group(2)), write=int(m.group(3)), timeout=int(m.group(4)))
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        if m:
+            r["non2xx"] = int(m.group(1))
+        r["failed"] = r["connect"] + r["read"] + r["write"] + r["timeout"] + r["non2xx"]
+        return r
+
+
+def wait_until(predicate, timeout=10.0, what="condition"):
+    """Polls `predicate` (a state with no event to wait on, such as a kernel socket table)."""
+    deadline = time.monotonic() + timeout * SLOW
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def log_time(line):
+    """The timestamp of a log line, in seconds."""
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z", line)
+    import datetime
+    return datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").timestamp()
