@@ -7,8 +7,9 @@ packages=(
   # build
   g++ cmake ninja-build ccache pkg-config
   libboost1.81-dev libboost-json1.81-dev
-  # tests
-  libgtest-dev python3 python3-pytest
+  libtomlplusplus-dev
+  # tests, and the Node example
+  libgtest-dev python3 python3-pytest nodejs
   # load and peers for bench/ and the load tests
   wrk nginx-light
 )

@@ -149,6 +149,7 @@ class master {
   int resolve_workers(const config& c) const { return c.workers > 0 ? c.workers : available_cpus(); }
   void open_control();
   void open_notify();
+  int connected_notify_socket() const;
   void arm_signals();
   void on_signal(int sig);
 
@@ -284,6 +285,17 @@ void master::open_notify() {
   notify_ = std::make_unique<asio::posix::stream_descriptor>(loop_, fd);
 }
 
+int master::connected_notify_socket() const {
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  std::memcpy(sun.sun_path + 1, notify_name_.data() + 1, notify_name_.size() - 1);
+  socklen_t len = offsetof(sockaddr_un, sun_path) + notify_name_.size();
+  if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&sun), len) == 0) return fd;
+  if (fd >= 0) ::close(fd);
+  return -1;
+}
+
 void master::arm_signals() {
   for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD}) signals_.add(sig);
   signals_.async_wait([this](boost::system::error_code ec, int sig) {
@@ -329,10 +341,19 @@ void master::start_worker(int slot, role r) {
   spec.env = {"LISTEN_FDS=" + std::to_string(spec.fds.size()), "LISTEN_FDNAMES=" + sockets_->fd_names(),
               "NOTIFY_SOCKET=" + notify_name_, "LOOPFLEET_SLOT=" + std::to_string(slot),
               "LOOPFLEET_GENERATION=" + std::to_string(gen)};
+  // Also a datagram socket already connected to NOTIFY_SOCKET, after the listening sockets:
+  // runtimes that cannot send to a Unix socket by name (Node) write(2) "READY=1" to it.
+  int notify_fd = connected_notify_socket();
+  if (notify_fd >= 0) {
+    spec.env.push_back("LOOPFLEET_NOTIFY_FD=" + std::to_string(3 + spec.fds.size()));
+    spec.fds.push_back(notify_fd);
+  }
   spawned s;
   try {
     s = spawn_worker(spec);
+    if (notify_fd >= 0) ::close(notify_fd);
   } catch (const std::exception& e) {
+    if (notify_fd >= 0) ::close(notify_fd);
     log::error("slot " + std::to_string(slot) + ": cannot start a worker: " + e.what());
     if (r == role::candidate) fail_reload(std::string("cannot start a worker: ") + e.what());
     else schedule_restart(slot, cfg_.backoff_max);

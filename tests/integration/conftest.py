@@ -2,7 +2,6 @@
 the test owns (as systemd or `loopfleet run` would), talk raw HTTP to it, signal it."""
 import json
 import os
-import queue
 import re
 import signal
 import socket
@@ -72,31 +71,33 @@ class Lines:
 
     def __init__(self, pipe):
         self.lines = []
-        self.q = queue.Queue()
+        self.changed = threading.Condition()
         self.thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
         self.thread.start()
 
     def _pump(self, pipe):
         for raw in iter(pipe.readline, b""):
-            line = raw.decode(errors="replace").rstrip("\n")
-            self.lines.append(line)
-            self.q.put(line)
+            with self.changed:
+                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self.changed.notify_all()
         pipe.close()
 
     def wait_for(self, pattern, count=1, timeout=10.0):
-        found = [l for l in self.lines if re.search(pattern, l)]
+        """The first `count` lines matching `pattern`, waiting for them to be printed."""
         deadline = time.monotonic() + timeout * SLOW
-        while len(found) < count:
-            try:
-                line = self.q.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"{count}x {pattern!r} not seen within {timeout} s; lines: {self.lines}")
-            if re.search(pattern, line):
-                found.append(line)
-        return found
+        with self.changed:
+            while True:
+                found = [l for l in self.lines if re.search(pattern, l)]
+                if len(found) >= count:
+                    return found[:count]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{count}x {pattern!r} not seen within {timeout} s; lines: {self.lines}")
+                self.changed.wait(left)
 
     def text(self):
-        return "\n".join(self.lines)
+        with self.changed:
+            return "\n".join(self.lines)
 
 
 class Worker:
