@@ -8,7 +8,10 @@
 
 #include <boost/json.hpp>
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -93,6 +96,9 @@ int client_command(std::string_view command, std::vector<std::string_view> args)
 
 int run_command(std::vector<std::string_view> args) {
   loopfleet::supervisor::config cfg;
+  // Socket-activated (systemd passed us sockets): they are served, --listen is optional.
+  const char* listen_pid = std::getenv("LISTEN_PID");
+  cfg.inherited_sockets = listen_pid && std::to_string(::getpid()) == listen_pid;
   bool help = false;
   if (auto err = loopfleet::supervisor::parse_run_args(args, cfg, &help)) return fail(*err);
   if (help) {

@@ -68,7 +68,8 @@ std::optional<std::string> apply_raw(const raw_values& raw, config& c, std::stri
 std::optional<std::string> check(config& c) {
   if (c.command.empty())
     return "no worker command: put it after --, e.g. loopfleet run --workers 2 -- ./build/bin/hello";
-  if (c.listen.empty()) return "no --listen address: give at least one, e.g. --listen 127.0.0.1:8080";
+  if (c.listen.empty() && !c.inherited_sockets)
+    return "no --listen address: give at least one, e.g. --listen 127.0.0.1:8080";
   for (const auto& l : c.listen)
     if (auto p = parse_listen_address(l); std::holds_alternative<std::string>(p))
       return "--listen: " + std::get<std::string>(p);
@@ -211,6 +212,7 @@ std::optional<std::string> reload_config(const config& current, std::span<const 
                                          config& out) {
   std::vector<std::string_view> args(original_args.begin(), original_args.end());
   config fresh;
+  fresh.inherited_sockets = current.inherited_sockets;
   if (auto err = parse_run_args(args, fresh, nullptr)) return err;
   // The instance keeps its identity across reloads.
   fresh.name = current.name;

@@ -31,6 +31,9 @@ struct config {
   int degraded_after = 3;                  // consecutive failed starts before a slot is "degraded"
   std::string control;                     // control socket path; default under the runtime dir
   std::vector<std::string> command;        // after "--", or `command = [...]` in the file
+  // Set by the caller when this process was socket-activated (LISTEN_FDS for our pid): the
+  // inherited sockets are served besides any --listen address, which becomes optional.
+  bool inherited_sockets = false;
 };
 
 // Parses `loopfleet run` arguments (everything after "run"), reading --config if given.

@@ -29,7 +29,8 @@ std::vector<sock_filter> steering_program(const std::vector<int>& serving) {
   return prog;
 }
 
-listen_sockets::listen_sockets(distribution mode, const std::vector<std::string>& addresses, int backlog, int slots)
+listen_sockets::listen_sockets(distribution mode, const std::vector<std::string>& addresses, int backlog, int slots,
+                               const std::vector<listener>& inherited)
     : mode_(mode), texts_(addresses), backlog_(backlog) {
   for (const auto& text : texts_) {
     auto parsed = parse_listen_address(text);
@@ -37,6 +38,12 @@ listen_sockets::listen_sockets(distribution mode, const std::vector<std::string>
     reusable_.push_back(mode_ == distribution::reuseport && !std::get<listen_address>(parsed).is_unix);
     fds_.emplace_back();
     bound_as_.emplace_back(text);
+  }
+  for (const auto& l : inherited) {
+    texts_.push_back(l.name);
+    reusable_.push_back(false);
+    fds_.push_back({l.fd});
+    bound_as_.push_back(l.address);
   }
   try {
     ensure_slots(slots);

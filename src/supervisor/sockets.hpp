@@ -12,6 +12,8 @@
 
 #include "supervisor/config.hpp"
 
+#include <loopfleet/runtime.hpp>
+
 #include <linux/filter.h>
 
 #include <string>
@@ -25,8 +27,10 @@ std::vector<sock_filter> steering_program(const std::vector<int>& serving);
 
 class listen_sockets {
  public:
-  // Binds every address; throws startup_error (address in use, ...).
-  listen_sockets(distribution mode, const std::vector<std::string>& addresses, int backlog, int slots);
+  // Binds every address and adds the `inherited` sockets (socket activation of the supervisor
+  // itself), which every worker shares whatever the mode. Throws startup_error.
+  listen_sockets(distribution mode, const std::vector<std::string>& addresses, int backlog, int slots,
+                 const std::vector<listener>& inherited);
   ~listen_sockets();
   listen_sockets(const listen_sockets&) = delete;
   listen_sockets& operator=(const listen_sockets&) = delete;

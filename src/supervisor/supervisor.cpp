@@ -1,6 +1,7 @@
 #include "supervisor/supervisor.hpp"
 
 #include "runtime/error.hpp"
+#include "runtime/listen_fds.hpp"
 #include "runtime/log.hpp"
 #include "supervisor/policy.hpp"
 #include "supervisor/sockets.hpp"
@@ -211,7 +212,8 @@ int master::run() {
   workers_ = resolve_workers(cfg_);
   try {
     open_control();
-    sockets_ = std::make_unique<listen_sockets>(cfg_.distribution, cfg_.listen, cfg_.backlog, workers_);
+    auto inherited = adopt_listen_fds();
+    sockets_ = std::make_unique<listen_sockets>(cfg_.distribution, cfg_.listen, cfg_.backlog, workers_, inherited);
     open_notify();
   } catch (const startup_error& e) {
     std::fprintf(stderr, "loopfleet: error: %s\n", e.what());

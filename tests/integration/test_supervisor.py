@@ -276,3 +276,29 @@ def test_node_example_sigkill_under_load(supervise):
 def test_node_example_reload_under_load(supervise):
     sup = supervise(2, command=NODE)
     reload_under_load(sup, reloads=1)
+
+
+def test_supervisor_itself_socket_activated(tmp_path):
+    from conftest import Lines
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(64)
+    port = lsock.getsockname()[1]
+    fd = lsock.fileno()
+    env = dict(os.environ, LISTEN_FDS="1", LISTEN_FDNAMES="http")
+    # As systemd would: the socket at fd 3 and LISTEN_PID naming the supervisor; no --listen.
+    proc = subprocess.Popen(["sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"', binary("loopfleet"), "run", "--workers", "2",
+                             "--control", str(tmp_path / "c.sock"), "--", binary("loopfleet-testapp")],
+                            env=env, pass_fds=(3,), preexec_fn=lambda: os.dup2(fd, 3), stderr=subprocess.PIPE)
+    try:
+        log = Lines(proc.stderr)
+        log.wait_for(r"ready in", count=2)
+        lsock.close()
+        for _ in range(4):
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                assert exchange(s, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0].body == b"Hello, World!"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10 * SLOW) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
