@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from loadkit import Wrk, established
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = os.path.join(ROOT, "bench", "peers")
 BODY = b"Hello, World!"
@@ -100,54 +102,6 @@ def wait_for(predicate, timeout, what):
             return
         time.sleep(0.05)
     sys.exit(f"bench: timed out waiting for {what}")
-
-
-def established(pids, port):
-    inodes = set()
-    for pid in pids:
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                try:
-                    t = os.readlink(f"/proc/{pid}/fd/{fd}")
-                except OSError:
-                    continue
-                if t.startswith("socket:["):
-                    inodes.add(t[8:-1])
-        except FileNotFoundError:
-            pass
-    n = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            next(f)
-            for row in f:
-                c = row.split()
-                if c[3] == "01" and int(c[1].rsplit(":", 1)[1], 16) == port and c[9] in inodes:
-                    n += 1
-    return n
-
-
-class Wrk:
-    def __init__(self, port, duration, connections=64):
-        self.proc = subprocess.Popen(
-            ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", f"http://127.0.0.1:{port}/"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.duration = duration
-
-    def result(self):
-        out, _ = self.proc.communicate(timeout=self.duration + 60)
-        r = {"connect": 0, "read": 0, "write": 0, "timeout": 0, "non2xx": 0}
-        m = re.search(r"(\d+) requests in", out)
-        r["requests"] = int(m.group(1)) if m else 0
-        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        r["rps"] = float(m.group(1)) if m else 0.0
-        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-        if m:
-            r.update(connect=int(m.group(1)), read=int(m.group(2)), write=int(m.group(3)), timeout=int(m.group(4)))
-        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        if m:
-            r["non2xx"] = int(m.group(1))
-        r["failed"] = r["connect"] + r["read"] + r["write"] + r["timeout"] + r["non2xx"]
-        return r
 
 
 class Server:

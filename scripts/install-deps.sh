@@ -11,7 +11,7 @@ packages=(
   # tests, and the Node example
   libgtest-dev python3 python3-pytest nodejs
   # load and peers for bench/ and the load tests
-  wrk nginx-light
+  wrk nginx-light gunicorn python3-aiohttp python3-uvloop
 )
 
 missing=()

@@ -6,10 +6,15 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "bench"))
+from loadkit import Wrk, established  # noqa: E402  (shared with bench/)
 
 BIN = os.environ.get("LOOPFLEET_BIN") or os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "build", "bin")
@@ -287,51 +292,7 @@ def supervise(tmp_path):
 
 def established_connections(pid, port):
     """TCP connections of process `pid` in state ESTABLISHED on local port `port`."""
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    except FileNotFoundError:
-        return 0
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            next(f)
-            for row in f:
-                cols = row.split()
-                local_port = int(cols[1].rsplit(":", 1)[1], 16)
-                if cols[3] == "01" and local_port == port and cols[9] in inodes:
-                    count += 1
-    return count
-
-
-class Wrk:
-    """wrk in the background for a bounded time; result() parses its summary."""
-
-    def __init__(self, port, duration=4, connections=64, path="/"):
-        self.proc = subprocess.Popen(
-            ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s",
-             f"http://127.0.0.1:{port}{path}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.duration = duration
-
-    def result(self):
-        out, _ = self.proc.communicate(timeout=self.duration + 30)
-        r = {"text": out, "connect": 0, "read": 0, "write": 0, "timeout": 0, "non2xx": 0}
-        m = re.search(r"(\d+) requests in", out)
-        r["requests"] = int(m.group(1)) if m else 0
-        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-        if m:
-            r.update(connect=int(m.group(1)), read=int(m.group(2)), write=int(m.group(3)), timeout=int(m.group(4)))
-        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        if m:
-            r["non2xx"] = int(m.group(1))
-        r["failed"] = r["connect"] + r["read"] + r["write"] + r["timeout"] + r["non2xx"]
-        return r
+    return established([pid], port)
 
 
 def wait_until(predicate, timeout=10.0, what="condition"):

@@ -1,0 +1,56 @@
+"""Load and socket accounting shared by bench/ and the integration tests: wrk in the
+background with its summary parsed, and the ESTABLISHED connections a process holds."""
+import os
+import re
+import subprocess
+
+
+class Wrk:
+    """wrk in the background for a bounded time; result() parses its summary."""
+
+    def __init__(self, port, duration=4, connections=64, path="/", threads=2):
+        self.proc = subprocess.Popen(
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s",
+             f"http://127.0.0.1:{port}{path}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.duration = duration
+
+    def result(self):
+        out, _ = self.proc.communicate(timeout=self.duration + 60)
+        r = {"text": out, "connect": 0, "read": 0, "write": 0, "timeout": 0, "non2xx": 0}
+        m = re.search(r"(\d+) requests in", out)
+        r["requests"] = int(m.group(1)) if m else 0
+        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        r["rps"] = float(m.group(1)) if m else 0.0
+        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        if m:
+            r.update(connect=int(m.group(1)), read=int(m.group(2)), write=int(m.group(3)), timeout=int(m.group(4)))
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        if m:
+            r["non2xx"] = int(m.group(1))
+        r["failed"] = r["connect"] + r["read"] + r["write"] + r["timeout"] + r["non2xx"]
+        return r
+
+
+def established(pids, port):
+    """TCP connections held by any of `pids` in state ESTABLISHED on local port `port`."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except FileNotFoundError:
+            pass
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for row in f:
+                cols = row.split()
+                if cols[3] == "01" and int(cols[1].rsplit(":", 1)[1], 16) == port and cols[9] in inodes:
+                    count += 1
+    return count
