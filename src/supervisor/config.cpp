@@ -23,7 +23,7 @@ struct raw_values {
 void register_flags(flag_set& f, config& c, raw_values& raw) {
   f.add_string("--config", &c.config_file, "TOML file with any of these settings (flags win)");
   f.add_string("--workers", &raw.workers, "worker processes: a number, or auto = CPUs available [default: auto]");
-  f.add_list("--listen", &c.listen, "address to serve: HOST:PORT, [IPV6]:PORT or unix:PATH");
+  f.add_list("--listen", &c.listen, "address to serve: HOST:PORT, [IPV6]:PORT or unix:PATH [default: 127.0.0.1:8080]");
   f.add_string("--name", &c.name, "instance name (control socket, logs) [default: the command's file name]");
   f.add_string("--distribution", &raw.distribution,
                "shared (one socket, every worker accepts) or reuseport (one queue per slot) [default: reuseport]");
@@ -68,8 +68,8 @@ std::optional<std::string> apply_raw(const raw_values& raw, config& c, std::stri
 std::optional<std::string> check(config& c) {
   if (c.command.empty())
     return "no worker command: put it after --, e.g. loopfleet run --workers 2 -- ./build/bin/hello";
-  if (c.listen.empty() && !c.inherited_sockets)
-    return "no --listen address: give at least one, e.g. --listen 127.0.0.1:8080";
+  // The same default as a standalone worker, unless systemd handed us the sockets.
+  if (c.listen.empty() && !c.inherited_sockets) c.listen.push_back("127.0.0.1:8080");
   for (const auto& l : c.listen)
     if (auto p = parse_listen_address(l); std::holds_alternative<std::string>(p))
       return "--listen: " + std::get<std::string>(p);

@@ -33,7 +33,8 @@ TEST(RunConfig, ErrorsNameTheProblem) {
   config c;
   EXPECT_NE(parse({"--listen", "127.0.0.1:1"}, c)->find("no worker command"), std::string::npos);
   config d;
-  EXPECT_NE(parse({"--", "app"}, d)->find("no --listen"), std::string::npos);
+  EXPECT_FALSE(parse({"--", "app"}, d));
+  EXPECT_EQ(d.listen, (std::vector<std::string>{"127.0.0.1:8080"}));
   config e;
   EXPECT_NE(parse({"--workers", "many", "--listen", "127.0.0.1:1", "--", "app"}, e)->find("workers 'many'"),
             std::string::npos);
