@@ -10,8 +10,10 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,12 +25,13 @@ constexpr const char* usage =
     "\n"
     "commands:\n"
     "  run [flags] -- CMD [ARGS...]   run CMD as N supervised workers in the foreground (run --help)\n"
-    "  status [--json]                slots, pids, states, restarts, RSS of a running instance\n"
+    "  status [--json]                slots: pid, state, restarts, RSS, heartbeat, loop lag, load\n"
+    "  top [--interval S] [--count N] status, refreshed in place\n"
     "  reload                         start a new generation; the old one drains once it is ready\n"
     "  scale N                        change the number of workers\n"
     "  stop                           graceful stop\n"
     "\n"
-    "status, reload, scale and stop take --name NAME or --control PATH to pick the instance.\n";
+    "status, top, reload, scale and stop take --name NAME or --control PATH to pick the instance.\n";
 
 int fail(const std::string& message) {
   std::fprintf(stderr, "loopfleet: error: %s\n", message.c_str());
@@ -37,12 +40,18 @@ int fail(const std::string& message) {
 
 int client_command(std::string_view command, std::vector<std::string_view> args) {
   std::string name, control;
+  std::chrono::milliseconds interval{1000};
+  int count = 0;
   bool as_json = false;
   std::string json_flag;
   std::vector<std::string_view> rest;
   loopfleet::flag_set flags("loopfleet " + std::string(command));
   flags.add_string("--name", &name, "instance name");
   flags.add_string("--control", &control, "control socket path");
+  if (command == "top") {
+    flags.add_duration("--interval", &interval, "refresh period");
+    flags.add_int("--count", &count, 0, 1000000, "stop after this many refreshes (0 = until Ctrl-C)");
+  }
   std::vector<std::string_view> flag_args;
   for (auto a : args) {
     if (a == "--json") as_json = true;
@@ -58,7 +67,7 @@ int client_command(std::string_view command, std::vector<std::string_view> args)
   }
   if (as_json && command != "status") return fail("--json goes with status only");
 
-  boost::json::object req{{"command", std::string(command)}};
+  boost::json::object req{{"command", std::string(command == "top" ? "status" : command)}};
   if (command == "scale") {
     if (rest.size() != 1) return fail("scale needs the number of workers, e.g. loopfleet scale 4");
     char* end = nullptr;
@@ -74,6 +83,17 @@ int client_command(std::string_view command, std::vector<std::string_view> args)
   if (auto err = loopfleet::control::locate(control, name, path)) return fail(*err);
   // A reload waits for the new generation to be ready, which may take the ready timeout.
   auto timeout = std::chrono::seconds(command == "reload" ? 600 : 10);
+  if (command == "top") {
+    for (int i = 0; count == 0 || i < count; ++i) {
+      if (i) std::this_thread::sleep_for(interval);
+      auto reply = loopfleet::control::call(path, boost::json::serialize(req), timeout, error);
+      if (!reply) return fail(error);
+      // Home the cursor and clear the screen, then draw: a refresh in place.
+      std::printf("\033[H\033[2J%s", loopfleet::control::format_status(*reply).c_str());
+      std::fflush(stdout);
+    }
+    return 0;
+  }
   auto reply = loopfleet::control::call(path, boost::json::serialize(req), timeout, error);
   if (!reply) return fail(error);
   boost::system::error_code ec;
@@ -122,7 +142,8 @@ int main(int argc, char** argv) {
   std::string_view command = args.front();
   args.erase(args.begin());
   if (command == "run") return run_command(args);
-  if (command == "status" || command == "reload" || command == "stop" || command == "scale")
+  if (command == "status" || command == "top" || command == "reload" || command == "stop" || command == "scale")
     return client_command(command, args);
-  return fail("unknown command '" + std::string(command) + "' (run, status, reload, scale, stop; see loopfleet --help)");
+  return fail("unknown command '" + std::string(command) +
+              "' (run, status, top, reload, scale, stop; see loopfleet --help)");
 }

@@ -15,7 +15,9 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -57,6 +59,21 @@ class service {
   // Extra text for the STATUS= line sent to the supervisor; empty for none.
   virtual std::string status() const { return {}; }
 };
+
+// What a service reports about its load. Under `loopfleet run` these live in the shared
+// heartbeat region, so `loopfleet status` and the recycling limits read them without asking
+// the worker; standalone they live in process memory. Written only from the loop thread.
+struct worker_counters {
+  std::atomic<std::uint64_t> connections{0};  // open now
+  std::atomic<std::uint64_t> in_flight{0};    // requests being handled now
+  std::atomic<std::uint64_t> requests{0};     // served since start
+
+  // One writer, so a plain load and store: no locked instruction on the request path.
+  static void add(std::atomic<std::uint64_t>& counter, std::int64_t delta) {
+    counter.store(counter.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
+  }
+};
+worker_counters& counters();
 
 // Runs `svc` on a fresh single-threaded loop until it has drained. Returns the process exit
 // code: 0 after a clean drain, 2 when start-up fails (the reason is logged as one line).

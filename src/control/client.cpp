@@ -96,7 +96,7 @@ std::string fixed(const boost::json::value* v, int width, bool left = false) {
   else if (v->is_uint64()) s = std::to_string(v->as_uint64());
   else if (v->is_double()) {
     char b[32];
-    std::snprintf(b, sizeof b, "%.1f", v->as_double());
+    std::snprintf(b, sizeof b, v->as_double() < 10 ? "%.2f" : "%.1f", v->as_double());
     s = b;
   }
   if (s.empty()) s = "-";
@@ -114,7 +114,8 @@ std::string format_status(const std::string& reply_json) {
                     "  generation " + fixed(o.if_contains("generation"), 0) + "  " +
                     fixed(o.if_contains("distribution"), 0) + "  " + fixed(o.if_contains("listen"), 0) +
                     (o.contains("reloading") && o.at("reloading").as_bool() ? "  (reloading)" : "") + "\n";
-  out += "SLOT      PID  GEN  STATE       UPTIME_S  RESTARTS  RSS_MIB  LAST_EXIT\n";
+  out += "SLOT      PID  GEN  STATE       UPTIME_S  RESTARTS  RSS_MIB  BEAT_MS  LAG99_MS  CONNS  INFLIGHT    REQUESTS"
+         "  LAST_EXIT\n";
   for (const auto& s : o.at("slots").as_array()) {
     const auto& j = s.as_object();
     std::string rss = "-";
@@ -127,7 +128,10 @@ std::string format_status(const std::string& reply_json) {
     out += fixed(j.if_contains("slot"), 4) + " " + fixed(j.if_contains("pid"), 8) + " " +
            fixed(j.if_contains("generation"), 4) + "  " + fixed(j.if_contains("state"), 10, true) + " " +
            fixed(j.if_contains("uptime_s"), 9) + " " + fixed(j.if_contains("restarts"), 9) + " " +
-           fixed(&rss_v, 8) + "  " + fixed(j.if_contains("last_exit"), 0, true) + "\n";
+           fixed(&rss_v, 8) + " " + fixed(j.if_contains("heartbeat_age_ms"), 8) + " " +
+           fixed(j.if_contains("lag_p99_ms"), 9) + " " + fixed(j.if_contains("connections"), 6) + " " +
+           fixed(j.if_contains("in_flight"), 9) + " " + fixed(j.if_contains("requests"), 11) + "  " +
+           fixed(j.if_contains("last_exit"), 0, true) + "\n";
   }
   for (const auto& d : o.at("draining").as_array()) {
     const auto& j = d.as_object();

@@ -236,10 +236,14 @@ asio::awaitable<void> serve_connection(server& srv, socket_type socket) {
       conn.enter(phase::handling, clock::duration::zero());
       match_result m = srv.routes().match(req);
       response res;
+      auto& stats = counters();
+      worker_counters::add(stats.in_flight, 1);
       if (m.found && m.found->async)
         res = co_await respond_async(*m.found, req);
       else
         res = respond_sync(m, req);
+      worker_counters::add(stats.in_flight, -1);
+      worker_counters::add(stats.requests, 1);
       // The drain may have begun while the handler ran.
       keep = keep && !srv.draining();
       append_response(out, res, srv.date(), head, !keep, keep && req.version() == 10);

@@ -98,6 +98,7 @@ void server::attach(connection& c) {
   if (head_) head_->prev = &c;
   head_ = &c;
   ++connections_;
+  worker_counters::add(counters().connections, 1);
 }
 
 void server::detach(connection& c) {
@@ -105,6 +106,7 @@ void server::detach(connection& c) {
   else head_ = c.next;
   if (c.next) c.next->prev = c.prev;
   --connections_;
+  worker_counters::add(counters().connections, -1);
   maybe_drained();
 }
 

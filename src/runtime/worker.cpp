@@ -4,6 +4,7 @@
 #include "runtime/address.hpp"
 #include "runtime/error.hpp"
 #include "runtime/flags.hpp"
+#include "runtime/heartbeat.hpp"
 #include "runtime/listen_fds.hpp"
 #include "runtime/log.hpp"
 #include "runtime/notify.hpp"
@@ -94,6 +95,8 @@ int run_worker(const worker_options& options, service& svc) {
       bound_unix_paths.push_back(l.address.substr(5));
 
   asio::io_context loop(1);
+  heartbeat beats;  // after the loop: its timer must go first
+  beats.start(loop);
   std::string addresses;
   for (const auto& l : listeners) addresses += (addresses.empty() ? "" : ", ") + l.address;
   svc.start(loop, std::move(listeners));

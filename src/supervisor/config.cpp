@@ -37,6 +37,11 @@ void register_flags(flag_set& f, config& c, raw_values& raw) {
   f.add_duration("--backoff-max", &c.backoff_max, "longest restart delay");
   f.add_duration("--healthy-after", &c.healthy_after, "uptime after which the backoff resets");
   f.add_int("--degraded-after", &c.degraded_after, 1, 1000, "failed starts in a row that mark a slot degraded");
+  f.add_duration("--watchdog", &c.watchdog,
+                 "a worker whose loop does not beat this long is stalled: stack dump, replaced; 0 = off");
+  f.add_int("--max-requests", &c.max_requests, 0, 2000000000, "recycle a worker after this many requests (0 = never)");
+  f.add_int("--max-requests-jitter", &c.max_requests_jitter, 0, 2000000000, "random extra requests per worker");
+  f.add_int("--max-memory", &c.max_memory, 0, 1000000, "recycle a worker whose RSS exceeds this many MiB (0 = never)");
   f.add_string("--control", &c.control, "control socket path [default: $XDG_RUNTIME_DIR/loopfleet/NAME.sock]");
 }
 
@@ -190,11 +195,16 @@ std::optional<std::string> load_config_file(const std::string& path, config& c) 
     else if (k == "healthy_after") err = duration(c.healthy_after);
     else if (k == "degraded_after") err = integer(c.degraded_after, 1, 1000);
     else if (k == "control") err = text(c.control);
+    else if (k == "watchdog") err = duration(c.watchdog);
+    else if (k == "max_requests") err = integer(c.max_requests, 0, 2000000000);
+    else if (k == "max_requests_jitter") err = integer(c.max_requests_jitter, 0, 2000000000);
+    else if (k == "max_memory") err = integer(c.max_memory, 0, 1000000);
     else if (k == "command") err = strings(c.command);
     else
       err = where + "unknown key '" + k +
             "' (known: workers, listen, name, distribution, backlog, ready, ready_delay, ready_timeout, "
-            "graceful_timeout, backoff_initial, backoff_max, healthy_after, degraded_after, control, command)";
+            "graceful_timeout, backoff_initial, backoff_max, healthy_after, degraded_after, watchdog, "
+            "max_requests, max_requests_jitter, max_memory, control, command)";
     if (err) return err;
     if (auto e = apply_raw(raw, c, where)) return e;
   }

@@ -29,6 +29,10 @@ struct config {
   std::chrono::milliseconds backoff_max{std::chrono::seconds(30)};
   std::chrono::milliseconds healthy_after{std::chrono::seconds(60)};
   int degraded_after = 3;                  // consecutive failed starts before a slot is "degraded"
+  std::chrono::milliseconds watchdog{std::chrono::seconds(1)};  // no heartbeat this long: stalled; 0 = off
+  int max_requests = 0;                    // recycle a worker after this many requests; 0 = never
+  int max_requests_jitter = 0;             // plus up to this many, so workers do not recycle together
+  int max_memory = 0;                      // recycle a worker above this RSS, in MiB; 0 = never
   std::string control;                     // control socket path; default under the runtime dir
   std::vector<std::string> command;        // after "--", or `command = [...]` in the file
   // Set by the caller when this process was socket-activated (LISTEN_FDS for our pid): the

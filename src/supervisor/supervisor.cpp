@@ -1,11 +1,13 @@
 #include "supervisor/supervisor.hpp"
 
 #include "runtime/error.hpp"
+#include "runtime/heartbeat.hpp"
 #include "runtime/listen_fds.hpp"
 #include "runtime/log.hpp"
 #include "supervisor/policy.hpp"
 #include "supervisor/sockets.hpp"
 #include "supervisor/spawn.hpp"
+#include "supervisor/stack.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -18,7 +20,9 @@
 #include <boost/json.hpp>
 
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -55,6 +59,8 @@ enum class role { current, candidate, retiring, rejected };
 struct output_reader : std::enable_shared_from_this<output_reader> {
   output_reader(asio::io_context& loop, int fd, std::string tag, std::shared_ptr<std::deque<std::string>> keep)
       : pipe(loop, fd), tag(std::move(tag)), kept(std::move(keep)) {}
+  // Called with the lines of a stack dump (between the markers) instead of forwarding them.
+  std::function<void(std::vector<std::string>)> on_stack;
 
   void start() {
     auto self = shared_from_this();
@@ -92,6 +98,20 @@ struct output_reader : std::enable_shared_from_this<output_reader> {
     if (!partial.empty()) emit(std::exchange(partial, {}));
   }
   void emit(const std::string& line) {
+    if (line == stack_begin_marker) {
+      stack.emplace();
+      return;
+    }
+    if (stack) {
+      if (line != stack_end_marker) {
+        stack->push_back(line);
+        return;
+      }
+      if (on_stack) on_stack(std::move(*stack));
+      stack.reset();
+      return;
+    }
+    if (line.empty()) return;
     log::info(tag + line);
     if (kept) {
       kept->push_back(line);
@@ -104,6 +124,15 @@ struct output_reader : std::enable_shared_from_this<output_reader> {
   std::shared_ptr<std::deque<std::string>> kept;
   std::array<char, 4096> chunk{};
   std::string partial;
+  std::optional<std::vector<std::string>> stack;
+};
+
+// The supervisor's mapping of a worker's heartbeat region.
+struct heartbeat_map {
+  heartbeat_region* region = nullptr;
+  ~heartbeat_map() {
+    if (region) ::munmap(region, sizeof(heartbeat_region));
+  }
 };
 
 struct process {
@@ -119,6 +148,16 @@ struct process {
   std::shared_ptr<std::deque<std::string>> last_stderr = std::make_shared<std::deque<std::string>>();
   std::shared_ptr<output_reader> out, err;
   std::string status;  // last STATUS= text
+  std::unique_ptr<heartbeat_map> heartbeat;  // native workers under --watchdog or --max-requests
+  std::int64_t last_ping_ns = 0;             // last WATCHDOG=1 (any worker)
+  bool suspect = false;                      // beats late: new connections steered elsewhere
+  bool stalled = false;                      // past the watchdog: being killed
+  std::uint64_t request_limit = 0;           // --max-requests plus jitter; 0 = none
+
+  // The region, once the worker has beaten at least once (a native worker's loop is live).
+  const heartbeat_region* beating() const {
+    return heartbeat && heartbeat->region && heartbeat->region->beats.load() > 0 ? heartbeat->region : nullptr;
+  }
 };
 
 struct slot_state {
@@ -130,6 +169,7 @@ struct slot_state {
   bool failed_first_start = false;
   std::string last_exit;
   std::unique_ptr<asio::steady_timer> restart;
+  clock::time_point recycle_after{};  // after a failed recycle, wait before trying again
 };
 
 long rss_kib(pid_t pid) {
@@ -168,6 +208,13 @@ class master {
   void retire(process& p, int sig, milliseconds grace);
   void update_steering();
 
+  // The watchdog and recycling, every check_interval: stalled loops, request and memory limits.
+  void arm_checks();
+  void check_workers();
+  void on_stall(process& p, std::int64_t silent_ns);
+  void on_stack(pid_t pid, int slot, std::vector<std::string> lines);
+  void recycle(int slot, const std::string& why);
+
   void begin_reload(done_fn done);
   void commit_reload();
   void fail_reload(const std::string& reason);
@@ -196,6 +243,9 @@ class master {
   int exit_code_ = 0;
   std::string fatal_;  // printed after the loop when no worker ever became ready
   clock::time_point started_ = clock::now();
+  asio::steady_timer checks_{loop_};
+  clock::time_point next_rss_check_{};
+  std::mt19937 rng_{std::random_device{}()};
 
   struct reload_state {
     int generation;
@@ -228,6 +278,7 @@ int master::run() {
             " distribution; control socket " + cfg_.control);
   slots_.resize(workers_);
   for (int i = 0; i < workers_; ++i) start_worker(i, role::current);
+  arm_checks();
   loop_.run();
   if (!fatal_.empty()) std::fprintf(stderr, "%s", fatal_.c_str());
   return exit_code_;
@@ -339,7 +390,7 @@ void master::start_worker(int slot, role r) {
   spec.argv = cfg_.command;
   if (!exe.empty()) spec.argv.front() = exe;
   spec.fds = sockets_->for_slot(slot);
-  int gen = r == role::candidate ? reload_->generation : generation_;
+  int gen = reload_ && r == role::candidate ? reload_->generation : generation_;
   spec.env = {"LISTEN_FDS=" + std::to_string(spec.fds.size()), "LISTEN_FDNAMES=" + sockets_->fd_names(),
               "NOTIFY_SOCKET=" + notify_name_, "LOOPFLEET_SLOT=" + std::to_string(slot),
               "LOOPFLEET_GENERATION=" + std::to_string(gen)};
@@ -350,12 +401,35 @@ void master::start_worker(int slot, role r) {
     spec.env.push_back("LOOPFLEET_NOTIFY_FD=" + std::to_string(3 + spec.fds.size()));
     spec.fds.push_back(notify_fd);
   }
+  // Every worker may beat with WATCHDOG=1 (systemd's way); a native one also gets a heartbeat
+  // region, beaten by its loop and read here without asking it anything.
+  if (cfg_.watchdog.count() > 0)
+    spec.env.push_back("WATCHDOG_USEC=" + std::to_string(cfg_.watchdog.count() * 1000));
+  auto beat = std::make_unique<heartbeat_map>();
+  int heartbeat_fd = -1;
+  if (cfg_.watchdog.count() > 0 || cfg_.max_requests > 0) {
+    heartbeat_fd = ::memfd_create("loopfleet-heartbeat", MFD_CLOEXEC);
+    void* mem = MAP_FAILED;
+    if (heartbeat_fd >= 0 && ::ftruncate(heartbeat_fd, sizeof(heartbeat_region)) == 0)
+      mem = ::mmap(nullptr, sizeof(heartbeat_region), PROT_READ | PROT_WRITE, MAP_SHARED, heartbeat_fd, 0);
+    if (mem != MAP_FAILED) {
+      beat->region = new (mem) heartbeat_region();
+      spec.env.push_back("LOOPFLEET_HEARTBEAT_FD=" + std::to_string(3 + spec.fds.size()));
+      spec.fds.push_back(heartbeat_fd);
+    } else {
+      log::warn(std::string("cannot create a heartbeat region: ") + std::strerror(errno));
+    }
+  }
+  auto close_extra = [&] {
+    if (notify_fd >= 0) ::close(notify_fd);
+    if (heartbeat_fd >= 0) ::close(heartbeat_fd);
+  };
   spawned s;
   try {
     s = spawn_worker(spec);
-    if (notify_fd >= 0) ::close(notify_fd);
+    close_extra();
   } catch (const std::exception& e) {
-    if (notify_fd >= 0) ::close(notify_fd);
+    close_extra();
     log::error("slot " + std::to_string(slot) + ": cannot start a worker: " + e.what());
     if (r == role::candidate) fail_reload(std::string("cannot start a worker: ") + e.what());
     else schedule_restart(slot, cfg_.backoff_max);
@@ -367,8 +441,14 @@ void master::start_worker(int slot, role r) {
   p->generation = gen;
   p->r = r;
   std::string tag = "slot " + std::to_string(slot) + " pid " + std::to_string(s.pid) + " | ";
+  p->heartbeat = std::move(beat);
+  if (cfg_.max_requests > 0)
+    p->request_limit = cfg_.max_requests +
+                       std::uniform_int_distribution<int>(0, cfg_.max_requests_jitter)(rng_);
   p->out = std::make_shared<output_reader>(loop_, s.out, tag, nullptr);
   p->err = std::make_shared<output_reader>(loop_, s.err, tag, p->last_stderr);
+  pid_t child = s.pid;
+  p->err->on_stack = [this, child, slot](std::vector<std::string> lines) { on_stack(child, slot, std::move(lines)); };
   p->out->start();
   p->err->start();
   (r == role::candidate ? slots_[slot].candidate : slots_[slot].current) = s.pid;
@@ -418,7 +498,9 @@ void master::on_exit(pid_t pid, int status) {
   p->out->drain_now();
   p->err->drain_now();
   auto uptime = duration_cast<milliseconds>(clock::now() - p->started);
-  std::string reason = p->ready_timed_out ? "not ready within " + ms_text(cfg_.ready_timeout) : describe_exit(status);
+  std::string reason = p->ready_timed_out ? "not ready within " + ms_text(cfg_.ready_timeout)
+                       : p->stalled     ? "stalled, killed by the watchdog"
+                                        : describe_exit(status);
   std::string who = "slot " + std::to_string(p->slot) + ": pid " + std::to_string(pid);
   std::string line = who + " exited: " + describe_exit(status) + " after " + ms_text(uptime);
   if (p->r == role::retiring || p->r == role::rejected || stopping_) log::info(line);
@@ -427,9 +509,13 @@ void master::on_exit(pid_t pid, int status) {
   auto& slot = slots_[p->slot];
   if (p->r == role::candidate) {
     slot.candidate = 0;
+    std::string last = p->last_stderr->empty() ? "" : "; last stderr line: " + p->last_stderr->back();
     if (reload_) {
-      std::string last = p->last_stderr->empty() ? "" : "; last stderr line: " + p->last_stderr->back();
       fail_reload("slot " + std::to_string(p->slot) + ": the new worker " + reason + " before READY" + last);
+    } else {
+      log::error("slot " + std::to_string(p->slot) + ": recycling failed, the successor " + reason +
+                 " before READY" + last + "; the current worker keeps serving");
+      slot.recycle_after = clock::now() + std::chrono::seconds(10);
     }
   } else if (p->r == role::current) {
     slot.current = 0;
@@ -507,6 +593,7 @@ void master::on_notify(pid_t pid, std::string_view message) {
     auto nl = message.find('\n');
     std::string_view line = message.substr(0, nl);
     if (line == "READY=1" && !p.ready) mark_ready(p);
+    else if (line == "WATCHDOG=1") p.last_ping_ns = monotonic_ns();
     else if (line.starts_with("STATUS=")) p.status = std::string(line.substr(7));
     if (nl == std::string_view::npos) break;
     message.remove_prefix(nl + 1);
@@ -526,6 +613,18 @@ void master::mark_ready(process& p) {
     for (const auto& s : slots_)
       if (s.candidate && !procs_.at(s.candidate)->ready) return;
     commit_reload();
+  } else if (p.r == role::candidate) {
+    // A recycled slot: the successor serves, then the old worker drains.
+    auto& s = slots_[p.slot];
+    pid_t old = std::exchange(s.current, p.pid);
+    s.candidate = 0;
+    p.r = role::current;
+    if (old && procs_.count(old)) {
+      log::info("slot " + std::to_string(p.slot) + ": pid " + std::to_string(p.pid) + " took over from pid " +
+                std::to_string(old) + ", which drains");
+      retire(*procs_.at(old), SIGTERM, cfg_.graceful_timeout);
+    }
+    update_steering();
   }
 }
 
@@ -547,12 +646,107 @@ void master::update_steering() {
   std::vector<int> serving;
   for (int i = 0; i < workers_; ++i) {
     pid_t pid = slots_[i].current;
-    if (pid && procs_.count(pid) && procs_.at(pid)->ready) serving.push_back(i);
+    if (!pid || !procs_.count(pid)) continue;
+    const process& p = *procs_.at(pid);
+    // A loop that beats late accepts nothing: its slot's queue must stop growing.
+    if (p.ready && !p.suspect && !p.stalled) serving.push_back(i);
   }
   // With nobody serving, spread over every slot: the connections queue until workers return.
   if (serving.empty())
     for (int i = 0; i < workers_; ++i) serving.push_back(i);
   sockets_->steer(serving);
+}
+
+// How often the watchdog looks. Detection comes at most this long after --watchdog expires.
+constexpr auto check_interval = std::chrono::milliseconds(50);
+// A native loop beats every 50 ms; this late, stop sending it new connections.
+constexpr std::int64_t suspect_after_ns = 250'000'000;
+
+void master::arm_checks() {
+  checks_.expires_after(check_interval);
+  checks_.async_wait([this](boost::system::error_code ec) {
+    if (ec || stopping_) return;
+    check_workers();
+    arm_checks();
+  });
+}
+
+void master::check_workers() {
+  std::int64_t now = monotonic_ns();
+  std::int64_t limit = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.watchdog).count();
+  bool rss_due = cfg_.max_memory > 0 && clock::now() >= next_rss_check_;
+  if (rss_due) next_rss_check_ = clock::now() + std::chrono::milliseconds(500);
+  bool steer = false;
+  std::vector<std::pair<int, std::string>> to_recycle;
+  std::vector<std::pair<pid_t, std::int64_t>> to_stall;
+  for (auto& [pid, pp] : procs_) {
+    process& p = *pp;
+    if (p.r != role::current || !p.ready || p.stalled) continue;
+    const heartbeat_region* beat = p.beating();
+    if (limit > 0) {
+      std::int64_t last = beat ? beat->last_beat_ns.load(std::memory_order_acquire) : p.last_ping_ns;
+      if (last > 0) {
+        std::int64_t silent = now - last;
+        bool suspect = beat && silent > suspect_after_ns;
+        if (suspect != p.suspect) {
+          p.suspect = suspect;
+          steer = true;
+        }
+        if (silent > limit) to_stall.emplace_back(pid, silent);
+      }
+    }
+    if (p.request_limit && beat && beat->counters.requests.load() >= p.request_limit)
+      to_recycle.emplace_back(p.slot, "served " + std::to_string(beat->counters.requests.load()) +
+                                          " requests (--max-requests)");
+    if (rss_due) {
+      long mib = rss_kib(pid) / 1024;
+      if (mib > cfg_.max_memory)
+        to_recycle.emplace_back(p.slot, "RSS " + std::to_string(mib) + " MiB over --max-memory " +
+                                            std::to_string(cfg_.max_memory));
+    }
+  }
+  if (steer) update_steering();
+  for (auto& [pid, silent] : to_stall)
+    if (procs_.count(pid)) on_stall(*procs_.at(pid), silent);
+  for (auto& [slot, why] : to_recycle) recycle(slot, why);
+}
+
+void master::on_stall(process& p, std::int64_t silent_ns) {
+  p.stalled = true;
+  update_steering();
+  const heartbeat_region* beat = p.beating();
+  log::warn("slot " + std::to_string(p.slot) + ": pid " + std::to_string(p.pid) + " loop stalled: no heartbeat for " +
+            std::to_string(silent_ns / 1000000) + " ms (--watchdog " + ms_text(cfg_.watchdog) + ")" +
+            (beat ? "; asking for its stack, then replacing it" : "; replacing it"));
+  if (!beat) {
+    ::kill(p.pid, SIGKILL);
+    return;
+  }
+  // The stack signal goes to the loop thread itself, not to whichever thread the kernel picks.
+  ::syscall(SYS_tgkill, p.pid, beat->loop_tid.load(), beat->stack_signal.load());
+  p.timer.cancel();
+  p.timer.expires_after(std::chrono::milliseconds(100));
+  pid_t pid = p.pid;
+  p.timer.async_wait([pid](boost::system::error_code ec) {
+    if (!ec) ::kill(pid, SIGKILL);
+  });
+}
+
+void master::on_stack(pid_t pid, int slot, std::vector<std::string> lines) {
+  auto frames = parse_stack(lines);
+  std::string who = "slot " + std::to_string(slot) + ": pid " + std::to_string(pid);
+  log::warn(who + " stack of the stalled loop:");
+  for (std::size_t i = 0; i < frames.size(); ++i) log::warn("  #" + std::to_string(i) + " " + frames[i].text);
+  std::string culprit = blocking_frame(frames);
+  log::warn(who + " was blocked in " + (culprit.empty() ? "an unnamed frame (see the stack above)" : culprit));
+}
+
+void master::recycle(int slot, const std::string& why) {
+  auto& s = slots_[slot];
+  if (reload_ || stopping_ || s.candidate || clock::now() < s.recycle_after || slot >= workers_) return;
+  log::info("slot " + std::to_string(slot) + ": recycling pid " + std::to_string(s.current) + ": " + why +
+            "; starting its successor");
+  start_worker(slot, role::candidate);
 }
 
 void master::begin_reload(done_fn done) {
@@ -579,6 +773,11 @@ void master::begin_reload(done_fn done) {
   } catch (const startup_error& e) {
     return done(false, e.what());
   }
+  for (auto& s : slots_)  // a recycle in progress gives way to the reload
+    if (s.candidate && procs_.count(s.candidate)) {
+      procs_.at(s.candidate)->r = role::rejected;
+      ::kill(std::exchange(s.candidate, 0), SIGKILL);
+    }
   reload_ = reload_state{generation_ + 1, cfg_, workers_, {std::move(done)}};
   generation_ = reload_->generation;
   cfg_ = std::move(fresh);
@@ -719,6 +918,18 @@ json::object master::status_json() {
       j["uptime_s"] = up.count() / 1000.0;
       j["rss_kib"] = rss_kib(p->pid);
       j["status"] = p->status;
+      if (const heartbeat_region* beat = p->beating()) {
+        j["heartbeat_age_ms"] = (monotonic_ns() - beat->last_beat_ns.load()) / 1000000;
+        j["lag_p50_ms"] = beat->lag_p50_us.load() / 1000.0;
+        j["lag_p99_ms"] = beat->lag_p99_us.load() / 1000.0;
+        j["lag_max_ms"] = beat->lag_max_us.load() / 1000.0;
+        j["connections"] = beat->counters.connections.load();
+        j["in_flight"] = beat->counters.in_flight.load();
+        j["requests"] = beat->counters.requests.load();
+      } else if (p->last_ping_ns) {
+        j["heartbeat_age_ms"] = (monotonic_ns() - p->last_ping_ns) / 1000000;
+      }
+      if (p->stalled) state = "stalled";
     } else {
       state = s.degraded ? "degraded" : "restarting";
       j["pid"] = nullptr;

@@ -53,3 +53,25 @@ TEST(Steering, ProgramPicksOnlyServingSlots) {
   EXPECT_EQ(prog[5].k, 2u);
   EXPECT_EQ(prog[6].k, 0u);
 }
+
+#include "supervisor/stack.hpp"
+
+TEST(Stack, NamesTheApplicationFrameThatBlocked) {
+  std::vector<std::string> lines = {
+      "/app/bin/chaos(print_stack+0x4d)[0x55d0]",
+      "/lib/x86_64-linux-gnu/libc.so.6(+0x3c050)[0x7f00]",
+      "/lib/x86_64-linux-gnu/libc.so.6(clock_nanosleep+0x63)[0x7f01]",
+      "/lib/x86_64-linux-gnu/libc.so.6(nanosleep+0x17)[0x7f02]",
+      "/app/bin/chaos(_ZNSt11this_thread9sleep_forIlSt5ratioILl1ELl1000EEEEvRKNSt6chrono8durationIT_T0_EE+0x4e)[0x55d1]",
+      "/app/bin/chaos(_Z14block_the_loopi+0x2a)[0x55d2]",
+      "/app/bin/chaos(+0x1234)[0x55d3]",
+  };
+  auto frames = parse_stack(lines);
+  ASSERT_EQ(frames.size(), 7u);
+  EXPECT_EQ(frames[2].symbol, "clock_nanosleep");
+  EXPECT_EQ(blocking_frame(frames), "block_the_loop(int)");
+}
+
+TEST(Stack, NothingNamedIsEmpty) {
+  EXPECT_EQ(blocking_frame(parse_stack({"/lib/libc.so.6(+0x1)[0x1]", "/app/x(+0x2)[0x2]"})), "");
+}

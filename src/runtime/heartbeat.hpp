@@ -1,0 +1,62 @@
+// The heartbeat region: a page of shared memory (memfd) that the supervisor creates for each
+// native worker and passes like the sockets (LOOPFLEET_HEARTBEAT_FD). The worker's loop beats
+// into it from a timer; the supervisor reads it to catch a loop that stopped turning, and for
+// status. One writer (the worker's loop), one reader; every field is a lock-free atomic, so a
+// crash on either side leaves nothing half-locked. The layout is versioned: a reader that
+// finds another magic or version ignores the region.
+#pragma once
+
+#include <loopfleet/runtime.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace loopfleet {
+
+struct heartbeat_region {
+  static constexpr std::uint32_t magic_value = 0x4c464842;  // "LFHB"
+  static constexpr std::uint32_t current_version = 1;
+
+  std::uint32_t magic = magic_value;
+  std::uint32_t version = current_version;
+  std::atomic<std::uint64_t> beats{0};
+  std::atomic<std::int64_t> last_beat_ns{0};  // CLOCK_MONOTONIC, the same clock in every process
+  std::atomic<std::int32_t> loop_tid{0};      // the thread to ask for a stack
+  std::atomic<std::int32_t> stack_signal{0};  // the signal that makes it print one
+  std::atomic<std::uint32_t> lag_p50_us{0};   // how late the beat timer fired, recent window
+  std::atomic<std::uint32_t> lag_p99_us{0};
+  std::atomic<std::uint32_t> lag_max_us{0};
+  worker_counters counters;
+};
+
+inline constexpr auto heartbeat_interval = std::chrono::milliseconds(50);
+
+// Monotonic clock in nanoseconds, as stored in last_beat_ns.
+std::int64_t monotonic_ns();
+
+// The worker side: maps the region named by LOOPFLEET_HEARTBEAT_FD (if any), installs the
+// stack-dump signal handler and beats from a timer on `loop`.
+class heartbeat {
+ public:
+  heartbeat();
+  ~heartbeat();
+  void start(boost::asio::io_context& loop);
+  bool supervised() const { return region_ != nullptr; }
+
+ private:
+  struct beat_timer;
+  heartbeat_region* region_ = nullptr;
+  std::unique_ptr<beat_timer> timer_;
+};
+
+// Line markers around a stack dump on stderr; the supervisor collects what is between them.
+inline constexpr const char* stack_begin_marker = "loopfleet-stack-begin";
+inline constexpr const char* stack_end_marker = "loopfleet-stack-end";
+
+}  // namespace loopfleet
