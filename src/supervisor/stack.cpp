@@ -38,7 +38,10 @@ std::string blocking_frame(const std::vector<frame>& frames) {
   for (std::size_t i = start; i < frames.size(); ++i) {
     const frame& f = frames[i];
     bool library = f.object.find(".so") != std::string::npos;
-    bool runtime = f.symbol.empty() || f.symbol.starts_with("std::") || f.symbol.starts_with("__");
+    // The function's name is before '('; a template's demangled form starts with its return type.
+    std::string_view name = std::string_view(f.symbol).substr(0, f.symbol.find('('));
+    bool runtime = name.empty() || name.starts_with("std::") || name.find(" std::") != std::string_view::npos ||
+                   name.starts_with("__");
     if (!library && !runtime) return f.symbol;
   }
   return "";
