@@ -63,6 +63,11 @@ const servers = targets.map((t) => {
   return server;
 });
 
+// WATCHDOG=1 from the event loop at half the interval the supervisor expects: a blocked
+// loop stops the beats, and the supervisor replaces the worker.
+const watchdogUsec = Number(process.env.WATCHDOG_USEC || 0);
+if (watchdogUsec > 0) setInterval(() => notify('WATCHDOG=1'), watchdogUsec / 2000).unref();
+
 process.on('SIGTERM', () => {
   draining = true;
   notify('STOPPING=1\nSTATUS=draining');

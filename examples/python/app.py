@@ -79,6 +79,7 @@ class App:
             return 200, f"slept {ms} ms\n"
         if path == "/block":
             ms = int(params.get("ms", "1000"))
+            print(f"blocking the loop for {ms} ms", flush=True)
             block_the_loop(ms)
             return 200, f"blocked {ms} ms\n"
         if path == "/pid":
