@@ -2,4 +2,5 @@
 #pragma once
 
 #include <loopfleet/http.hpp>
+#include <loopfleet/offload.hpp>
 #include <loopfleet/runtime.hpp>
