@@ -34,6 +34,7 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -79,6 +80,9 @@ class offload_error : public std::runtime_error {
 namespace detail {
 
 void post_to_thread_pool(std::function<void()> work);
+// Forks the process-pool helpers now if any task is registered (the runtime does this before
+// serving, so the first call does not wait for a fork).
+void start_process_pool(boost::asio::io_context& loop);
 
 template <class R>
 using offload_value = std::conditional_t<std::is_void_v<R>, std::monostate, R>;

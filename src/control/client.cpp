@@ -125,13 +125,18 @@ std::string format_status(const std::string& reply_json) {
       rss = b;
     }
     boost::json::value rss_v(rss);
+    std::string helpers;
+    if (auto* h = j.if_contains("helpers"); h && h->is_array() && !h->as_array().empty()) {
+      helpers = "  helpers:";
+      for (const auto& x : h->as_array()) helpers += " " + std::to_string(x.as_object().at("pid").as_int64());
+    }
     out += fixed(j.if_contains("slot"), 4) + " " + fixed(j.if_contains("pid"), 8) + " " +
            fixed(j.if_contains("generation"), 4) + "  " + fixed(j.if_contains("state"), 10, true) + " " +
            fixed(j.if_contains("uptime_s"), 9) + " " + fixed(j.if_contains("restarts"), 9) + " " +
            fixed(&rss_v, 8) + " " + fixed(j.if_contains("heartbeat_age_ms"), 8) + " " +
            fixed(j.if_contains("lag_p99_ms"), 9) + " " + fixed(j.if_contains("connections"), 6) + " " +
            fixed(j.if_contains("in_flight"), 9) + " " + fixed(j.if_contains("requests"), 11) + "  " +
-           fixed(j.if_contains("last_exit"), 0, true) + "\n";
+           fixed(j.if_contains("last_exit"), 0, true) + helpers + "\n";
   }
   for (const auto& d : o.at("draining").as_array()) {
     const auto& j = d.as_object();

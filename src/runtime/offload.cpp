@@ -397,6 +397,10 @@ class process_pool : public asio::execution_context::service {
 
 namespace detail {
 void post_to_thread_pool(std::function<void()> work) { asio::post(thread_pool(), std::move(work)); }
+
+void start_process_pool(asio::io_context& loop) {
+  if (!registry().empty()) process_pool::on(loop.get_executor());
+}
 }  // namespace detail
 
 bool configure_offload(const offload_options& options) {

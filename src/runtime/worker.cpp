@@ -1,4 +1,5 @@
 // The worker's life: sockets, READY, serve, drain on SIGTERM, exit.
+#include <loopfleet/offload.hpp>
 #include <loopfleet/runtime.hpp>
 
 #include "runtime/address.hpp"
@@ -97,6 +98,7 @@ int run_worker(const worker_options& options, service& svc) {
   asio::io_context loop(1);
   heartbeat beats;  // after the loop: its timer must go first
   beats.start(loop);
+  detail::start_process_pool(loop);
   std::string addresses;
   for (const auto& l : listeners) addresses += (addresses.empty() ? "" : ", ") + l.address;
   svc.start(loop, std::move(listeners));

@@ -43,9 +43,15 @@ spawned spawn_worker(const spawn_spec& spec) {
   std::vector<std::string> env_strings;
   for (char** e = environ; *e; ++e) {
     std::string_view kv(*e);
-    bool ours = kv.starts_with("LISTEN_") || kv.starts_with("NOTIFY_SOCKET=") || kv.starts_with("WATCHDOG_") ||
-                kv.starts_with("LOOPFLEET_");
-    if (!ours) env_strings.emplace_back(kv);
+    // Drop what we set per worker (and what systemd may have set for us); keep the rest,
+    // LOOPFLEET_OFFLOAD_* included.
+    static constexpr std::string_view ours[] = {
+        "LISTEN_PID=",  "LISTEN_FDS=",     "LISTEN_FDNAMES=",     "NOTIFY_SOCKET=",          "WATCHDOG_USEC=",
+        "WATCHDOG_PID=", "LOOPFLEET_SLOT=", "LOOPFLEET_WORKERS=", "LOOPFLEET_GENERATION=", "LOOPFLEET_NOTIFY_FD=",
+        "LOOPFLEET_HEARTBEAT_FD="};
+    bool set_here = false;
+    for (auto prefix : ours) set_here |= kv.starts_with(prefix);
+    if (!set_here) env_strings.emplace_back(kv);
   }
   for (const auto& e : spec.env) env_strings.push_back(e);
   char pid_entry[32] = "LISTEN_PID=";

@@ -19,8 +19,10 @@
 #include <boost/asio/write.hpp>
 #include <boost/json.hpp>
 
+#include <dirent.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
@@ -181,6 +183,21 @@ long rss_kib(pid_t pid) {
 
 std::string ms_text(milliseconds d) { return std::to_string(d.count()) + " ms"; }
 
+// The children of every thread of `pid` (/proc/PID/task/TID/children).
+std::vector<pid_t> child_pids(pid_t pid) {
+  std::vector<pid_t> out;
+  std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  if (DIR* d = ::opendir(tasks.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      std::ifstream children(tasks + "/" + e->d_name + "/children");
+      for (pid_t c; children >> c;) out.push_back(c);
+    }
+    ::closedir(d);
+  }
+  return out;
+}
+
 class master {
  public:
   master(config cfg, std::vector<std::string> args) : cfg_(std::move(cfg)), args_(std::move(args)) {}
@@ -259,6 +276,9 @@ class master {
 int master::run() {
   log::set_name("loopfleet");
   ::signal(SIGPIPE, SIG_IGN);
+  // Orphans of our workers (offload helpers whose worker died) become our children, so they
+  // are reaped here and never linger as zombies of an init that does not reap.
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   workers_ = resolve_workers(cfg_);
   try {
     open_control();
@@ -393,6 +413,7 @@ void master::start_worker(int slot, role r) {
   int gen = reload_ && r == role::candidate ? reload_->generation : generation_;
   spec.env = {"LISTEN_FDS=" + std::to_string(spec.fds.size()), "LISTEN_FDNAMES=" + sockets_->fd_names(),
               "NOTIFY_SOCKET=" + notify_name_, "LOOPFLEET_SLOT=" + std::to_string(slot),
+              "LOOPFLEET_WORKERS=" + std::to_string(workers_),  // offload pools size by it
               "LOOPFLEET_GENERATION=" + std::to_string(gen)};
   // Also a datagram socket already connected to NOTIFY_SOCKET, after the listening sockets:
   // runtimes that cannot send to a Unix socket by name (Node) write(2) "READY=1" to it.
@@ -918,6 +939,9 @@ json::object master::status_json() {
       j["uptime_s"] = up.count() / 1000.0;
       j["rss_kib"] = rss_kib(p->pid);
       j["status"] = p->status;
+      json::array helpers;  // offload helper processes the worker forked
+      for (pid_t h : child_pids(p->pid)) helpers.push_back(json::object{{"pid", h}, {"rss_kib", rss_kib(h)}});
+      j["helpers"] = std::move(helpers);
       if (const heartbeat_region* beat = p->beating()) {
         j["heartbeat_age_ms"] = (monotonic_ns() - beat->last_beat_ns.load()) / 1000000;
         j["lag_p50_ms"] = beat->lag_p50_us.load() / 1000.0;
