@@ -80,6 +80,9 @@ class offload_error : public std::runtime_error {
 namespace detail {
 
 void post_to_thread_pool(std::function<void()> work);
+// True when recent thread-pool jobs ran for only microseconds: then the loop waits for the
+// result a moment (bounded) instead of sleeping and paying for a cross-CPU wake-up.
+bool short_jobs_recently();
 // Forks the process-pool helpers now if any task is registered (the runtime does this before
 // serving, so the first call does not wait for a fork).
 void start_process_pool(boost::asio::io_context& loop);
@@ -93,6 +96,7 @@ template <class V>
 struct thread_job : std::enable_shared_from_this<thread_job<V>> {
   enum : int { queued, running, finished, cancelled, abandoned };
   std::atomic<int> state{queued};
+  std::atomic<bool> delivered{false};  // the completion is queued on the loop
   std::optional<V> value;
   std::exception_ptr error;
   // In an optional, set with emplace: Asio 1.26's any_completion_handler move-assignment
@@ -112,6 +116,7 @@ struct thread_job : std::enable_shared_from_this<thread_job<V>> {
       self.reset();
       std::move(handler)(e, std::move(v));
     });
+    delivered.store(true, std::memory_order_release);
   }
 };
 
@@ -162,6 +167,12 @@ auto start_thread_job(std::shared_ptr<thread_job<V>> job, F fn) {
       expected = thread_job<V>::running;
       if (job->state.compare_exchange_strong(expected, thread_job<V>::finished)) job->complete(failure, std::move(result));
     });
+    if (short_jobs_recently()) {
+      // At most 50 us on the loop: the completion is then already queued when we return.
+      auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+      while (!job->delivered.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < until) {
+      }
+    }
   };
   // use_awaitable rethrows a non-null exception_ptr in the awaiting coroutine.
   return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(std::exception_ptr, V)>(

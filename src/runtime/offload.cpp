@@ -11,12 +11,12 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -24,7 +24,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <condition_variable>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -68,10 +71,57 @@ offload_options frozen_config() {
 
 // --- thread pool ---
 
-asio::thread_pool& thread_pool() {
-  // Never destroyed: at exit, a pool thread may still be running a task whose result nobody
-  // awaits any more, and joining it would hold the exit hostage.
-  static auto* pool = new asio::thread_pool(static_cast<std::size_t>(frozen_config().threads));
+// A plain queue of jobs served by N threads. An idle thread polls the queue for a few tens of
+// microseconds before it sleeps on the condition variable: waking a sleeping thread on another
+// (virtual) CPU costs more than a short job.
+class thread_pool_impl {
+ public:
+  explicit thread_pool_impl(int threads) {
+    for (int i = 0; i < threads; ++i) std::thread([this] { serve(); }).detach();
+  }
+  void post(std::function<void()> job) {
+    {
+      std::lock_guard lock(mutex_);
+      jobs_.push_back(std::move(job));
+      pending_.fetch_add(1, std::memory_order_release);
+    }
+    ready_.notify_one();
+  }
+  // How long recent jobs ran, for the loop's decision to wait for one briefly.
+  std::chrono::nanoseconds recent_runtime() const { return std::chrono::nanoseconds(recent_ns_.load()); }
+
+ private:
+  void serve() {
+    for (;;) {
+      auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+      while (pending_.load(std::memory_order_acquire) == 0 && std::chrono::steady_clock::now() < until) {
+      }
+      std::function<void()> job;
+      {
+        std::unique_lock lock(mutex_);
+        ready_.wait(lock, [this] { return !jobs_.empty(); });
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+        pending_.fetch_sub(1, std::memory_order_relaxed);
+      }
+      auto began = std::chrono::steady_clock::now();
+      job();
+      auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - began).count();
+      recent_ns_.store((recent_ns_.load(std::memory_order_relaxed) * 7 + ns) / 8, std::memory_order_relaxed);
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<std::function<void()>> jobs_;
+  std::atomic<int> pending_{0};
+  std::atomic<long long> recent_ns_{0};
+};
+
+thread_pool_impl& thread_pool() {
+  // Never destroyed, threads detached: at exit a pool thread may still be running a task
+  // whose result nobody awaits any more, and joining it would hold the exit hostage.
+  static auto* pool = new thread_pool_impl(frozen_config().threads);
   return *pool;
 }
 
@@ -110,9 +160,22 @@ bool write_full(int fd, const void* buf, std::size_t n) {
   return true;
 }
 
+// Waking a sleeping process on another CPU costs tens of microseconds on a virtual machine,
+// more than a short task itself. So both ends poll briefly before they sleep: the helper for
+// the next request after a reply, the loop for a reply it expects soon (see serve()).
+constexpr auto spin_budget = std::chrono::microseconds(50);
+
+void spin_until_readable(int fd, std::chrono::microseconds budget) {
+  auto until = std::chrono::steady_clock::now() + budget;
+  pollfd p{fd, POLLIN, 0};
+  while (::poll(&p, 1, 0) == 0 && std::chrono::steady_clock::now() < until) {
+  }
+}
+
 // The helper process: a plain blocking loop, one task at a time, until the worker goes.
 [[noreturn]] void helper_main(int fd) {
   for (;;) {
+    spin_until_readable(fd, spin_budget);
     std::uint32_t name_len = 0;
     std::uint64_t input_len = 0;
     if (!read_full(fd, &name_len, sizeof name_len) || !read_full(fd, &input_len, sizeof input_len)) ::_exit(0);
@@ -342,7 +405,11 @@ class process_pool : public asio::execution_context::service {
       h.timed_out = true;
       ::kill(pid, SIGKILL);
     });
+    auto sent = std::chrono::steady_clock::now();
     auto [wec, wn] = co_await asio::async_write(h.sock, asio::buffer(frame), asio::as_tuple(asio::use_awaitable));
+    // Tasks that usually answer within the spin budget are waited for here, briefly, rather
+    // than by sleeping in epoll and paying for the wake-up.
+    if (!wec && recent_reply_ < spin_budget) spin_until_readable(h.sock.native_handle(), spin_budget);
     std::uint8_t status = 0;
     std::uint64_t len = 0;
     std::string out;
@@ -359,6 +426,8 @@ class process_pool : public asio::execution_context::service {
     }
     h.limit.cancel();
     h.current.reset();
+    auto took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - sent);
+    recent_reply_ = (recent_reply_ * 7 + took) / 8;
     if (!ec) {
       if (status == reply_ok) c->complete(nullptr, std::move(out));
       else if (status == reply_threw)
@@ -389,6 +458,7 @@ class process_pool : public asio::execution_context::service {
   asio::any_io_executor ex_;
   std::optional<asio::steady_timer> room_;  // waiters for room in the queue; cancelled to wake them
   std::size_t limit_ = 1024;
+  std::chrono::microseconds recent_reply_{0};  // moving average of request-to-reply time
   std::deque<std::shared_ptr<call>> queue_;
   std::vector<std::unique_ptr<helper>> helpers_;
 };
@@ -396,7 +466,9 @@ class process_pool : public asio::execution_context::service {
 }  // namespace
 
 namespace detail {
-void post_to_thread_pool(std::function<void()> work) { asio::post(thread_pool(), std::move(work)); }
+void post_to_thread_pool(std::function<void()> work) { thread_pool().post(std::move(work)); }
+
+bool short_jobs_recently() { return thread_pool().recent_runtime() < std::chrono::microseconds(20); }
 
 void start_process_pool(asio::io_context& loop) {
   if (!registry().empty()) process_pool::on(loop.get_executor());
