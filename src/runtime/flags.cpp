@@ -101,6 +101,13 @@ void flag_set::add_int(std::string name, int* out, int min, int max, std::string
        }});
 }
 
+void flag_set::add_bool(std::string name, bool* out, std::string help) {
+  add({name, "", std::move(help), "", false, [out](std::string_view) -> std::optional<std::string> {
+         *out = true;
+         return std::nullopt;
+       }});
+}
+
 std::optional<std::string> flag_set::parse(std::span<const std::string_view> args) {
   for (std::size_t i = 0; i < args.size(); ++i) {
     std::string_view arg = args[i];
@@ -121,7 +128,9 @@ std::optional<std::string> flag_set::parse(std::span<const std::string_view> arg
     for (const auto& candidate : flags_)
       if (candidate.name == name) f = &candidate;
     if (!f) return "unknown flag " + std::string(name) + " (see " + program_ + " --help)";
-    if (!inline_value) {
+    if (f->metavar.empty()) {  // a switch
+      if (inline_value) return std::string(name) + " takes no value";
+    } else if (!inline_value) {
       if (i + 1 >= args.size()) return std::string(name) + " needs a value: " + f->metavar;
       value = args[++i];
     }
@@ -133,7 +142,7 @@ std::optional<std::string> flag_set::parse(std::span<const std::string_view> arg
 std::string flag_set::usage() const {
   std::string out = "usage: " + program_ + " [flags]\n\nflags:\n";
   for (const auto& f : flags_) {
-    std::string left = "  " + f.name + " " + f.metavar;
+    std::string left = "  " + f.name + (f.metavar.empty() ? "" : " " + f.metavar);
     if (left.size() < 32) left.resize(32, ' ');
     out += left + " " + f.help;
     if (f.repeatable) out += " (repeatable)";

@@ -26,6 +26,8 @@ class flag_set {
   // Bytes with an optional k/m/g suffix (powers of 1024): "16k", "1m", "4096".
   void add_size(std::string name, std::size_t* out, std::string help);
   void add_int(std::string name, int* out, int min, int max, std::string help);
+  // A switch without a value: "--name" sets it.
+  void add_bool(std::string name, bool* out, std::string help);
 
   // Parses args (without the program name). Returns an error sentence, or nullopt.
   // "--help"/"-h" sets help_requested() and stops.

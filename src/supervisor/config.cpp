@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <variant>
 
@@ -42,6 +43,13 @@ void register_flags(flag_set& f, config& c, raw_values& raw) {
   f.add_int("--max-requests", &c.max_requests, 0, 2000000000, "recycle a worker after this many requests (0 = never)");
   f.add_int("--max-requests-jitter", &c.max_requests_jitter, 0, 2000000000, "random extra requests per worker");
   f.add_int("--max-memory", &c.max_memory, 0, 1000000, "recycle a worker whose RSS exceeds this many MiB (0 = never)");
+  f.add_bool("--cluster", &c.cluster, "join the cluster layer: run a local nats-server with JetStream");
+  f.add_string("--node", &c.node, "this node's name in the cluster [default: the host name]");
+  f.add_list("--nats", &c.nats, "URL of an existing NATS cluster to use instead of a local nats-server");
+  f.add_string("--nats-listen", &c.nats_listen, "client address of the local nats-server");
+  f.add_string("--cluster-listen", &c.cluster_listen, "route address of the local nats-server, for other nodes");
+  f.add_list("--join", &c.join, "another node's --cluster-listen address, HOST:PORT (comma-separated or repeated)");
+  f.add_string("--data-dir", &c.data_dir, "JetStream storage directory [default: under $XDG_STATE_HOME or /var/lib]");
   f.add_string("--control", &c.control, "control socket path [default: $XDG_RUNTIME_DIR/loopfleet/NAME.sock]");
 }
 
@@ -70,6 +78,58 @@ std::optional<std::string> apply_raw(const raw_values& raw, config& c, std::stri
   return std::nullopt;
 }
 
+// "a,b" in one --join or --nats counts as two.
+void split_commas(std::vector<std::string>& list) {
+  std::vector<std::string> out;
+  for (const auto& item : list) {
+    std::string_view rest = item;
+    while (!rest.empty()) {
+      auto comma = rest.find(',');
+      if (auto part = rest.substr(0, comma); !part.empty()) out.emplace_back(part);
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  list = std::move(out);
+}
+
+std::optional<std::string> check_cluster(config& c) {
+  split_commas(c.join);
+  split_commas(c.nats);
+  if (!c.join.empty() || !c.nats.empty()) c.cluster = true;
+  if (!c.cluster) return std::nullopt;
+  auto tcp_address = [](const std::string& flag, const std::string& text) -> std::optional<std::string> {
+    auto p = parse_listen_address(text);
+    if (auto* err = std::get_if<std::string>(&p)) return flag + " '" + text + "': " + *err;
+    if (std::get<listen_address>(p).is_unix) return flag + " '" + text + "' must be HOST:PORT, not a Unix path";
+    if (std::get<listen_address>(p).port == 0) return flag + " '" + text + "' needs a port other than 0";
+    return std::nullopt;
+  };
+  for (const auto& j : c.join)
+    if (auto err = tcp_address("--join", j)) return err;
+  if (auto err = tcp_address("--nats-listen", c.nats_listen)) return err;
+  if (auto err = tcp_address("--cluster-listen", c.cluster_listen)) return err;
+  for (const auto& url : c.nats)
+    if (!url.starts_with("nats://") && !url.starts_with("tls://"))
+      return "--nats '" + url + "' is not a NATS URL: use nats://HOST:PORT";
+  if (c.node.empty()) {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    c.node = host;
+  }
+  for (char ch : c.node)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_')
+      return "--node '" + c.node + "' may use letters, digits, '-' and '_' only (it names NATS subjects and files)";
+  if (c.data_dir.empty()) {
+    const char* state = std::getenv("XDG_STATE_HOME");
+    std::string base = state && *state ? std::string(state) + "/loopfleet"
+                       : ::getuid() == 0 ? "/var/lib/loopfleet"
+                                         : "/tmp/loopfleet-" + std::to_string(::getuid());
+    c.data_dir = base + "/" + c.node;
+  }
+  return std::nullopt;
+}
+
 std::optional<std::string> check(config& c) {
   if (c.command.empty())
     return "no worker command: put it after --, e.g. loopfleet run --workers 2 -- ./build/bin/hello";
@@ -86,7 +146,7 @@ std::optional<std::string> check(config& c) {
   for (char ch : c.name)
     if (ch == '/' || ch == '\0') return "--name '" + c.name + "' must not contain '/'";
   if (c.control.empty()) c.control = default_control_path(c.name);
-  return std::nullopt;
+  return check_cluster(c);
 }
 
 std::optional<std::string> parse_flags(std::span<const std::string_view> args, config& c, bool& help) {
@@ -196,6 +256,15 @@ std::optional<std::string> load_config_file(const std::string& path, config& c) 
     else if (k == "degraded_after") err = integer(c.degraded_after, 1, 1000);
     else if (k == "control") err = text(c.control);
     else if (k == "watchdog") err = duration(c.watchdog);
+    else if (k == "cluster") {
+      if (auto b = node.value<bool>()) c.cluster = *b;
+      else err = want("true or false");
+    } else if (k == "node") err = text(c.node);
+    else if (k == "nats") err = strings(c.nats);
+    else if (k == "nats_listen") err = text(c.nats_listen);
+    else if (k == "cluster_listen") err = text(c.cluster_listen);
+    else if (k == "join") err = strings(c.join);
+    else if (k == "data_dir") err = text(c.data_dir);
     else if (k == "max_requests") err = integer(c.max_requests, 0, 2000000000);
     else if (k == "max_requests_jitter") err = integer(c.max_requests_jitter, 0, 2000000000);
     else if (k == "max_memory") err = integer(c.max_memory, 0, 1000000);
@@ -204,7 +273,8 @@ std::optional<std::string> load_config_file(const std::string& path, config& c) 
       err = where + "unknown key '" + k +
             "' (known: workers, listen, name, distribution, backlog, ready, ready_delay, ready_timeout, "
             "graceful_timeout, backoff_initial, backoff_max, healthy_after, degraded_after, watchdog, "
-            "max_requests, max_requests_jitter, max_memory, control, command)";
+            "max_requests, max_requests_jitter, max_memory, cluster, node, nats, nats_listen, cluster_listen, join, "
+            "data_dir, control, command)";
     if (err) return err;
     if (auto e = apply_raw(raw, c, where)) return e;
   }
@@ -238,6 +308,15 @@ std::string run_usage() {
   register_flags(f, c, raw);
   std::string u = f.usage();
   return "usage: loopfleet run [flags] -- COMMAND [ARGS...]\n" + u.substr(u.find('\n') + 1);
+}
+
+std::string nats_url(const config& c) {
+  if (!c.nats.empty()) {
+    std::string out;
+    for (const auto& u : c.nats) out += (out.empty() ? "" : ",") + u;
+    return out;
+  }
+  return "nats://" + c.nats_listen;
 }
 
 int available_cpus() {

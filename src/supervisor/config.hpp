@@ -34,6 +34,14 @@ struct config {
   int max_requests_jitter = 0;             // plus up to this many, so workers do not recycle together
   int max_memory = 0;                      // recycle a worker above this RSS, in MiB; 0 = never
   std::string control;                     // control socket path; default under the runtime dir
+  // The cluster layer (NATS). On with --cluster, --join or --nats.
+  bool cluster = false;
+  std::string node;                        // this node's name; default: the host name
+  std::vector<std::string> nats;           // an existing NATS cluster's URLs: no local nats-server
+  std::string nats_listen = "127.0.0.1:4222";     // the local nats-server's client address
+  std::string cluster_listen = "127.0.0.1:6222";  // its route address, for the other nodes
+  std::vector<std::string> join;           // other nodes' route addresses, HOST:PORT
+  std::string data_dir;                    // JetStream storage; default under the state dir
   std::vector<std::string> command;        // after "--", or `command = [...]` in the file
   // Set by the caller when this process was socket-activated (LISTEN_FDS for our pid): the
   // inherited sockets are served besides any --listen address, which becomes optional.
@@ -60,5 +68,8 @@ int available_cpus();
 
 // Default control socket path for an instance name.
 std::string default_control_path(const std::string& name);
+
+// The NATS client URL workers and tools use: the given --nats URLs, or the local server.
+std::string nats_url(const config& c);
 
 }  // namespace loopfleet::supervisor

@@ -1,7 +1,9 @@
 #include "supervisor/supervisor.hpp"
 
+#include "cluster/node.hpp"
 #include "runtime/error.hpp"
 #include "runtime/heartbeat.hpp"
+#include "runtime/address.hpp"
 #include "runtime/listen_fds.hpp"
 #include "runtime/log.hpp"
 #include "supervisor/policy.hpp"
@@ -10,6 +12,7 @@
 #include "supervisor/stack.hpp"
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/read_until.hpp>
@@ -232,6 +235,13 @@ class master {
   void on_stack(pid_t pid, int slot, std::vector<std::string> lines);
   void recycle(int slot, const std::string& why);
 
+  // The cluster layer: the node's nats-server (a supervised child) and its agent.
+  void start_nats();
+  void wait_for_nats(int attempt);
+  void on_nats_exit(int status);
+  void start_cluster_agent();
+  void publish_heartbeat();
+
   void begin_reload(done_fn done);
   void commit_reload();
   void fail_reload(const std::string& reason);
@@ -261,6 +271,15 @@ class master {
   std::string fatal_;  // printed after the loop when no worker ever became ready
   clock::time_point started_ = clock::now();
   asio::steady_timer checks_{loop_};
+  pid_t nats_pid_ = 0;
+  int nats_failures_ = 0;
+  int nats_restarts_ = 0;
+  bool nats_ready_ = false;
+  clock::time_point nats_started_{};
+  std::shared_ptr<output_reader> nats_out_, nats_err_;
+  asio::steady_timer nats_timer_{loop_};
+  std::unique_ptr<cluster::node_agent> agent_;
+  int heartbeat_ticks_ = 0;
   clock::time_point next_rss_check_{};
   std::mt19937 rng_{std::random_device{}()};
 
@@ -297,9 +316,22 @@ int master::run() {
             " workers, " + (cfg_.distribution == distribution::reuseport ? "reuseport" : "shared") +
             " distribution; control socket " + cfg_.control);
   slots_.resize(workers_);
-  for (int i = 0; i < workers_; ++i) start_worker(i, role::current);
+  if (cfg_.cluster && cfg_.nats.empty()) {
+    // Workers start once the node's NATS server answers: they connect to it at start-up.
+    if (find_executable("nats-server").empty()) {
+      std::fprintf(stderr, "loopfleet: error: nats-server not found: install it (scripts/install-deps.sh) or give "
+                           "--nats nats://HOST:PORT of an existing NATS cluster\n");
+      ::unlink(cfg_.control.c_str());
+      return 2;
+    }
+    start_nats();
+  } else {
+    if (cfg_.cluster) start_cluster_agent();
+    for (int i = 0; i < workers_; ++i) start_worker(i, role::current);
+  }
   arm_checks();
   loop_.run();
+  agent_.reset();
   if (!fatal_.empty()) std::fprintf(stderr, "%s", fatal_.c_str());
   return exit_code_;
 }
@@ -414,6 +446,8 @@ void master::start_worker(int slot, role r) {
   spec.env = {"LISTEN_FDS=" + std::to_string(spec.fds.size()), "LISTEN_FDNAMES=" + sockets_->fd_names(),
               "NOTIFY_SOCKET=" + notify_name_, "LOOPFLEET_SLOT=" + std::to_string(slot),
               "LOOPFLEET_WORKERS=" + std::to_string(workers_),  // offload pools size by it
+              "LOOPFLEET_NATS_URL=" + (cfg_.cluster ? nats_url(cfg_) : std::string()),
+              "LOOPFLEET_NODE=" + cfg_.node,
               "LOOPFLEET_GENERATION=" + std::to_string(gen)};
   // Also a datagram socket already connected to NOTIFY_SOCKET, after the listening sockets:
   // runtimes that cannot send to a Unix socket by name (Node) write(2) "READY=1" to it.
@@ -508,7 +542,112 @@ void master::schedule_restart(int slot, milliseconds delay) {
 void master::reap() {
   int status = 0;
   pid_t pid;
-  while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) on_exit(pid, status);
+  while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+    if (pid == nats_pid_) on_nats_exit(status);
+    else on_exit(pid, status);
+  }
+}
+
+void master::start_nats() {
+  ::mkdir(cfg_.data_dir.substr(0, cfg_.data_dir.rfind('/')).c_str(), 0700);
+  ::mkdir(cfg_.data_dir.c_str(), 0700);
+  std::string conf = cfg_.data_dir + "/nats.conf";
+  {
+    std::ofstream out(conf);
+    out << cluster::server_config({cfg_.node, cfg_.nats_listen, cfg_.cluster_listen, cfg_.join, cfg_.data_dir + "/jetstream"});
+  }
+  spawn_spec spec;
+  spec.argv = {find_executable("nats-server"), "-c", conf};
+  spawned s;
+  try {
+    s = spawn_worker(spec);
+  } catch (const std::exception& e) {
+    log::error(std::string("cluster: cannot start nats-server: ") + e.what());
+    return;
+  }
+  nats_pid_ = s.pid;
+  nats_started_ = clock::now();
+  nats_out_ = std::make_shared<output_reader>(loop_, s.out, "nats pid " + std::to_string(s.pid) + " | ", nullptr);
+  nats_err_ = std::make_shared<output_reader>(loop_, s.err, "nats pid " + std::to_string(s.pid) + " | ", nullptr);
+  nats_out_->start();
+  nats_err_->start();
+  log::info("cluster: started nats-server pid " + std::to_string(s.pid) + " for node " + cfg_.node + " (client " +
+            cfg_.nats_listen + ", routes " + cfg_.cluster_listen + ", " + std::to_string(cfg_.join.size()) +
+            " peers to join)");
+  wait_for_nats(0);
+}
+
+// nats-server sends no readiness signal: it is ready when its client port accepts.
+void master::wait_for_nats(int attempt) {
+  nats_timer_.expires_after(std::chrono::milliseconds(50));
+  nats_timer_.async_wait([this, attempt](boost::system::error_code ec) {
+    if (ec || stopping_ || !nats_pid_) return;
+    auto parsed = parse_listen_address(cfg_.nats_listen);
+    const auto& a = std::get<listen_address>(parsed);
+    asio::ip::tcp::socket probe(loop_);
+    boost::system::error_code cec;
+    probe.connect({asio::ip::make_address(a.host == "0.0.0.0" ? "127.0.0.1" : a.host, cec), a.port}, cec);
+    if (cec) {
+      if (attempt == 200) log::warn("cluster: nats-server is not accepting on " + cfg_.nats_listen + " after 10 s");
+      return wait_for_nats(attempt + 1);
+    }
+    bool first = !nats_ready_;
+    nats_ready_ = true;
+    log::info("cluster: nats-server ready on " + cfg_.nats_listen);
+    if (first) {
+      start_cluster_agent();
+      for (int i = 0; i < workers_; ++i)
+        if (!slots_[i].current) start_worker(i, role::current);
+    }
+  });
+}
+
+void master::on_nats_exit(int status) {
+  if (nats_out_) nats_out_->drain_now();
+  if (nats_err_) nats_err_->drain_now();
+  auto uptime = duration_cast<milliseconds>(clock::now() - nats_started_);
+  nats_pid_ = 0;
+  if (stopping_) {
+    log::info("cluster: nats-server exited: " + describe_exit(status));
+    if (procs_.empty()) finish();
+    return;
+  }
+  backoff_policy policy{cfg_.backoff_initial, cfg_.backoff_max, cfg_.healthy_after, cfg_.degraded_after};
+  auto d = decide_restart(policy, nats_failures_, uptime);
+  nats_failures_ = d.failures;
+  ++nats_restarts_;
+  log::warn("cluster: nats-server exited: " + describe_exit(status) + " after " + ms_text(uptime) + "; restarting in " +
+            ms_text(d.delay));
+  nats_timer_.expires_after(d.delay);
+  nats_timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec && !stopping_) start_nats();
+  });
+}
+
+void master::start_cluster_agent() {
+  agent_ = std::make_unique<cluster::node_agent>(nats_url(cfg_), cfg_.node, cluster::replicas_for(cfg_.join.size()));
+  publish_heartbeat();
+}
+
+void master::publish_heartbeat() {
+  if (!agent_) return;
+  std::uint64_t load = 0, requests = 0;
+  int ready = 0;
+  for (int i = 0; i < workers_; ++i) {
+    pid_t pid = slots_[i].current;
+    if (!pid || !procs_.count(pid)) continue;
+    const process& p = *procs_.at(pid);
+    ready += p.ready ? 1 : 0;
+    if (const heartbeat_region* beat = p.beating()) {
+      load += beat->counters.in_flight.load();
+      requests += beat->counters.requests.load();
+    }
+  }
+  auto now_ms = std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  json::object o{{"node", cfg_.node},       {"pid", ::getpid()},    {"nats", nats_url(cfg_)},
+                 {"workers", workers_},     {"ready", ready},       {"load", load},
+                 {"requests", requests},    {"ts_ms", now_ms},      {"listen", sockets_->describe()}};
+  agent_->update(json::serialize(o));
 }
 
 void master::on_exit(pid_t pid, int status) {
@@ -727,6 +866,7 @@ void master::check_workers() {
     }
   }
   if (steer) update_steering();
+  if (++heartbeat_ticks_ % 10 == 0) publish_heartbeat();  // every half second
   for (auto& [pid, silent] : to_stall)
     if (procs_.count(pid)) on_stall(*procs_.at(pid), silent);
   for (auto& [slot, why] : to_recycle) recycle(slot, why);
@@ -903,6 +1043,11 @@ void master::stop(bool fast) {
 }
 
 void master::finish() {
+  // The node's NATS server goes last: draining workers may still be acknowledging jobs.
+  if (nats_pid_) {
+    ::kill(nats_pid_, SIGTERM);
+    return;  // finish() again from on_nats_exit
+  }
   boost::system::error_code ignored;
   if (control_) {
     control_->close(ignored);
@@ -970,6 +1115,13 @@ json::object master::status_json() {
   for (auto& [pid, p] : procs_)
     if (p->r == role::retiring) draining.push_back(json::object{{"pid", pid}, {"slot", p->slot}, {"generation", p->generation}});
   o["draining"] = std::move(draining);
+  if (cfg_.cluster)
+    o["cluster"] = json::object{{"node", cfg_.node},
+                                {"nats", nats_url(cfg_)},
+                                {"nats_pid", nats_pid_ ? json::value(nats_pid_) : json::value(nullptr)},
+                                {"nats_ready", nats_ready_},
+                                {"nats_restarts", nats_restarts_},
+                                {"peers", json::value_from(cfg_.join)}};
   return o;
 }
 

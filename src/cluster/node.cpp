@@ -1,0 +1,147 @@
+#include "cluster/node.hpp"
+
+#include "runtime/log.hpp"
+
+#include <nats/nats.h>
+
+#include <algorithm>
+#include <condition_variable>
+
+namespace loopfleet::cluster {
+
+std::string server_config(const server_settings& s) {
+  std::string out;
+  out += "server_name: \"" + s.node + "\"\n";
+  out += "listen: \"" + s.client_listen + "\"\n";
+  out += "jetstream {\n  store_dir: \"" + s.store_dir + "\"\n}\n";
+  if (!s.join.empty()) {
+    out += "cluster {\n  name: \"loopfleet\"\n  listen: \"" + s.cluster_listen + "\"\n  routes: [\n";
+    for (const auto& peer : s.join) out += "    \"nats-route://" + peer + "\"\n";
+    out += "  ]\n}\n";
+  }
+  return out;
+}
+
+int replicas_for(std::size_t peers) { return static_cast<int>(std::min<std::size_t>(3, peers + 1)); }
+
+node_agent::node_agent(std::string url, std::string node, int replicas)
+    : url_(std::move(url)), node_(std::move(node)), replicas_(replicas), thread_([this] { run(); }) {}
+
+node_agent::~node_agent() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  thread_.join();
+}
+
+void node_agent::update(std::string snapshot) {
+  std::lock_guard lock(mutex_);
+  snapshot_ = std::move(snapshot);
+}
+
+namespace {
+
+// Creates the stream if it is missing; an existing one is left as it is.
+bool ensure_stream(jsCtx* js, const char* name, const char* subject, jsRetentionPolicy retention, int replicas) {
+  jsStreamInfo* si = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  if (js_GetStreamInfo(&si, js, name, nullptr, &err) == NATS_OK) {
+    jsStreamInfo_Destroy(si);
+    return true;
+  }
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = name;
+  const char* subjects[] = {subject};
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Retention = retention;
+  cfg.Storage = js_FileStorage;
+  cfg.Replicas = replicas;
+  cfg.Duplicates = static_cast<int64_t>(10) * 60 * 1000000000;  // idempotency keys hold 10 minutes
+  natsStatus s = js_AddStream(&si, js, &cfg, nullptr, &err);
+  if (s == NATS_OK) {
+    jsStreamInfo_Destroy(si);
+    log::info(std::string("cluster: created stream ") + name + " with " + std::to_string(replicas) + " replicas");
+    return true;
+  }
+  log::warn(std::string("cluster: cannot create stream ") + name + ": " + natsStatus_GetText(s) + " (JetStream error " +
+            std::to_string(err) + "); retrying");
+  return false;
+}
+
+}  // namespace
+
+void node_agent::run() {
+  natsConnection* nc = nullptr;
+  jsCtx* js = nullptr;
+  kvStore* kv = nullptr;
+  bool ready = false;
+  auto wait_a_second = [this] {
+    for (int i = 0; i < 10; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::lock_guard lock(mutex_);
+      if (stop_) return false;
+    }
+    return true;
+  };
+  bool warned = false;
+  for (;;) {
+    {
+      std::lock_guard lock(mutex_);
+      if (stop_) break;
+    }
+    if (!nc) {
+      natsOptions* opts = nullptr;
+      natsOptions_Create(&opts);
+      natsOptions_SetURL(opts, url_.c_str());
+      natsOptions_SetMaxReconnect(opts, -1);
+      natsOptions_SetReconnectWait(opts, 250);
+      natsOptions_SetTimeout(opts, 2000);
+      natsStatus s = natsConnection_Connect(&nc, opts);
+      natsOptions_Destroy(opts);
+      if (s != NATS_OK) {
+        if (!warned) log::warn("cluster: cannot reach NATS at " + url_ + ": " + natsStatus_GetText(s) + "; retrying");
+        warned = true;
+        nc = nullptr;
+        if (!wait_a_second()) break;
+        continue;
+      }
+      natsConnection_JetStream(&js, nc, nullptr);
+    }
+    if (!ready) {
+      bool streams = ensure_stream(js, jobs_stream, "loopfleet.job.>", js_WorkQueuePolicy, replicas_) &&
+                     ensure_stream(js, dead_stream, "loopfleet.dead.>", js_LimitsPolicy, replicas_);
+      if (streams && !kv && js_KeyValue(&kv, js, nodes_bucket) != NATS_OK) {
+        kvConfig kc;
+        kvConfig_Init(&kc);
+        kc.Bucket = nodes_bucket;
+        kc.History = 1;
+        kc.Replicas = replicas_;
+        natsStatus s = js_CreateKeyValue(&kv, js, &kc);
+        if (s != NATS_OK) {
+          log::warn(std::string("cluster: cannot create the nodes bucket: ") + natsStatus_GetText(s) + "; retrying");
+          kv = nullptr;
+        }
+      }
+      ready = streams && kv;
+      if (ready) log::info("cluster: node " + node_ + " joined through " + url_);
+    }
+    if (ready) {
+      std::string snapshot;
+      {
+        std::lock_guard lock(mutex_);
+        snapshot = snapshot_;
+      }
+      uint64_t rev = 0;
+      if (!snapshot.empty()) kvStore_PutString(&rev, kv, node_.c_str(), snapshot.c_str());
+    }
+    if (!wait_a_second()) break;
+  }
+  if (kv) kvStore_Destroy(kv);
+  if (js) jsCtx_Destroy(js);
+  if (nc) natsConnection_Destroy(nc);
+}
+
+}  // namespace loopfleet::cluster
