@@ -75,6 +75,11 @@ struct worker_counters {
 };
 worker_counters& counters();
 
+// Registers a function to run on the worker's loop right after it is created, before the
+// service starts and READY is sent (the cluster layer connects this way). Register before
+// run_worker.
+void at_loop_start(std::function<void(boost::asio::io_context&)> hook);
+
 // Runs `svc` on a fresh single-threaded loop until it has drained. Returns the process exit
 // code: 0 after a clean drain, 2 when start-up fails (the reason is logged as one line).
 int run_worker(const worker_options& options, service& svc);

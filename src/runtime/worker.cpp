@@ -67,7 +67,14 @@ void pet_watchdog(asio::steady_timer& timer, const notifier& note, std::chrono::
   });
 }
 
+std::vector<std::function<void(asio::io_context&)>>& loop_start_hooks() {
+  static std::vector<std::function<void(asio::io_context&)>> hooks;
+  return hooks;
+}
+
 }  // namespace
+
+void at_loop_start(std::function<void(asio::io_context&)> hook) { loop_start_hooks().push_back(std::move(hook)); }
 
 void add_worker_flags(flag_set& flags, worker_options& options) {
   flags.add_list("--listen", &options.listen,
@@ -99,6 +106,7 @@ int run_worker(const worker_options& options, service& svc) {
   heartbeat beats;  // after the loop: its timer must go first
   beats.start(loop);
   detail::start_process_pool(loop);
+  for (auto& hook : loop_start_hooks()) hook(loop);
   std::string addresses;
   for (const auto& l : listeners) addresses += (addresses.empty() ? "" : ", ") + l.address;
   svc.start(loop, std::move(listeners));

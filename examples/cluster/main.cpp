@@ -1,0 +1,62 @@
+// Calls and durable jobs across nodes. Run it on every node with `loopfleet run --cluster`:
+//   GET /submit?n=N&key=K   submits N "work" jobs (idempotency key K-i when K is given)
+//   GET /call               calls "whoami" on some worker of some node
+// Job and call handlers say on which node and pid they ran: each job prints
+// "job-done <payload> <id> node=<node> pid=<pid> attempt=<n>" on stdout.
+#include <loopfleet/cluster.hpp>
+#include <loopfleet/loopfleet.hpp>
+
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdio>
+
+namespace http = loopfleet::http;
+namespace cluster = loopfleet::cluster;
+
+namespace {
+
+std::string where() { return "node=" + cluster::node_name() + " pid=" + std::to_string(::getpid()); }
+
+boost::asio::awaitable<void> work(cluster::job& j) {
+  if (j.payload.starts_with("fail")) throw std::runtime_error("asked to fail");
+  std::printf("job-done %s %llu %s attempt=%d\n", j.payload.c_str(), static_cast<unsigned long long>(j.id),
+              where().c_str(), j.attempt);
+  std::fflush(stdout);
+  co_return;
+}
+
+boost::asio::awaitable<http::response> submit(http::request& req) {
+  int n = 1;
+  auto text = req.query_param("n");
+  std::from_chars(text.data(), text.data() + text.size(), n);
+  std::string key(req.query_param("key"));
+  std::uint64_t last = 0;
+  for (int i = 0; i < n; ++i) {
+    cluster::job_options o;
+    if (!key.empty()) o.idempotency_key = key + "-" + std::to_string(i);
+    last = co_await cluster::submit("work", "job-" + std::to_string(i), o);
+  }
+  co_return http::text("submitted " + std::to_string(n) + ", last id " + std::to_string(last) + "\n");
+}
+
+boost::asio::awaitable<http::response> call(http::request&) {
+  try {
+    std::string who = co_await cluster::call("whoami", "", std::chrono::seconds(2));
+    co_return http::text(who + "\n");
+  } catch (const cluster::cluster_error& e) {
+    co_return http::text(std::string(e.what()) + "\n", 503);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cluster::serve("whoami", [](std::string_view) { return where(); });
+  cluster::handle_jobs("work", work);
+  http::router app;
+  app.get("/", [](http::request&) { return http::text("Hello, World!"); });
+  app.get("/submit", submit);
+  app.get("/call", call);
+  return http::run(argc, argv, std::move(app));
+}

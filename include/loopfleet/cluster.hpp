@@ -1,0 +1,82 @@
+// The cluster layer for workers: load-balanced calls and durable jobs over NATS.
+//
+// Under `loopfleet run --cluster` (or --join / --nats) every worker gets LOOPFLEET_NATS_URL
+// and connects at start-up. Register handlers before http::run (or run_worker):
+//
+//   loopfleet::cluster::serve("whoami", [](std::string in) { return node_name(); });
+//   loopfleet::cluster::handle_jobs("resize", [](loopfleet::cluster::job& j) -> awaitable<void> {...});
+//
+// and from any coroutine on the loop:
+//
+//   std::string who = co_await loopfleet::cluster::call("whoami", "", 2s);
+//   co_await loopfleet::cluster::submit("resize", image_id, {.idempotency_key = image_id});
+//
+// Calls go to one serving worker on any node (a NATS queue group). Jobs are stored in a
+// JetStream work-queue stream (replicated on up to 3 nodes) and run at least once: a job is
+// acknowledged only after its handler finished; a job whose worker or node died is delivered
+// again elsewhere a few seconds later; a job that failed max_attempts times goes to the dead
+// letters (loopfleet.dead.NAME). nats.c's blocking calls run on helper threads and its
+// callbacks are posted to the worker's loop: nothing here blocks the loop.
+// Wire format for other languages: docs/cluster.md.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <stdexcept>
+#include <string>
+
+namespace loopfleet::cluster {
+
+class cluster_error : public std::runtime_error {
+ public:
+  enum class reason { not_configured, no_responders, timeout, handler_failed, publish_failed };
+  cluster_error(reason r, const std::string& message) : std::runtime_error(message), why_(r) {}
+  reason why() const { return why_; }
+
+ private:
+  reason why_;
+};
+
+// --- calls ---
+
+using call_handler = std::function<std::string(std::string_view payload)>;
+
+// Serves calls named `name` from this worker. Call before the worker starts.
+void serve(std::string name, call_handler handler);
+
+// Calls `name` on one worker of any node. Throws cluster_error: no_responders at once when
+// nobody serves it, timeout, or handler_failed with the remote exception's message.
+boost::asio::awaitable<std::string> call(std::string name, std::string payload,
+                                         std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+// --- durable jobs ---
+
+struct job {
+  std::string name;
+  std::string payload;
+  std::uint64_t id = 0;   // the stream sequence: unique per job
+  int attempt = 1;        // 1 on first delivery
+};
+
+struct job_options {
+  std::string idempotency_key;  // a second submit with the same key (within 10 minutes) is dropped
+  int max_attempts = 5;         // then the job goes to the dead letters
+  std::chrono::milliseconds time_limit{std::chrono::seconds(30)};  // per attempt
+};
+
+using job_handler = std::function<boost::asio::awaitable<void>(job&)>;
+
+// Runs jobs named `name` on this worker, at most `concurrency` at once. A handler that throws
+// (or passes its time limit) fails that attempt. Call before the worker starts.
+void handle_jobs(std::string name, job_handler handler, int concurrency = 64);
+
+// Stores a job; returns its id once JetStream has it (replicated). Throws cluster_error.
+boost::asio::awaitable<std::uint64_t> submit(std::string name, std::string payload, job_options options = {});
+
+// This node's name (LOOPFLEET_NODE), for handlers that say where they ran.
+const std::string& node_name();
+
+}  // namespace loopfleet::cluster

@@ -1,0 +1,461 @@
+// Calls and jobs for workers (include/loopfleet/cluster.hpp) on nats.c.
+//
+// Threads: nats.c delivers subscription callbacks on its own threads; each one only posts to
+// the worker's loop. Blocking calls (JetStream publish, fetch) run on helper threads: one for
+// publishing, one per job name for fetching. Handlers, replies and acknowledgements happen on
+// the loop. A message the loop owns is destroyed there.
+#include <loopfleet/cluster.hpp>
+#include <loopfleet/runtime.hpp>
+
+#include "cluster/node.hpp"
+#include "runtime/log.hpp"
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <nats/nats.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <thread>
+
+namespace loopfleet::cluster {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+// How long a job may go without an acknowledgement or an in-progress signal before JetStream
+// delivers it again: the time until a dead node's jobs run elsewhere.
+constexpr auto ack_wait = 4s;
+constexpr auto in_progress_every = 1s;
+
+struct job_def {
+  job_handler handler;
+  int concurrency;
+};
+
+struct registry {
+  std::map<std::string, call_handler> calls;
+  std::map<std::string, job_def> jobs;
+  bool hooked = false;
+};
+
+registry& reg() {
+  static registry r;
+  return r;
+}
+
+std::string header(natsMsg* msg, const char* key) {
+  const char* value = nullptr;
+  return natsMsgHeader_Get(msg, key, &value) == NATS_OK && value ? value : "";
+}
+
+struct pending_call {
+  std::optional<asio::any_completion_handler<void(std::exception_ptr, std::string)>> handler;
+  std::optional<asio::steady_timer> timer;
+  bool done = false;
+  void complete(std::exception_ptr e, std::string out) {
+    if (done) return;
+    done = true;
+    if (timer) timer->cancel();
+    auto h = std::move(*handler);
+    std::move(h)(e, std::move(out));
+  }
+};
+
+// A thread that runs blocking nats.c calls one after another.
+class blocking_thread {
+ public:
+  blocking_thread() : thread_([this] { run(); }) {}
+  ~blocking_thread() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    ready_.notify_one();
+    thread_.join();
+  }
+  void post(std::function<void()> work) {
+    {
+      std::lock_guard lock(mutex_);
+      work_.push_back(std::move(work));
+    }
+    ready_.notify_one();
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      std::function<void()> w;
+      {
+        std::unique_lock lock(mutex_);
+        ready_.wait(lock, [this] { return stop_ || !work_.empty(); });
+        if (stop_ && work_.empty()) return;
+        w = std::move(work_.front());
+        work_.pop_front();
+      }
+      w();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<std::function<void()>> work_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+class client;
+client* the_client = nullptr;
+
+class client {
+ public:
+  client(asio::io_context& loop, const std::string& url) : loop_(loop) {
+    natsOptions* opts = nullptr;
+    natsOptions_Create(&opts);
+    natsOptions_SetURL(opts, url.c_str());
+    natsOptions_SetMaxReconnect(opts, -1);
+    natsOptions_SetReconnectWait(opts, 250);
+    natsOptions_SetRetryOnFailedConnect(opts, true, nullptr, nullptr);  // connect in the background
+    natsStatus s = natsConnection_Connect(&nc_, opts);
+    natsOptions_Destroy(opts);
+    if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
+      log::error("cluster: cannot connect to " + url + ": " + natsStatus_GetText(s));
+      nc_ = nullptr;
+      return;
+    }
+    natsConnection_JetStream(&js_, nc_, nullptr);
+    std::random_device rd;
+    inbox_ = "_INBOX.lf" + std::to_string(rd()) + std::to_string(rd());
+    natsConnection_Subscribe(&inbox_sub_, nc_, (inbox_ + ".*").c_str(), on_reply, this);
+    for (auto& [name, handler] : reg().calls) {
+      natsSubscription* sub = nullptr;
+      natsConnection_QueueSubscribe(&sub, nc_, ("loopfleet.call." + name).c_str(), "loopfleet", on_call,
+                                    const_cast<std::string*>(&name));
+      subs_.push_back(sub);
+    }
+    for (auto& [name, def] : reg().jobs) fetchers_.emplace_back([this, &name, &def] { fetch_loop(name, def); });
+  }
+
+  ~client() {
+    stop_ = true;
+    slot_freed_.notify_all();
+    for (auto& t : fetchers_) t.join();
+    publisher_.reset();
+    for (auto* s : subs_) natsSubscription_Destroy(s);
+    if (inbox_sub_) natsSubscription_Destroy(inbox_sub_);
+    if (js_) jsCtx_Destroy(js_);
+    if (nc_) natsConnection_Destroy(nc_);
+  }
+
+  bool connected() const { return nc_ != nullptr; }
+
+  // --- calls ---
+  static void on_call(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+    auto* name = static_cast<std::string*>(closure);
+    asio::post(the_client->loop_, [msg, name] { the_client->answer(*name, msg); });
+  }
+
+  void answer(const std::string& name, natsMsg* msg) {
+    const char* reply = natsMsg_GetReply(msg);
+    std::string out, error;
+    try {
+      out = reg().calls.at(name)(std::string_view(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)));
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    if (reply) {
+      natsMsg* r = nullptr;
+      natsMsg_Create(&r, reply, nullptr, out.data(), static_cast<int>(out.size()));
+      if (!error.empty()) natsMsgHeader_Set(r, "Loopfleet-Error", error.c_str());
+      natsConnection_PublishMsg(nc_, r);
+      natsMsg_Destroy(r);
+    }
+    natsMsg_Destroy(msg);
+  }
+
+  static void on_reply(natsConnection*, natsSubscription*, natsMsg* msg, void* self) {
+    auto* c = static_cast<client*>(self);
+    asio::post(c->loop_, [c, msg] { c->deliver_reply(msg); });
+  }
+
+  void deliver_reply(natsMsg* msg) {
+    std::string_view subject = natsMsg_GetSubject(msg);
+    std::uint64_t id = std::strtoull(subject.substr(subject.rfind('.') + 1).data(), nullptr, 10);
+    auto it = pending_.find(id);
+    if (it != pending_.end()) {
+      auto p = it->second;
+      pending_.erase(it);
+      std::string error = header(msg, "Loopfleet-Error");
+      if (natsMsg_IsNoResponders(msg))
+        p->complete(std::make_exception_ptr(cluster_error(cluster_error::reason::no_responders,
+                                                          "no worker serves call '" + p_name(id) + "'")),
+                    {});
+      else if (!error.empty())
+        p->complete(std::make_exception_ptr(cluster_error(cluster_error::reason::handler_failed, error)), {});
+      else
+        p->complete(nullptr, std::string(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)));
+    }
+    natsMsg_Destroy(msg);
+  }
+  std::string p_name(std::uint64_t) const { return last_call_name_; }
+
+  asio::awaitable<std::string> start_call(std::string name, std::string payload, std::chrono::milliseconds timeout) {
+    auto p = std::make_shared<pending_call>();
+    std::uint64_t id = ++next_id_;
+    last_call_name_ = name;
+    std::string reply = inbox_ + "." + std::to_string(id);
+    std::string subject = "loopfleet.call." + name;
+    auto initiation = [this, p, id, reply, subject, payload, timeout, name](auto handler) {
+      p->handler.emplace(std::move(handler));
+      pending_[id] = p;
+      p->timer.emplace(loop_, timeout);
+      p->timer->async_wait([this, p, id, name, timeout](boost::system::error_code ec) {
+        if (ec) return;
+        pending_.erase(id);
+        p->complete(std::make_exception_ptr(cluster_error(cluster_error::reason::timeout,
+                                                          "call '" + name + "' got no reply within " +
+                                                              std::to_string(timeout.count()) + " ms")),
+                    {});
+      });
+      natsConnection_PublishRequest(nc_, subject.c_str(), reply.c_str(), payload.data(), static_cast<int>(payload.size()));
+    };
+    return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, std::string)>(
+        std::move(initiation), asio::use_awaitable);
+  }
+
+  // --- jobs: submit ---
+  asio::awaitable<std::uint64_t> start_submit(std::string name, std::string payload, job_options o) {
+    auto initiation = [this, name, payload, o](auto handler) {
+      auto shared = std::make_shared<std::optional<asio::any_completion_handler<void(std::exception_ptr, std::uint64_t)>>>();
+      shared->emplace(std::move(handler));
+      publisher_->post([this, shared, name, payload, o] {
+        natsMsg* m = nullptr;
+        natsMsg_Create(&m, ("loopfleet.job." + name).c_str(), nullptr, payload.data(), static_cast<int>(payload.size()));
+        natsMsgHeader_Set(m, "Loopfleet-Max-Attempts", std::to_string(o.max_attempts).c_str());
+        natsMsgHeader_Set(m, "Loopfleet-Time-Limit-Ms", std::to_string(o.time_limit.count()).c_str());
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        if (!o.idempotency_key.empty()) po.MsgId = o.idempotency_key.c_str();
+        po.MaxWait = 5000;
+        jsPubAck* ack = nullptr;
+        jsErrCode jerr = static_cast<jsErrCode>(0);
+        natsStatus s = js_PublishMsg(&ack, js_, m, &po, &jerr);
+        std::uint64_t seq = ack ? ack->Sequence : 0;
+        if (ack) jsPubAck_Destroy(ack);
+        natsMsg_Destroy(m);
+        std::exception_ptr e;
+        if (s != NATS_OK)
+          e = std::make_exception_ptr(cluster_error(cluster_error::reason::publish_failed,
+                                                    "job '" + name + "' not stored: " + natsStatus_GetText(s)));
+        asio::post(loop_, [shared, e, seq] { std::move(**shared)(e, seq); });
+      });
+    };
+    return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, std::uint64_t)>(
+        std::move(initiation), asio::use_awaitable);
+  }
+
+  // --- jobs: fetch and run ---
+  void fetch_loop(const std::string& name, const job_def& def) {
+    natsSubscription* sub = nullptr;
+    std::string subject = "loopfleet.job." + name;
+    std::string durable = "loopfleet_" + name;
+    bool warned = false;
+    while (!stop_) {
+      if (!sub) {
+        jsSubOptions so;
+        jsSubOptions_Init(&so);
+        so.Stream = jobs_stream;
+        so.Config.AckPolicy = js_AckExplicit;
+        so.Config.AckWait = std::chrono::duration_cast<std::chrono::nanoseconds>(ack_wait).count();
+        so.Config.MaxDeliver = -1;  // attempts are counted per job, from its header
+        so.Config.MaxAckPending = 20000;
+        jsErrCode jerr = static_cast<jsErrCode>(0);
+        natsStatus s = js_PullSubscribe(&sub, js_, subject.c_str(), durable.c_str(), nullptr, &so, &jerr);
+        if (s != NATS_OK) {
+          if (!warned) log::warn("cluster: cannot consume jobs '" + name + "' yet: " + natsStatus_GetText(s) + "; retrying");
+          warned = true;
+          sub = nullptr;
+          std::this_thread::sleep_for(500ms);
+          continue;
+        }
+      }
+      int room;
+      {
+        std::unique_lock lock(slots_mutex_);
+        slot_freed_.wait_for(lock, 200ms, [&] { return stop_ || in_flight_[name] < def.concurrency; });
+        room = def.concurrency - in_flight_[name];
+      }
+      if (stop_ || room <= 0) continue;
+      natsMsgList list{};
+      jsErrCode jerr = static_cast<jsErrCode>(0);
+      natsStatus s = natsSubscription_Fetch(&list, sub, std::min(room, 256), 1000, &jerr);
+      if (s != NATS_OK && s != NATS_TIMEOUT) std::this_thread::sleep_for(100ms);
+      for (int i = 0; i < list.Count; ++i) {
+        natsMsg* msg = list.Msgs[i];
+        list.Msgs[i] = nullptr;
+        {
+          std::lock_guard lock(slots_mutex_);
+          ++in_flight_[name];
+        }
+        asio::post(loop_, [this, msg, &name, &def] {
+          asio::co_spawn(loop_, run_job(name, def, msg), asio::detached);
+        });
+      }
+      natsMsgList_Destroy(&list);
+    }
+    if (sub) natsSubscription_Destroy(sub);
+  }
+
+  asio::awaitable<void> run_job(const std::string& name, const job_def& def, natsMsg* msg) {
+    job j;
+    j.name = name;
+    j.payload.assign(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
+    jsMsgMetaData* meta = nullptr;
+    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+      j.id = meta->Sequence.Stream;
+      j.attempt = static_cast<int>(meta->NumDelivered);
+      jsMsgMetaData_Destroy(meta);
+    }
+    int max_attempts = std::max(1, std::atoi(header(msg, "Loopfleet-Max-Attempts").c_str()));
+    auto limit = std::chrono::milliseconds(std::atoll(header(msg, "Loopfleet-Time-Limit-Ms").c_str()));
+    if (limit.count() <= 0) limit = 30s;
+    std::string failure;
+    if (j.attempt > max_attempts) {
+      failure = "no attempts left (its worker died during the last one)";
+    } else {
+      // Tell JetStream the job is alive while it runs, so only a dead worker's jobs come back.
+      asio::steady_timer keepalive(loop_);
+      bool running = true;
+      std::function<void()> beat = [&] {
+        keepalive.expires_after(in_progress_every);
+        keepalive.async_wait([&](boost::system::error_code ec) {
+          if (ec || !running) return;
+          natsMsg_InProgress(msg, nullptr);
+          beat();
+        });
+      };
+      beat();
+      using namespace asio::experimental::awaitable_operators;
+      asio::steady_timer deadline(loop_, limit);
+      try {
+        auto outcome = co_await (def.handler(j) || deadline.async_wait(asio::use_awaitable));
+        if (outcome.index() == 1) failure = "ran past its time limit of " + std::to_string(limit.count()) + " ms";
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      running = false;
+      keepalive.cancel();
+    }
+    if (failure.empty()) {
+      natsMsg_Ack(msg, nullptr);
+    } else if (j.attempt >= max_attempts) {
+      natsMsg* dead = nullptr;
+      natsMsg_Create(&dead, ("loopfleet.dead." + name).c_str(), nullptr, j.payload.data(),
+                     static_cast<int>(j.payload.size()));
+      natsMsgHeader_Set(dead, "Loopfleet-Error", failure.c_str());
+      natsMsgHeader_Set(dead, "Loopfleet-Attempts", std::to_string(j.attempt).c_str());
+      natsMsgHeader_Set(dead, "Loopfleet-Job-Id", std::to_string(j.id).c_str());
+      natsConnection_PublishMsg(nc_, dead);
+      natsMsg_Destroy(dead);
+      natsMsg_Term(msg, nullptr);
+      log::warn("cluster: job " + name + " #" + std::to_string(j.id) + " failed attempt " + std::to_string(j.attempt) +
+                " of " + std::to_string(max_attempts) + " (" + failure + "); moved to loopfleet.dead." + name);
+    } else {
+      natsMsg_Nak(msg, nullptr);
+      log::warn("cluster: job " + name + " #" + std::to_string(j.id) + " failed attempt " + std::to_string(j.attempt) +
+                " of " + std::to_string(max_attempts) + ": " + failure + "; it will run again");
+    }
+    natsMsg_Destroy(msg);
+    {
+      std::lock_guard lock(slots_mutex_);
+      --in_flight_[name];
+    }
+    slot_freed_.notify_all();
+  }
+
+ private:
+  asio::io_context& loop_;
+  natsConnection* nc_ = nullptr;
+  jsCtx* js_ = nullptr;
+  std::string inbox_;
+  natsSubscription* inbox_sub_ = nullptr;
+  std::vector<natsSubscription*> subs_;
+  std::map<std::uint64_t, std::shared_ptr<pending_call>> pending_;
+  std::uint64_t next_id_ = 0;
+  std::string last_call_name_;
+  std::unique_ptr<blocking_thread> publisher_ = std::make_unique<blocking_thread>();
+  std::mutex slots_mutex_;
+  std::condition_variable slot_freed_;
+  std::map<std::string, int> in_flight_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> fetchers_;
+};
+
+void connect_at_start(asio::io_context& loop) {
+  const char* url = std::getenv("LOOPFLEET_NATS_URL");
+  if (!url || !*url) return;
+  static std::unique_ptr<client> keep;
+  keep = std::make_unique<client>(loop, url);
+  the_client = keep->connected() ? keep.get() : nullptr;
+  if (the_client) log::info(std::string("cluster: connected to ") + url + " as node " + node_name());
+}
+
+void hook_once() {
+  if (reg().hooked) return;
+  reg().hooked = true;
+  at_loop_start(connect_at_start);
+}
+
+client& connected_client() {
+  if (!the_client)
+    throw cluster_error(cluster_error::reason::not_configured,
+                        "this worker is not in a cluster: run it under loopfleet run --cluster (LOOPFLEET_NATS_URL)");
+  return *the_client;
+}
+
+}  // namespace
+
+void serve(std::string name, call_handler handler) {
+  reg().calls[std::move(name)] = std::move(handler);
+  hook_once();
+}
+
+void handle_jobs(std::string name, job_handler handler, int concurrency) {
+  reg().jobs[std::move(name)] = {std::move(handler), std::max(1, concurrency)};
+  hook_once();
+}
+
+asio::awaitable<std::string> call(std::string name, std::string payload, std::chrono::milliseconds timeout) {
+  hook_once();
+  std::string out = co_await connected_client().start_call(std::move(name), std::move(payload), timeout);
+  co_return out;
+}
+
+asio::awaitable<std::uint64_t> submit(std::string name, std::string payload, job_options options) {
+  std::uint64_t id = co_await connected_client().start_submit(std::move(name), std::move(payload), options);
+  co_return id;
+}
+
+const std::string& node_name() {
+  static const std::string name = [] {
+    const char* n = std::getenv("LOOPFLEET_NODE");
+    return std::string(n ? n : "");
+  }();
+  return name;
+}
+
+}  // namespace loopfleet::cluster
