@@ -7,7 +7,9 @@ packages=(
   # build
   g++ cmake ninja-build ccache pkg-config
   libboost1.81-dev libboost-json1.81-dev
-  libtomlplusplus-dev
+  libtomlplusplus-dev libnats-dev
+  # the cluster layer's server
+  nats-server
   # tests, and the Node example
   libgtest-dev python3 python3-pytest nodejs
   # load and peers for bench/ and the load tests

@@ -1,5 +1,6 @@
 // The `loopfleet` command: `run` starts a supervisor in the foreground; the other
 // subcommands talk to a running one over its control socket.
+#include "cluster/admin.hpp"
 #include "control/client.hpp"
 #include "runtime/flags.hpp"
 #include "supervisor/config.hpp"
@@ -30,6 +31,9 @@ constexpr const char* usage =
     "  reload                         start a new generation; the old one drains once it is ready\n"
     "  scale N                        change the number of workers\n"
     "  stop                           graceful stop\n"
+    "  cluster status                 the cluster's nodes: up or down, workers, load\n"
+    "  job submit NAME PAYLOAD        store a durable job (--count N, --key IDEMPOTENCY_KEY)\n"
+    "  job stats                      jobs pending, in flight, redelivered, completed, dead\n"
     "\n"
     "status, top, reload, scale and stop take --name NAME or --control PATH to pick the instance.\n";
 
@@ -114,6 +118,66 @@ int client_command(std::string_view command, std::vector<std::string_view> args)
   return 0;
 }
 
+// `cluster ...` and `job ...` talk to NATS: --nats URL, or the URL of the local instance.
+int nats_command(std::string_view group, std::vector<std::string_view> args) {
+  if (args.empty()) return fail(std::string(group) + " needs a subcommand (see loopfleet --help)");
+  std::string sub(args.front());
+  args.erase(args.begin());
+  std::string url, name, control, key;
+  std::chrono::milliseconds down_after{3000};
+  int count = 1;
+  bool as_json = false;
+  loopfleet::flag_set flags("loopfleet " + std::string(group) + " " + sub);
+  flags.add_string("--nats", &url, "NATS URL [default: the local instance's]");
+  flags.add_string("--name", &name, "the local instance to ask for its NATS URL");
+  flags.add_string("--control", &control, "the local instance's control socket");
+  flags.add_duration("--down-after", &down_after, "a node silent this long is down");
+  flags.add_int("--count", &count, 1, 10000000, "submit this many jobs, PAYLOAD-0, PAYLOAD-1, ...");
+  flags.add_string("--key", &key, "idempotency key (with --count: KEY-0, KEY-1, ...)");
+  flags.add_bool("--json", &as_json, "machine-readable output");
+  std::vector<std::string_view> flag_args, rest;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i].starts_with("--")) {
+      flag_args.push_back(args[i]);
+      bool takes_value = args[i] != "--json" && args[i].find('=') == std::string_view::npos;
+      if (takes_value && i + 1 < args.size()) flag_args.push_back(args[++i]);
+    } else {
+      rest.push_back(args[i]);
+    }
+  }
+  if (auto err = flags.parse(flag_args)) return fail(*err);
+  if (url.empty()) {
+    std::string path, error;
+    if (auto err = loopfleet::control::locate(control, name, path))
+      return fail(*err + "; or give --nats nats://HOST:PORT");
+    auto reply = loopfleet::control::call(path, R"({"command":"status"})", std::chrono::seconds(5), error);
+    if (!reply) return fail(error + "; or give --nats nats://HOST:PORT");
+    boost::system::error_code ec;
+    auto v = boost::json::parse(*reply, ec);
+    const boost::json::value* c = (!ec && v.is_object()) ? v.as_object().if_contains("cluster") : nullptr;
+    if (!c) return fail("the local instance is not in a cluster (start it with --cluster); or give --nats URL");
+    url = std::string(c->as_object().at("nats").as_string());
+  }
+  std::string error;
+  std::optional<std::string> out;
+  if (group == "cluster" && sub == "status") {
+    out = loopfleet::cluster::cluster_status(url, down_after.count() / 1000.0, as_json, error);
+  } else if (group == "job" && sub == "submit") {
+    if (rest.size() != 2) return fail("job submit needs NAME and PAYLOAD, e.g. loopfleet job submit work hello");
+    out = loopfleet::cluster::submit_jobs(url, std::string(rest[0]), std::string(rest[1]), count, key, error);
+  } else if (group == "job" && sub == "stats") {
+    out = loopfleet::cluster::job_stats(url, error);
+  } else {
+    return fail("unknown command '" + std::string(group) + " " + sub + "' (cluster status, job submit, job stats)");
+  }
+  if (!out) {
+    std::fprintf(stderr, "loopfleet: %s %s failed: %s\n", std::string(group).c_str(), sub.c_str(), error.c_str());
+    return 1;
+  }
+  std::fputs(out->c_str(), stdout);
+  return 0;
+}
+
 int run_command(std::vector<std::string_view> args) {
   loopfleet::supervisor::config cfg;
   // Socket-activated (systemd passed us sockets): they are served, --listen is optional.
@@ -144,6 +208,7 @@ int main(int argc, char** argv) {
   if (command == "run") return run_command(args);
   if (command == "status" || command == "top" || command == "reload" || command == "stop" || command == "scale")
     return client_command(command, args);
+  if (command == "cluster" || command == "job") return nats_command(command, args);
   return fail("unknown command '" + std::string(command) +
-              "' (run, status, top, reload, scale, stop; see loopfleet --help)");
+              "' (run, status, top, reload, scale, stop, cluster, job; see loopfleet --help)");
 }

@@ -6,9 +6,14 @@
 #include <loopfleet/cluster.hpp>
 #include <loopfleet/loopfleet.hpp>
 
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include <unistd.h>
 
 #include <charconv>
+#include <cstdlib>
 #include <cstdio>
 
 namespace http = loopfleet::http;
@@ -18,8 +23,14 @@ namespace {
 
 std::string where() { return "node=" + cluster::node_name() + " pid=" + std::to_string(::getpid()); }
 
+// A payload "label:MS..." makes the job take MS milliseconds (without blocking the loop).
 boost::asio::awaitable<void> work(cluster::job& j) {
   if (j.payload.starts_with("fail")) throw std::runtime_error("asked to fail");
+  if (auto colon = j.payload.find(':'); colon != std::string::npos) {
+    boost::asio::steady_timer t(co_await boost::asio::this_coro::executor,
+                                std::chrono::milliseconds(std::atoi(j.payload.c_str() + colon + 1)));
+    co_await t.async_wait(boost::asio::use_awaitable);
+  }
   std::printf("job-done %s %llu %s attempt=%d\n", j.payload.c_str(), static_cast<unsigned long long>(j.id),
               where().c_str(), j.attempt);
   std::fflush(stdout);

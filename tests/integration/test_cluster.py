@@ -1,0 +1,139 @@
+"""Three nodes on one machine, each with its own nats-server (JetStream, routes to the other
+two), supervisor and workers: durable jobs and calls shared across nodes, a whole node or a
+worker killed mid-run, and every job still done."""
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import SLOW, Supervisor, binary, free_port, log_time, wait_until
+
+JOBS = 10000
+
+
+def tree(pid):
+    out = [pid]
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                for c in f.read().split():
+                    out += tree(int(c))
+    except FileNotFoundError:
+        pass
+    return out
+
+
+class Cluster:
+    def __init__(self, tmp, nodes=3, workers=2):
+        self.client_ports = [free_port() for _ in range(nodes)]
+        self.route_ports = [free_port() for _ in range(nodes)]
+        self.nodes = []
+        for i in range(nodes):
+            peers = ",".join(f"127.0.0.1:{p}" for j, p in enumerate(self.route_ports) if j != i)
+            args = ["--node", f"n{i + 1}", "--nats-listen", f"127.0.0.1:{self.client_ports[i]}", "--cluster-listen",
+                    f"127.0.0.1:{self.route_ports[i]}", "--join", peers, "--data-dir", str(tmp / f"n{i + 1}")]
+            self.nodes.append(Supervisor(workers, args, [binary("cluster-example")], tmp=str(tmp)))
+        for n in self.nodes:  # JetStream elected its leaders and the streams exist
+            n.log.wait_for(r"cluster: node n\d joined", timeout=60)
+
+    def url(self, i=0):
+        return f"nats://127.0.0.1:{self.client_ports[i]}"
+
+    def cli(self, *args, timeout=120):
+        return subprocess.run([binary("loopfleet"), *args, "--nats", self.url()], capture_output=True, text=True,
+                              timeout=timeout * SLOW)
+
+    def done(self):
+        """Every job-done line of every node: (payload, attempt, log time)."""
+        out = []
+        for n in self.nodes:
+            for line in n.log.lines[:]:
+                m = re.search(r"job-done (\S+) \d+ node=\S+ pid=\d+ attempt=(\d+)", line)
+                if m:
+                    out.append((m.group(1), int(m.group(2)), log_time(line)))
+        return out
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    yield c
+    c.stop()
+
+
+def submit_in_background(c, count, payload):
+    return subprocess.Popen([binary("loopfleet"), "job", "submit", "work", payload, "--count", str(count), "--nats",
+                             c.url()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_and_count(c, submitter, killed_at):
+    out, err = submitter.communicate(timeout=300 * SLOW)
+    assert submitter.returncode == 0, err
+    wait_until(lambda: len({p for p, _, _ in c.done()}) >= JOBS, timeout=120, what=f"{JOBS} jobs done")
+    done = c.done()
+    unique = {p for p, _, _ in done}
+    assert unique == {f"job:20-{i}" for i in range(JOBS)}
+    again = [t for _, attempt, t in done if attempt > 1 and t >= killed_at]
+    rerun_after = (min(again) - killed_at) if again else None
+    duplicates = len(done) - len(unique)
+    return duplicates, rerun_after
+
+
+def test_jobs_and_calls_survive_a_killed_node(cluster):
+    # Calls are load-balanced over every node's workers.
+    seen = set()
+    for _ in range(30):
+        r = subprocess.run(["curl", "-s", f"http://127.0.0.1:{cluster.nodes[0].port}/call"], capture_output=True,
+                           text=True, timeout=10)
+        seen.add(r.stdout.split()[0])
+    assert seen == {"node=n1", "node=n2", "node=n3"}, seen
+
+    submitter = submit_in_background(cluster, JOBS, "job:20")
+    wait_until(lambda: len(cluster.done()) >= 2000, timeout=60, what="2000 jobs done")
+    victim = cluster.nodes[2]
+    pids = tree(victim.proc.pid)
+    killed_at = time.time()
+    for pid in pids:  # the whole node: supervisor, workers, nats-server
+        os.kill(pid, signal.SIGKILL)
+    duplicates, rerun_after = finish_and_count(cluster, submitter, killed_at)
+    per_node = {n: sum(1 for line in cluster.nodes[i].log.lines if "job-done" in line) for i, n in
+                enumerate(["n1", "n2", "n3"])}
+    print(f"node kill: {JOBS} jobs all done; per node {per_node}; duplicates {duplicates}; "
+          f"the dead node's jobs ran again {rerun_after:.1f} s after the kill" if rerun_after is not None else
+          f"node kill: {JOBS} jobs all done; per node {per_node}; duplicates {duplicates}; no job needed a rerun")
+
+    # The dead node is shown down; the others up.
+    def n3_down():
+        r = cluster.cli("cluster", "status", "--json")
+        nodes = {n["node"]: n["state"] for n in json.loads(r.stdout)["nodes"]} if r.returncode == 0 else {}
+        return nodes if nodes.get("n3") == "down" else None
+    states = wait_until(n3_down, timeout=10, what="n3 shown down")
+    assert states["n1"] == "up" and states["n2"] == "up"
+    stats = cluster.cli("job", "stats")
+    assert stats.returncode == 0 and f"completed {JOBS}" in stats.stdout, stats.stdout
+
+
+def test_jobs_survive_a_killed_worker(cluster):
+    submitter = submit_in_background(cluster, JOBS, "job:20")
+    wait_until(lambda: len(cluster.done()) >= 2000, timeout=60, what="2000 jobs done")
+    victim = cluster.nodes[1].worker_pids()[0]
+    killed_at = time.time()
+    os.kill(victim, signal.SIGKILL)
+    duplicates, rerun_after = finish_and_count(cluster, submitter, killed_at)
+    print(f"worker kill: {JOBS} jobs all done; duplicates {duplicates}; rerun "
+          f"{'%.1f s after the kill' % rerun_after if rerun_after is not None else 'not needed'}")
+
+
+def test_bad_join_address_is_one_line_and_exit_2(tmp_path):
+    r = subprocess.run([binary("loopfleet"), "run", "--join", "nowhere", "--control", str(tmp_path / "c.sock"), "--",
+                        binary("cluster-example")], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "--join 'nowhere'" in r.stderr, r.stderr
