@@ -80,6 +80,11 @@ worker_counters& counters();
 // run_worker.
 void at_loop_start(std::function<void(boost::asio::io_context&)> hook);
 
+// Registers a function the drain calls besides the service's: it stops taking new work and
+// calls `done` (on the loop) once its work in flight has finished. The worker exits when the
+// service and every such function are done (or the drain timeout passes).
+void at_drain(std::function<void(std::function<void()> done)> hook);
+
 // Runs `svc` on a fresh single-threaded loop until it has drained. Returns the process exit
 // code: 0 after a clean drain, 2 when start-up fails (the reason is logged as one line).
 int run_worker(const worker_options& options, service& svc);

@@ -163,6 +163,24 @@ class client {
 
   bool connected() const { return nc_ != nullptr; }
 
+  // Drain: fetch no more jobs; `done` once the jobs in flight have finished and been acked.
+  void drain(std::function<void()> done) {
+    stop_ = true;
+    slot_freed_.notify_all();
+    drained_ = std::move(done);
+    check_drained();
+  }
+  void check_drained() {
+    if (!drained_) return;
+    {
+      std::lock_guard lock(slots_mutex_);
+      for (auto& [name, n] : in_flight_)
+        if (n > 0) return;
+    }
+    log::info("cluster: jobs in flight finished; leaving");
+    asio::post(loop_, std::exchange(drained_, nullptr));
+  }
+
   // --- calls ---
   static void on_call(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
     auto* name = static_cast<std::string*>(closure);
@@ -304,6 +322,11 @@ class client {
       jsErrCode jerr = static_cast<jsErrCode>(0);
       natsStatus s = natsSubscription_Fetch(&list, sub, std::min(room, 256), 1000, &jerr);
       if (s != NATS_OK && s != NATS_TIMEOUT) std::this_thread::sleep_for(100ms);
+      if (stop_) {  // draining: hand what just arrived back for another worker, at once
+        for (int i = 0; i < list.Count; ++i) natsMsg_Nak(list.Msgs[i], nullptr);
+        natsMsgList_Destroy(&list);
+        break;
+      }
       for (int i = 0; i < list.Count; ++i) {
         natsMsg* msg = list.Msgs[i];
         list.Msgs[i] = nullptr;
@@ -385,6 +408,7 @@ class client {
       --in_flight_[name];
     }
     slot_freed_.notify_all();
+    check_drained();
   }
 
  private:
@@ -402,6 +426,7 @@ class client {
   std::condition_variable slot_freed_;
   std::map<std::string, int> in_flight_;
   std::atomic<bool> stop_{false};
+  std::function<void()> drained_;
   std::vector<std::thread> fetchers_;
 };
 
@@ -418,6 +443,10 @@ void hook_once() {
   if (reg().hooked) return;
   reg().hooked = true;
   at_loop_start(connect_at_start);
+  at_drain([](std::function<void()> done) {
+    if (the_client) the_client->drain(std::move(done));
+    else done();
+  });
 }
 
 client& connected_client() {

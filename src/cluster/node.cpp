@@ -42,13 +42,50 @@ void node_agent::update(std::string snapshot) {
 
 namespace {
 
-// Creates the stream if it is missing; an existing one is left as it is.
+// Raises a stream's replicas to `want` once enough nodes are up: a cluster that started with
+// fewer nodes than it was told to join gets its redundancy when they arrive.
+void raise_replicas(jsCtx* js, const char* name, int want) {
+  jsStreamInfo* si = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  if (js_GetStreamInfo(&si, js, name, nullptr, &err) != NATS_OK) return;
+  if (si->Config->Replicas < want) {
+    int had = static_cast<int>(si->Config->Replicas);
+    si->Config->Replicas = want;
+    jsStreamInfo* updated = nullptr;
+    if (js_UpdateStream(&updated, js, si->Config, nullptr, &err) == NATS_OK) {
+      log::info(std::string("cluster: stream ") + name + " now has " + std::to_string(want) + " replicas (had " +
+                std::to_string(had) + ")");
+      jsStreamInfo_Destroy(updated);
+    }
+  }
+  jsStreamInfo_Destroy(si);
+}
+
+// Creates the stream if it is missing (an existing one is left as it is), with as many
+// replicas as the servers up now allow, at most `replicas`.
 bool ensure_stream(jsCtx* js, const char* name, const char* subject, jsRetentionPolicy retention, int replicas) {
   jsStreamInfo* si = nullptr;
   jsErrCode err = static_cast<jsErrCode>(0);
   if (js_GetStreamInfo(&si, js, name, nullptr, &err) == NATS_OK) {
     jsStreamInfo_Destroy(si);
     return true;
+  }
+  for (int r = replicas; r > 1; --r) {  // fewer servers up than expected: start smaller
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = name;
+    const char* subjects[] = {subject};
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Retention = retention;
+    cfg.Storage = js_FileStorage;
+    cfg.Replicas = r;
+    cfg.Duplicates = static_cast<int64_t>(10) * 60 * 1000000000;
+    if (js_AddStream(&si, js, &cfg, nullptr, &err) == NATS_OK) {
+      jsStreamInfo_Destroy(si);
+      log::info(std::string("cluster: created stream ") + name + " with " + std::to_string(r) + " replicas");
+      return true;
+    }
   }
   jsStreamConfig cfg;
   jsStreamConfig_Init(&cfg);
@@ -87,6 +124,7 @@ void node_agent::run() {
     return true;
   };
   bool warned = false;
+  int ticks = 0;
   for (;;) {
     {
       std::lock_guard lock(mutex_);
@@ -114,16 +152,18 @@ void node_agent::run() {
       bool streams = ensure_stream(js, jobs_stream, "loopfleet.job.>", js_WorkQueuePolicy, replicas_) &&
                      ensure_stream(js, dead_stream, "loopfleet.dead.>", js_LimitsPolicy, replicas_);
       if (streams && !kv && js_KeyValue(&kv, js, nodes_bucket) != NATS_OK) {
-        kvConfig kc;
-        kvConfig_Init(&kc);
-        kc.Bucket = nodes_bucket;
-        kc.History = 1;
-        kc.Replicas = replicas_;
-        natsStatus s = js_CreateKeyValue(&kv, js, &kc);
-        if (s != NATS_OK) {
-          log::warn(std::string("cluster: cannot create the nodes bucket: ") + natsStatus_GetText(s) + "; retrying");
-          kv = nullptr;
+        kv = nullptr;
+        natsStatus s = NATS_OK;
+        for (int r = replicas_; r >= 1 && !kv; --r) {  // as many replicas as the servers up allow
+          kvConfig kc;
+          kvConfig_Init(&kc);
+          kc.Bucket = nodes_bucket;
+          kc.History = 1;
+          kc.Replicas = r;
+          s = js_CreateKeyValue(&kv, js, &kc);
+          if (s != NATS_OK) kv = nullptr;
         }
+        if (!kv) log::warn(std::string("cluster: cannot create the nodes bucket: ") + natsStatus_GetText(s) + "; retrying");
       }
       ready = streams && kv;
       if (ready) log::info("cluster: node " + node_ + " joined through " + url_);
@@ -136,6 +176,11 @@ void node_agent::run() {
       }
       uint64_t rev = 0;
       if (!snapshot.empty()) kvStore_PutString(&rev, kv, node_.c_str(), snapshot.c_str());
+      if (++ticks % 5 == 0) {  // nodes that joined late: replicate onto them
+        raise_replicas(js, jobs_stream, replicas_);
+        raise_replicas(js, dead_stream, replicas_);
+        raise_replicas(js, (std::string("KV_") + nodes_bucket).c_str(), replicas_);
+      }
     }
     if (!wait_a_second()) break;
   }

@@ -72,7 +72,14 @@ std::vector<std::function<void(asio::io_context&)>>& loop_start_hooks() {
   return hooks;
 }
 
+std::vector<std::function<void(std::function<void()>)>>& drain_hooks() {
+  static std::vector<std::function<void(std::function<void()>)>> hooks;
+  return hooks;
+}
+
 }  // namespace
+
+void at_drain(std::function<void(std::function<void()>)> hook) { drain_hooks().push_back(std::move(hook)); }
 
 void at_loop_start(std::function<void(asio::io_context&)> hook) { loop_start_hooks().push_back(std::move(hook)); }
 
@@ -132,10 +139,16 @@ int run_worker(const worker_options& options, service& svc) {
       log::info(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + ": draining (at most " +
                 std::to_string(options.drain_timeout.count()) + " ms)");
       note.send("STOPPING=1\nSTATUS=draining");
-      svc.drain([&] {
-        log::info("drained; exiting");
-        loop.stop();
-      });
+      // The service and every drain hook must finish; the last one to do so stops the loop.
+      auto remaining = std::make_shared<std::size_t>(1 + drain_hooks().size());
+      auto one_done = [&loop, remaining] {
+        if (--*remaining == 0) {
+          log::info("drained; exiting");
+          loop.stop();
+        }
+      };
+      svc.drain(one_done);
+      for (auto& hook : drain_hooks()) hook(one_done);
       drain_deadline.expires_after(options.drain_timeout);
       drain_deadline.async_wait([&](boost::system::error_code e) {
         if (e) return;

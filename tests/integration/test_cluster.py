@@ -137,3 +137,51 @@ def test_bad_join_address_is_one_line_and_exit_2(tmp_path):
                         binary("cluster-example")], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "--join 'nowhere'" in r.stderr, r.stderr
+
+
+def test_a_node_joins_mid_run_and_another_leaves_gracefully(tmp_path):
+    ports = {n: (free_port(), free_port()) for n in ("n1", "n2", "n3")}
+
+    def start(name, peers):
+        client, route = ports[name]
+        join = ",".join(f"127.0.0.1:{ports[p][1]}" for p in peers)
+        return Supervisor(2, ["--node", name, "--nats-listen", f"127.0.0.1:{client}", "--cluster-listen",
+                              f"127.0.0.1:{route}", "--join", join, "--data-dir", str(tmp_path / name)],
+                          [binary("cluster-example")], tmp=str(tmp_path))
+
+    nodes = {"n1": start("n1", ["n2"]), "n2": start("n2", ["n1"])}
+    try:
+        for n in nodes.values():
+            n.log.wait_for(r"cluster: node n\d joined", timeout=60)
+        c = Cluster.__new__(Cluster)  # reuse its helpers over these nodes
+        c.client_ports = [ports["n1"][0]]
+        c.nodes = list(nodes.values())
+        # Jobs of a second each: n2 has a hundred or so running when it is told to leave.
+        submitter = submit_in_background(c, 4000, "job:1000")
+        wait_until(lambda: len(c.done()) >= 500, timeout=60, what="500 jobs done")
+
+        nodes["n3"] = start("n3", ["n1", "n2"])
+        c.nodes.append(nodes["n3"])
+        nodes["n3"].log.wait_for(r"job-done", timeout=30)  # the newcomer takes a share
+        # Once the streams are on three nodes, n2 may leave without taking the jobs with it.
+        wait_until(lambda: any("LOOPFLEET_JOBS now has 3 replicas" in l for n in c.nodes for l in n.log.lines),
+                   timeout=30, what="streams on 3 nodes")
+        done_before = len(c.done())
+        left = nodes["n2"].cli("stop")
+        assert left.returncode == 0
+        assert nodes["n2"].proc.wait(timeout=60 * SLOW) == 0
+        nodes["n2"].log.wait_for(r"jobs in flight finished; leaving")
+
+        out, err = submitter.communicate(timeout=300 * SLOW)
+        assert submitter.returncode == 0, err
+        wait_until(lambda: len({p for p, _, _ in c.done()}) >= 4000, timeout=120, what="4000 jobs done")
+        done = c.done()
+        per_node = {name: sum(1 for l in n.log.lines if "job-done" in l) for name, n in nodes.items()}
+        print(f"join and leave: per node {per_node}; {len(done) - len({p for p, _, _ in done})} duplicates; "
+              f"{done_before} done when n2 left")
+        assert per_node["n3"] > 0
+        assert done_before < 4000, "n2 left after the work was over: nothing was tested"
+        assert len(done) == len({p for p, _, _ in done}) == 4000  # nothing ran twice: n2 finished its own
+    finally:
+        for n in nodes.values():
+            n.stop()
