@@ -65,6 +65,8 @@ boost::asio::awaitable<http::response> call(http::request&) {
 int main(int argc, char** argv) {
   cluster::serve("whoami", [](std::string_view) { return where(); });
   cluster::handle_jobs("work", work);
+  // For benchmarks: a job that does nothing, so what is measured is the job system.
+  cluster::handle_jobs("noop", [](cluster::job&) -> boost::asio::awaitable<void> { co_return; }, 256);
   http::router app;
   app.get("/", [](http::request&) { return http::text("Hello, World!"); });
   app.get("/submit", submit);

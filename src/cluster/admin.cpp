@@ -93,6 +93,42 @@ std::optional<std::string> submit_jobs(const std::string& url, const std::string
                                        int count, const std::string& key, std::string& error) {
   session ss;
   if (!ss.open(url, error)) return std::nullopt;
+  if (count > 1 && key.empty()) {
+    // Many jobs: publish asynchronously, up to 4096 awaiting their stored-acknowledgement.
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.PublishAsync.MaxPending = 4096;
+    jsCtx* fast = nullptr;
+    natsConnection_JetStream(&fast, ss.nc, &jo);
+    for (int i = 0; i < count; ++i) {
+      std::string body = payload + "-" + std::to_string(i);
+      natsMsg* m = nullptr;
+      natsMsg_Create(&m, ("loopfleet.job." + name).c_str(), nullptr, body.data(), static_cast<int>(body.size()));
+      natsMsgHeader_Set(m, "Loopfleet-Max-Attempts", "5");
+      natsMsgHeader_Set(m, "Loopfleet-Time-Limit-Ms", "30000");
+      if (natsStatus s = js_PublishMsgAsync(fast, &m, nullptr); s != NATS_OK) {
+        natsMsg_Destroy(m);
+        jsCtx_Destroy(fast);
+        error = "job " + std::to_string(i) + " not sent: " + natsStatus_GetText(s);
+        return std::nullopt;
+      }
+    }
+    jsPubOptions wait;
+    jsPubOptions_Init(&wait);
+    wait.MaxWait = 60000;
+    natsStatus s = js_PublishAsyncComplete(fast, &wait);
+    natsMsgList failed{};
+    js_PublishAsyncGetPendingList(&failed, fast);
+    int lost = failed.Count;
+    natsMsgList_Destroy(&failed);
+    jsCtx_Destroy(fast);
+    if (s != NATS_OK || lost) {
+      error = "not every job was acknowledged as stored (" + std::string(natsStatus_GetText(s)) + ", " +
+              std::to_string(lost) + " pending)";
+      return std::nullopt;
+    }
+    return "stored " + std::to_string(count) + " job(s) '" + name + "'\n";
+  }
   int stored = 0, duplicates = 0;
   std::uint64_t first = 0, last = 0;
   for (int i = 0; i < count; ++i) {
