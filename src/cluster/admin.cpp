@@ -166,8 +166,11 @@ std::optional<std::string> job_stats(const std::string& url, std::string& error)
   jsStreamInfo* jobs = nullptr;
   jsStreamInfo* dead = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
-  if (js_GetStreamInfo(&jobs, ss.js, jobs_stream, nullptr, &jerr) != NATS_OK) {
-    error = "no jobs stream yet (" + std::string(jobs_stream) + ")";
+  if (natsStatus s = js_GetStreamInfo(&jobs, ss.js, jobs_stream, nullptr, &jerr); s != NATS_OK) {
+    error = "cannot read stream " + std::string(jobs_stream) + ": " + natsStatus_GetText(s) +
+            (s == NATS_NOT_FOUND ? " (no job was ever submitted, or no node created it yet)"
+                                 : " (JetStream error " + std::to_string(jerr) +
+                                       "; right after a node is lost a new leader is being elected: retry)");
     return std::nullopt;
   }
   js_GetStreamInfo(&dead, ss.js, dead_stream, nullptr, &jerr);

@@ -119,7 +119,14 @@ class blocking_thread {
 };
 
 class client;
+// The worker's client, or null before it connects and once its loop is going away. Callbacks
+// from nats.c's threads look it up under the mutex, so none reaches a destroyed loop.
 client* the_client = nullptr;
+std::mutex the_client_mutex;
+
+// Runs `f` on the client's loop if the client is still there; from any thread.
+template <class F>
+bool post_to_client(F f);
 
 class client {
  public:
@@ -143,6 +150,10 @@ class client {
     natsConnection_JetStream(&js_, nc_, nullptr);
     std::random_device rd;
     inbox_ = "_INBOX.lf" + std::to_string(rd()) + std::to_string(rd());
+  }
+
+  // Subscriptions and fetchers begin once the client is reachable from nats.c's threads.
+  void start() {
     natsConnection_Subscribe(&inbox_sub_, nc_, (inbox_ + ".*").c_str(), on_reply, this);
     for (auto& [name, handler] : reg().calls) {
       natsSubscription* sub = nullptr;
@@ -184,10 +195,12 @@ class client {
     asio::post(loop_, std::exchange(drained_, nullptr));
   }
 
+  asio::io_context& loop_;
+
   // --- calls ---
   static void on_call(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
     auto* name = static_cast<std::string*>(closure);
-    asio::post(the_client->loop_, [msg, name] { the_client->answer(*name, msg); });
+    if (!post_to_client([msg, name](client& c) { c.answer(*name, msg); })) natsMsg_Destroy(msg);
   }
 
   void answer(const std::string& name, natsMsg* msg) {
@@ -208,9 +221,8 @@ class client {
     natsMsg_Destroy(msg);
   }
 
-  static void on_reply(natsConnection*, natsSubscription*, natsMsg* msg, void* self) {
-    auto* c = static_cast<client*>(self);
-    asio::post(c->loop_, [c, msg] { c->deliver_reply(msg); });
+  static void on_reply(natsConnection*, natsSubscription*, natsMsg* msg, void*) {
+    if (!post_to_client([msg](client& c) { c.deliver_reply(msg); })) natsMsg_Destroy(msg);
   }
 
   void deliver_reply(natsMsg* msg) {
@@ -282,7 +294,7 @@ class client {
         if (s != NATS_OK)
           e = std::make_exception_ptr(cluster_error(cluster_error::reason::publish_failed,
                                                     "job '" + name + "' not stored: " + natsStatus_GetText(s)));
-        asio::post(loop_, [shared, e, seq] { std::move(**shared)(e, seq); });
+        post_to_client([shared, e, seq](client&) { std::move(**shared)(e, seq); });
       });
     };
     return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, std::uint64_t)>(
@@ -337,9 +349,10 @@ class client {
           std::lock_guard lock(slots_mutex_);
           ++in_flight_[name];
         }
-        asio::post(loop_, [this, msg, &name, &def] {
-          asio::co_spawn(loop_, run_job(name, def, msg), asio::detached);
-        });
+        if (!post_to_client([msg, &name, &def](client& c) {
+              asio::co_spawn(c.loop_, c.run_job(name, def, msg), asio::detached);
+            }))
+          natsMsg_Destroy(msg);
       }
       natsMsgList_Destroy(&list);
     }
@@ -415,7 +428,6 @@ class client {
   }
 
  private:
-  asio::io_context& loop_;
   natsConnection* nc_ = nullptr;
   jsCtx* js_ = nullptr;
   std::string inbox_;
@@ -433,13 +445,44 @@ class client {
   std::vector<std::thread> fetchers_;
 };
 
+template <class F>
+bool post_to_client(F f) {
+  std::lock_guard lock(the_client_mutex);
+  if (!the_client) return false;
+  client* c = the_client;
+  asio::post(c->loop_, [c, f = std::move(f)]() mutable { f(*c); });
+  return true;
+}
+
+// Owns the client for as long as its loop lives: shut down with the loop (before the loop's
+// timers and sockets go), never at static destruction after it.
+class client_service : public asio::execution_context::service {
+ public:
+  using key_type = client_service;
+  static inline asio::execution_context::id id;
+  explicit client_service(asio::execution_context& ctx) : service(ctx) {}
+  void shutdown() override {
+    {
+      std::lock_guard lock(the_client_mutex);
+      the_client = nullptr;
+    }
+    owned.reset();
+  }
+  std::unique_ptr<client> owned;
+};
+
 void connect_at_start(asio::io_context& loop) {
   const char* url = std::getenv("LOOPFLEET_NATS_URL");
   if (!url || !*url) return;
-  static std::unique_ptr<client> keep;
-  keep = std::make_unique<client>(loop, url);
-  the_client = keep->connected() ? keep.get() : nullptr;
-  if (the_client) log::info(std::string("cluster: connected to ") + url + " as node " + node_name());
+  auto& svc = asio::use_service<client_service>(loop);
+  svc.owned = std::make_unique<client>(loop, url);
+  if (!svc.owned->connected()) return;
+  {
+    std::lock_guard lock(the_client_mutex);
+    the_client = svc.owned.get();
+  }
+  svc.owned->start();
+  log::info(std::string("cluster: connected to ") + url + " as node " + node_name());
 }
 
 void hook_once() {
@@ -453,6 +496,7 @@ void hook_once() {
 }
 
 client& connected_client() {
+  std::lock_guard lock(the_client_mutex);
   if (!the_client)
     throw cluster_error(cluster_error::reason::not_configured,
                         "this worker is not in a cluster: run it under loopfleet run --cluster (LOOPFLEET_NATS_URL)");
