@@ -18,6 +18,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <nats/nats.h>
@@ -170,6 +171,7 @@ class client {
     for (auto& t : fetchers_) t.join();
     publisher_.reset();
     for (auto* s : subs_) natsSubscription_Destroy(s);
+    for (auto* s : pull_subs_) natsSubscription_Destroy(s);
     if (inbox_sub_) natsSubscription_Destroy(inbox_sub_);
     if (js_) jsCtx_Destroy(js_);
     if (nc_) natsConnection_Destroy(nc_);
@@ -356,7 +358,21 @@ class client {
       }
       natsMsgList_Destroy(&list);
     }
-    if (sub) natsSubscription_Destroy(sub);
+    // Not destroyed here: the jobs in flight acknowledge through it (natsMsg_Ack and
+    // InProgress find their connection through the message's subscription).
+    if (sub) {
+      std::lock_guard lock(slots_mutex_);
+      pull_subs_.push_back(sub);
+    }
+  }
+
+  static asio::awaitable<void> keep_alive(natsMsg* msg) {
+    asio::steady_timer beat(co_await asio::this_coro::executor);
+    for (;;) {
+      beat.expires_after(in_progress_every);
+      co_await beat.async_wait(asio::use_awaitable);
+      natsMsg_InProgress(msg, nullptr);
+    }
   }
 
   asio::awaitable<void> run_job(const std::string& name, const job_def& def, natsMsg* msg) {
@@ -376,28 +392,17 @@ class client {
     if (j.attempt > max_attempts) {
       failure = "no attempts left (its worker died during the last one)";
     } else {
-      // Tell JetStream the job is alive while it runs, so only a dead worker's jobs come back.
-      asio::steady_timer keepalive(loop_);
-      bool running = true;
-      std::function<void()> beat = [&] {
-        keepalive.expires_after(in_progress_every);
-        keepalive.async_wait([&](boost::system::error_code ec) {
-          if (ec || !running) return;
-          natsMsg_InProgress(msg, nullptr);
-          beat();
-        });
-      };
-      beat();
+      // The handler races its deadline; beside them, JetStream hears that the job is alive,
+      // so only a dead worker's jobs come back. `||` cancels and awaits the losers, so nothing
+      // touches the message after this statement.
       using namespace asio::experimental::awaitable_operators;
       asio::steady_timer deadline(loop_, limit);
       try {
-        auto outcome = co_await (def.handler(j) || deadline.async_wait(asio::use_awaitable));
+        auto outcome = co_await (def.handler(j) || deadline.async_wait(asio::use_awaitable) || keep_alive(msg));
         if (outcome.index() == 1) failure = "ran past its time limit of " + std::to_string(limit.count()) + " ms";
       } catch (const std::exception& e) {
         failure = e.what();
       }
-      running = false;
-      keepalive.cancel();
     }
     if (failure.empty()) {
       natsMsg_Ack(msg, nullptr);
@@ -433,6 +438,7 @@ class client {
   std::string inbox_;
   natsSubscription* inbox_sub_ = nullptr;
   std::vector<natsSubscription*> subs_;
+  std::vector<natsSubscription*> pull_subs_;  // destroyed last, after every job is done
   std::map<std::uint64_t, std::shared_ptr<pending_call>> pending_;
   std::uint64_t next_id_ = 0;
   std::string last_call_name_;
