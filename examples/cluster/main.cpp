@@ -1,6 +1,7 @@
 // Calls and durable jobs across nodes. Run it on every node with `loopfleet run --cluster`:
 //   GET /submit?n=N&key=K   submits N "work" jobs (idempotency key K-i when K is given)
 //   GET /call               calls "whoami" on some worker of some node
+//   GET /run?payload=P      submits one job and waits for its result
 // Job and call handlers say on which node and pid they ran: each job prints
 // "job-done <payload> <id> node=<node> pid=<pid> attempt=<n>" on stdout.
 #include <loopfleet/cluster.hpp>
@@ -33,6 +34,7 @@ boost::asio::awaitable<void> work(cluster::job& j) {
   }
   std::printf("job-done %s %llu %s attempt=%d\n", j.payload.c_str(), static_cast<unsigned long long>(j.id),
               where().c_str(), j.attempt);
+  j.result = "done " + j.payload + " on " + where();
   std::fflush(stdout);
   co_return;
 }
@@ -49,6 +51,16 @@ boost::asio::awaitable<http::response> submit(http::request& req) {
     last = co_await cluster::submit("work", "job-" + std::to_string(i), o);
   }
   co_return http::text("submitted " + std::to_string(n) + ", last id " + std::to_string(last) + "\n");
+}
+
+// Submits one job and waits for its result.
+boost::asio::awaitable<http::response> run_job(http::request& req) {
+  try {
+    std::string out = co_await cluster::submit_and_wait("work", std::string(req.query_param("payload")));
+    co_return http::text(out + "\n");
+  } catch (const cluster::cluster_error& e) {
+    co_return http::text(std::string(e.what()) + "\n", 504);
+  }
 }
 
 boost::asio::awaitable<http::response> call(http::request&) {
@@ -71,5 +83,14 @@ int main(int argc, char** argv) {
   app.get("/", [](http::request&) { return http::text("Hello, World!"); });
   app.get("/submit", submit);
   app.get("/call", call);
+  app.get("/run", run_job);
+  app.get("/call-nobody", [](http::request&) -> boost::asio::awaitable<http::response> {
+    try {
+      co_await cluster::call("nobody-serves-this", "", std::chrono::seconds(2));
+      co_return http::text("unexpected answer\n", 500);
+    } catch (const cluster::cluster_error& e) {
+      co_return http::text(std::string(e.what()) + "\n", 503);
+    }
+  });
   return http::run(argc, argv, std::move(app));
 }

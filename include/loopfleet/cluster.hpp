@@ -59,6 +59,7 @@ struct job {
   std::string payload;
   std::uint64_t id = 0;   // the stream sequence: unique per job
   int attempt = 1;        // 1 on first delivery
+  std::string result;     // set by the handler: sent to a submitter that waits for it
 };
 
 struct job_options {
@@ -74,7 +75,20 @@ using job_handler = std::function<boost::asio::awaitable<void>(job&)>;
 void handle_jobs(std::string name, job_handler handler, int concurrency = 64);
 
 // Stores a job; returns its id once JetStream has it (replicated). Throws cluster_error.
-boost::asio::awaitable<std::uint64_t> submit(std::string name, std::string payload, job_options options = {});
+boost::asio::awaitable<std::uint64_t> submit(std::string name, std::string payload, job_options options);
+// (The defaults are plain overloads: GCC 12 mis-destroys a coroutine's defaulted class argument.)
+inline boost::asio::awaitable<std::uint64_t> submit(std::string name, std::string payload) {
+  return submit(std::move(name), std::move(payload), job_options{});
+}
+
+// Stores a job and waits for its result (job::result, set by the handler), up to `timeout`.
+// The job itself stays durable: a timeout here does not cancel it. Throws cluster_error
+// (timeout, publish_failed).
+boost::asio::awaitable<std::string> submit_and_wait(std::string name, std::string payload, job_options options,
+                                                    std::chrono::milliseconds timeout);
+inline boost::asio::awaitable<std::string> submit_and_wait(std::string name, std::string payload) {
+  return submit_and_wait(std::move(name), std::move(payload), job_options{}, std::chrono::seconds(30));
+}
 
 // This node's name (LOOPFLEET_NODE), for handlers that say where they ran.
 const std::string& node_name();

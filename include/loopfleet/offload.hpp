@@ -208,10 +208,14 @@ struct process_call_options {
   bool wait_when_full = true;
 };
 
-boost::asio::awaitable<std::string> run_in_process(std::string name, std::string input,
-                                                   process_call_options options = {});
+boost::asio::awaitable<std::string> run_in_process(std::string name, std::string input, process_call_options options);
 boost::asio::awaitable<boost::json::value> run_json_in_process(std::string name, const boost::json::value& input,
-                                                               process_call_options options = {});
+                                                               process_call_options options);
+// The defaults are plain overloads: GCC 12 mis-destroys a coroutine's defaulted class argument.
+inline boost::asio::awaitable<std::string> run_in_process(std::string name, std::string input) {
+  return run_in_process(std::move(name), std::move(input), process_call_options{});
+}
+boost::asio::awaitable<boost::json::value> run_json_in_process(std::string name, const boost::json::value& input);
 
 // Pool sizes. Zero means the default (CPUs available / LOOPFLEET_WORKERS, at least 1; the
 // environment variables LOOPFLEET_OFFLOAD_THREADS, _PROCESSES and _QUEUE override it).

@@ -231,6 +231,8 @@ class client {
     std::string_view subject = natsMsg_GetSubject(msg);
     std::uint64_t id = std::strtoull(subject.substr(subject.rfind('.') + 1).data(), nullptr, 10);
     auto it = pending_.find(id);
+    if (it == pending_.end() && id > 0 && id <= next_id_ && !natsMsg_IsNoResponders(msg))
+      early_results_[id] = std::string(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));  // awaited soon
     if (it != pending_.end()) {
       auto p = it->second;
       pending_.erase(it);
@@ -272,16 +274,48 @@ class client {
         std::move(initiation), asio::use_awaitable);
   }
 
+  // --- jobs: submit and wait for the result, on the calls' inbox ---
+  asio::awaitable<std::string> start_wait_result(std::uint64_t id, std::string name, std::chrono::milliseconds timeout) {
+    auto p = std::make_shared<pending_call>();
+    auto initiation = [this, p, id, name, timeout](auto handler) {
+      p->handler.emplace(std::move(handler));
+      if (auto early = early_results_.find(id); early != early_results_.end()) {  // it was fast
+        std::string out = std::move(early->second);
+        early_results_.erase(early);
+        asio::post(loop_, [p, out] { p->complete(nullptr, out); });
+        return;
+      }
+      pending_[id] = p;
+      p->timer.emplace(loop_, timeout);
+      p->timer->async_wait([this, p, id, name, timeout](boost::system::error_code ec) {
+        if (ec) return;
+        pending_.erase(id);
+        p->complete(std::make_exception_ptr(cluster_error(cluster_error::reason::timeout,
+                                                          "job '" + name + "' gave no result within " +
+                                                              std::to_string(timeout.count()) + " ms")),
+                    {});
+      });
+    };
+    return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, std::string)>(
+        std::move(initiation), asio::use_awaitable);
+  }
+  std::string reserve_reply(std::uint64_t& id) {
+    id = ++next_id_;
+    return inbox_ + "." + std::to_string(id);
+  }
+
   // --- jobs: submit ---
-  asio::awaitable<std::uint64_t> start_submit(std::string name, std::string payload, job_options o) {
-    auto initiation = [this, name, payload, o](auto handler) {
+  asio::awaitable<std::uint64_t> start_submit(std::string name, std::string payload, job_options o,
+                                              std::string reply_to = {}) {
+    auto initiation = [this, name, payload, o, reply_to](auto handler) {
       auto shared = std::make_shared<std::optional<asio::any_completion_handler<void(std::exception_ptr, std::uint64_t)>>>();
       shared->emplace(std::move(handler));
-      publisher_->post([this, shared, name, payload, o] {
+      publisher_->post([this, shared, name, payload, o, reply_to] {
         natsMsg* m = nullptr;
         natsMsg_Create(&m, ("loopfleet.job." + name).c_str(), nullptr, payload.data(), static_cast<int>(payload.size()));
         natsMsgHeader_Set(m, "Loopfleet-Max-Attempts", std::to_string(o.max_attempts).c_str());
         natsMsgHeader_Set(m, "Loopfleet-Time-Limit-Ms", std::to_string(o.time_limit.count()).c_str());
+        if (!reply_to.empty()) natsMsgHeader_Set(m, "Loopfleet-Reply", reply_to.c_str());
         jsPubOptions po;
         jsPubOptions_Init(&po);
         if (!o.idempotency_key.empty()) po.MsgId = o.idempotency_key.c_str();
@@ -366,6 +400,20 @@ class client {
     }
   }
 
+  // The handler, with its exception turned into a value: an exception crossing the `||`
+  // machinery left the job hanging. Empty means success.
+  static asio::awaitable<std::string> guarded(const job_def& def, job& j) {
+    std::string failure;
+    try {
+      co_await def.handler(j);
+    } catch (const std::exception& e) {
+      failure = *e.what() ? e.what() : "the handler failed";
+    } catch (...) {
+      failure = "the handler threw a non-std exception";
+    }
+    co_return failure;
+  }
+
   static asio::awaitable<void> keep_alive(natsMsg* msg) {
     asio::steady_timer beat(co_await asio::this_coro::executor);
     for (;;) {
@@ -397,15 +445,14 @@ class client {
       // touches the message after this statement.
       using namespace asio::experimental::awaitable_operators;
       asio::steady_timer deadline(loop_, limit);
-      try {
-        auto outcome = co_await (def.handler(j) || deadline.async_wait(asio::use_awaitable) || keep_alive(msg));
-        if (outcome.index() == 1) failure = "ran past its time limit of " + std::to_string(limit.count()) + " ms";
-      } catch (const std::exception& e) {
-        failure = e.what();
-      }
+      auto outcome = co_await (guarded(def, j) || deadline.async_wait(asio::use_awaitable) || keep_alive(msg));
+      if (outcome.index() == 0) failure = std::get<0>(outcome);
+      else failure = "ran past its time limit of " + std::to_string(limit.count()) + " ms";
     }
     if (failure.empty()) {
       natsMsg_Ack(msg, nullptr);
+      if (std::string reply = header(msg, "Loopfleet-Reply"); !reply.empty())
+        natsConnection_Publish(nc_, reply.c_str(), j.result.data(), static_cast<int>(j.result.size()));
     } else if (j.attempt >= max_attempts) {
       natsMsg* dead = nullptr;
       natsMsg_Create(&dead, ("loopfleet.dead." + name).c_str(), nullptr, j.payload.data(),
@@ -440,6 +487,7 @@ class client {
   std::vector<natsSubscription*> subs_;
   std::vector<natsSubscription*> pull_subs_;  // destroyed last, after every job is done
   std::map<std::uint64_t, std::shared_ptr<pending_call>> pending_;
+  std::map<std::uint64_t, std::string> early_results_;  // results that beat their waiter
   std::uint64_t next_id_ = 0;
   std::string last_call_name_;
   std::unique_ptr<blocking_thread> publisher_ = std::make_unique<blocking_thread>();
@@ -530,6 +578,16 @@ asio::awaitable<std::string> call(std::string name, std::string payload, std::ch
 asio::awaitable<std::uint64_t> submit(std::string name, std::string payload, job_options options) {
   std::uint64_t id = co_await connected_client().start_submit(std::move(name), std::move(payload), options);
   co_return id;
+}
+
+asio::awaitable<std::string> submit_and_wait(std::string name, std::string payload, job_options options,
+                                             std::chrono::milliseconds timeout) {
+  client& c = connected_client();
+  std::uint64_t reply_id = 0;
+  std::string reply = c.reserve_reply(reply_id);
+  co_await c.start_submit(name, std::move(payload), options, reply);
+  std::string out = co_await c.start_wait_result(reply_id, std::move(name), timeout);
+  co_return out;
 }
 
 const std::string& node_name() {

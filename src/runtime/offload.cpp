@@ -499,6 +499,10 @@ asio::awaitable<std::string> run_in_process(std::string name, std::string input,
   co_return co_await process_pool::on(ex).run(std::move(name), std::move(input), options);
 }
 
+asio::awaitable<boost::json::value> run_json_in_process(std::string name, const boost::json::value& input) {
+  return run_json_in_process(std::move(name), input, process_call_options{});
+}
+
 asio::awaitable<boost::json::value> run_json_in_process(std::string name, const boost::json::value& input,
                                                         process_call_options options) {
   std::string out = co_await run_in_process(std::move(name), boost::json::serialize(input), options);

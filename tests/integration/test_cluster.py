@@ -193,3 +193,41 @@ def test_a_node_joins_mid_run_and_another_leaves_gracefully(tmp_path):
     finally:
         for n in nodes.values():
             n.stop()
+
+
+def test_one_node_results_no_responders_idempotency_and_dead_letters(tmp_path):
+    port = free_port()
+    node = Supervisor(2, ["--cluster", "--node", "solo", "--nats-listen", f"127.0.0.1:{port}", "--data-dir",
+                          str(tmp_path / "solo")], [binary("cluster-example")], tmp=str(tmp_path))
+    try:
+        node.log.wait_for(r"cluster: node solo joined", timeout=60)
+        url = f"nats://127.0.0.1:{port}"
+
+        def get(path):
+            r = subprocess.run(["curl", "-s", "-w", " %{http_code}", f"http://127.0.0.1:{node.port}{path}"],
+                               capture_output=True, text=True, timeout=30)
+            return r.stdout
+
+        began = time.monotonic()
+        out = get("/call-nobody")
+        assert out.endswith(" 503") and "no worker serves" in out, out
+        assert time.monotonic() - began < 1.0  # at once, not after the 2 s timeout
+        out = wait_until(lambda: (lambda o: o if o.endswith(" 200") else None)(get("/run?payload=hello")), timeout=30,
+                         what="a job result")
+        assert "done hello on node=solo" in out, out
+
+        def lf(*args):
+            return subprocess.run([binary("loopfleet"), *args, "--nats", url], capture_output=True, text=True, timeout=60)
+        first = lf("job", "submit", "work", "once:1", "--key", "order-42")
+        again = lf("job", "submit", "work", "once:1", "--key", "order-42")
+        assert "stored 1" in first.stdout and "1 duplicate(s) dropped" in again.stdout, (first.stdout, again.stdout)
+        node.log.wait_for(r"job-done once:1 ")
+        assert sum(1 for l in node.log.lines if "job-done once:1 " in l) == 1
+
+        assert lf("job", "submit", "work", "fail-me").returncode == 0
+        node.log.wait_for(r"moved to loopfleet.dead.work", timeout=30)
+        stats = wait_until(lambda: (lambda r: r if "dead 1" in r.stdout else None)(lf("job", "stats")), timeout=30,
+                           what="the dead letter counted")
+        assert "failed attempt 5 of 5" in node.log.text(), stats.stdout
+    finally:
+        node.stop()
