@@ -66,6 +66,7 @@ std::string header(natsMsg* msg, const char* key) {
 }
 
 struct pending_call {
+  std::string name;  // of the call or job, for error messages
   std::optional<asio::any_completion_handler<void(std::exception_ptr, std::string)>> handler;
   std::optional<asio::steady_timer> timer;
   bool done = false;
@@ -193,6 +194,7 @@ class client {
       for (auto& [name, n] : in_flight_)
         if (n > 0) return;
     }
+    natsConnection_FlushTimeout(nc_, 2000);  // acks sent before the drain, too, reach the server
     log::info("cluster: jobs in flight finished; leaving");
     asio::post(loop_, std::exchange(drained_, nullptr));
   }
@@ -239,7 +241,7 @@ class client {
       std::string error = header(msg, "Loopfleet-Error");
       if (natsMsg_IsNoResponders(msg))
         p->complete(std::make_exception_ptr(cluster_error(cluster_error::reason::no_responders,
-                                                          "no worker serves call '" + p_name(id) + "'")),
+                                                          "no worker serves call '" + p->name + "'")),
                     {});
       else if (!error.empty())
         p->complete(std::make_exception_ptr(cluster_error(cluster_error::reason::handler_failed, error)), {});
@@ -248,26 +250,28 @@ class client {
     }
     natsMsg_Destroy(msg);
   }
-  std::string p_name(std::uint64_t) const { return last_call_name_; }
+
+  // Waits on the inbox for reply `id`, failing with `late` after `timeout`.
+  void expect_reply(const std::shared_ptr<pending_call>& p, std::uint64_t id, std::chrono::milliseconds timeout,
+                    std::string late) {
+    pending_[id] = p;
+    p->timer.emplace(loop_, timeout);
+    p->timer->async_wait([this, p, id, late = std::move(late)](boost::system::error_code ec) {
+      if (ec) return;
+      pending_.erase(id);
+      p->complete(std::make_exception_ptr(cluster_error(cluster_error::reason::timeout, late)), {});
+    });
+  }
 
   asio::awaitable<std::string> start_call(std::string name, std::string payload, std::chrono::milliseconds timeout) {
     auto p = std::make_shared<pending_call>();
     std::uint64_t id = ++next_id_;
-    last_call_name_ = name;
+    p->name = name;
     std::string reply = inbox_ + "." + std::to_string(id);
     std::string subject = "loopfleet.call." + name;
     auto initiation = [this, p, id, reply, subject, payload, timeout, name](auto handler) {
       p->handler.emplace(std::move(handler));
-      pending_[id] = p;
-      p->timer.emplace(loop_, timeout);
-      p->timer->async_wait([this, p, id, name, timeout](boost::system::error_code ec) {
-        if (ec) return;
-        pending_.erase(id);
-        p->complete(std::make_exception_ptr(cluster_error(cluster_error::reason::timeout,
-                                                          "call '" + name + "' got no reply within " +
-                                                              std::to_string(timeout.count()) + " ms")),
-                    {});
-      });
+      expect_reply(p, id, timeout, "call '" + name + "' got no reply within " + std::to_string(timeout.count()) + " ms");
       natsConnection_PublishRequest(nc_, subject.c_str(), reply.c_str(), payload.data(), static_cast<int>(payload.size()));
     };
     return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, std::string)>(
@@ -277,6 +281,7 @@ class client {
   // --- jobs: submit and wait for the result, on the calls' inbox ---
   asio::awaitable<std::string> start_wait_result(std::uint64_t id, std::string name, std::chrono::milliseconds timeout) {
     auto p = std::make_shared<pending_call>();
+    p->name = name;
     auto initiation = [this, p, id, name, timeout](auto handler) {
       p->handler.emplace(std::move(handler));
       if (auto early = early_results_.find(id); early != early_results_.end()) {  // it was fast
@@ -285,16 +290,7 @@ class client {
         asio::post(loop_, [p, out] { p->complete(nullptr, out); });
         return;
       }
-      pending_[id] = p;
-      p->timer.emplace(loop_, timeout);
-      p->timer->async_wait([this, p, id, name, timeout](boost::system::error_code ec) {
-        if (ec) return;
-        pending_.erase(id);
-        p->complete(std::make_exception_ptr(cluster_error(cluster_error::reason::timeout,
-                                                          "job '" + name + "' gave no result within " +
-                                                              std::to_string(timeout.count()) + " ms")),
-                    {});
-      });
+      expect_reply(p, id, timeout, "job '" + name + "' gave no result within " + std::to_string(timeout.count()) + " ms");
     };
     return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, std::string)>(
         std::move(initiation), asio::use_awaitable);
@@ -450,7 +446,14 @@ class client {
       else failure = "ran past its time limit of " + std::to_string(limit.count()) + " ms";
     }
     if (failure.empty()) {
-      natsMsg_Ack(msg, nullptr);
+      // While draining, wait for JetStream to confirm each ack: the process is about to exit,
+      // and an ack lost with it would run the job again elsewhere.
+      if (stop_) {
+        jsErrCode jerr = static_cast<jsErrCode>(0);
+        natsMsg_AckSync(msg, nullptr, &jerr);
+      } else {
+        natsMsg_Ack(msg, nullptr);
+      }
       if (std::string reply = header(msg, "Loopfleet-Reply"); !reply.empty())
         natsConnection_Publish(nc_, reply.c_str(), j.result.data(), static_cast<int>(j.result.size()));
     } else if (j.attempt >= max_attempts) {
@@ -489,7 +492,6 @@ class client {
   std::map<std::uint64_t, std::shared_ptr<pending_call>> pending_;
   std::map<std::uint64_t, std::string> early_results_;  // results that beat their waiter
   std::uint64_t next_id_ = 0;
-  std::string last_call_name_;
   std::unique_ptr<blocking_thread> publisher_ = std::make_unique<blocking_thread>();
   std::mutex slots_mutex_;
   std::condition_variable slot_freed_;

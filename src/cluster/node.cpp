@@ -70,7 +70,8 @@ bool ensure_stream(jsCtx* js, const char* name, const char* subject, jsRetention
     jsStreamInfo_Destroy(si);
     return true;
   }
-  for (int r = replicas; r > 1; --r) {  // fewer servers up than expected: start smaller
+  natsStatus s = NATS_OK;
+  for (int r = replicas; r >= 1; --r) {  // fewer servers up than expected: start smaller
     jsStreamConfig cfg;
     jsStreamConfig_Init(&cfg);
     cfg.Name = name;
@@ -80,28 +81,13 @@ bool ensure_stream(jsCtx* js, const char* name, const char* subject, jsRetention
     cfg.Retention = retention;
     cfg.Storage = js_FileStorage;
     cfg.Replicas = r;
-    cfg.Duplicates = static_cast<int64_t>(10) * 60 * 1000000000;
-    if (js_AddStream(&si, js, &cfg, nullptr, &err) == NATS_OK) {
+    cfg.Duplicates = static_cast<int64_t>(10) * 60 * 1000000000;  // idempotency keys hold 10 minutes
+    s = js_AddStream(&si, js, &cfg, nullptr, &err);
+    if (s == NATS_OK) {
       jsStreamInfo_Destroy(si);
       log::info(std::string("cluster: created stream ") + name + " with " + std::to_string(r) + " replicas");
       return true;
     }
-  }
-  jsStreamConfig cfg;
-  jsStreamConfig_Init(&cfg);
-  cfg.Name = name;
-  const char* subjects[] = {subject};
-  cfg.Subjects = subjects;
-  cfg.SubjectsLen = 1;
-  cfg.Retention = retention;
-  cfg.Storage = js_FileStorage;
-  cfg.Replicas = replicas;
-  cfg.Duplicates = static_cast<int64_t>(10) * 60 * 1000000000;  // idempotency keys hold 10 minutes
-  natsStatus s = js_AddStream(&si, js, &cfg, nullptr, &err);
-  if (s == NATS_OK) {
-    jsStreamInfo_Destroy(si);
-    log::info(std::string("cluster: created stream ") + name + " with " + std::to_string(replicas) + " replicas");
-    return true;
   }
   log::warn(std::string("cluster: cannot create stream ") + name + ": " + natsStatus_GetText(s) + " (JetStream error " +
             std::to_string(err) + "); retrying");
