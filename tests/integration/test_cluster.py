@@ -74,13 +74,13 @@ def submit_in_background(c, count, payload):
                              c.url()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish_and_count(c, submitter, killed_at):
+def finish_and_count(c, submitter, killed_at, payload):
     out, err = submitter.communicate(timeout=300 * SLOW)
     assert submitter.returncode == 0, err
     wait_until(lambda: len({p for p, _, _ in c.done()}) >= JOBS, timeout=120, what=f"{JOBS} jobs done")
     done = c.done()
     unique = {p for p, _, _ in done}
-    assert unique == {f"job:20-{i}" for i in range(JOBS)}
+    assert unique == {f"{payload}-{i}" for i in range(JOBS)}
     again = [t for _, attempt, t in done if attempt > 1 and t >= killed_at]
     rerun_after = (min(again) - killed_at) if again else None
     duplicates = len(done) - len(unique)
@@ -96,14 +96,18 @@ def test_jobs_and_calls_survive_a_killed_node(cluster):
         seen.add(r.stdout.split()[0])
     assert seen == {"node=n1", "node=n2", "node=n3"}, seen
 
-    submitter = submit_in_background(cluster, JOBS, "job:20")
+    # Jobs of 200 ms: about 5 s of work for the 3 nodes, so the kill lands mid-run, once the
+    # victim has jobs of its own.
+    submitter = submit_in_background(cluster, JOBS, "job:200")
     wait_until(lambda: len(cluster.done()) >= 2000, timeout=60, what="2000 jobs done")
+    wait_until(lambda: sum(1 for l in cluster.nodes[2].log.lines if "job-done" in l) >= 20, timeout=30,
+               what="n3 running jobs")
     victim = cluster.nodes[2]
     pids = tree(victim.proc.pid)
     killed_at = time.time()
     for pid in pids:  # the whole node: supervisor, workers, nats-server
         os.kill(pid, signal.SIGKILL)
-    duplicates, rerun_after = finish_and_count(cluster, submitter, killed_at)
+    duplicates, rerun_after = finish_and_count(cluster, submitter, killed_at, "job:200")
     per_node = {n: sum(1 for line in cluster.nodes[i].log.lines if "job-done" in line) for i, n in
                 enumerate(["n1", "n2", "n3"])}
     print(f"node kill: {JOBS} jobs all done; per node {per_node}; duplicates {duplicates}; "
@@ -133,12 +137,12 @@ def test_jobs_and_calls_survive_a_killed_node(cluster):
 
 
 def test_jobs_survive_a_killed_worker(cluster):
-    submitter = submit_in_background(cluster, JOBS, "job:20")
+    submitter = submit_in_background(cluster, JOBS, "job:200")
     wait_until(lambda: len(cluster.done()) >= 2000, timeout=60, what="2000 jobs done")
     victim = cluster.nodes[1].worker_pids()[0]
     killed_at = time.time()
     os.kill(victim, signal.SIGKILL)
-    duplicates, rerun_after = finish_and_count(cluster, submitter, killed_at)
+    duplicates, rerun_after = finish_and_count(cluster, submitter, killed_at, "job:200")
     print(f"worker kill: {JOBS} jobs all done; duplicates {duplicates}; rerun "
           f"{'%.1f s after the kill' % rerun_after if rerun_after is not None else 'not needed'}")
 
