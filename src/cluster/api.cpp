@@ -138,7 +138,10 @@ class client {
     natsOptions_SetURL(opts, url.c_str());
     natsOptions_SetMaxReconnect(opts, -1);
     natsOptions_SetReconnectWait(opts, 250);
-    natsOptions_SetRetryOnFailedConnect(opts, true, nullptr, nullptr);  // connect in the background
+    // With a connected-callback, connect returns at once and keeps trying in the background;
+    // without one it would block the loop until NATS answers.
+    natsOptions_SetRetryOnFailedConnect(
+        opts, true, [](natsConnection*, void*) { log::info("cluster: connected to NATS"); }, nullptr);
     // Replies and acks go out at once instead of waiting for nats.c's flusher thread (which
     // added about a millisecond to every call).
     natsOptions_SetSendAsap(opts, true);

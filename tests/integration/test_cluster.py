@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -102,12 +103,29 @@ def test_jobs_and_calls_survive_a_killed_node(cluster):
     wait_until(lambda: len(cluster.done()) >= 2000, timeout=60, what="2000 jobs done")
     wait_until(lambda: sum(1 for l in cluster.nodes[2].log.lines if "job-done" in l) >= 20, timeout=30,
                what="n3 running jobs")
+    # One client calling back to back through node 1 during the kill: a call can fail only if
+    # it was in flight on the dead node, so this client loses at most one.
+    calls = {"ok": 0, "failed": 0}
+    stop_calling = threading.Event()
+
+    def caller():
+        while not stop_calling.is_set():
+            r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                f"http://127.0.0.1:{cluster.nodes[0].port}/call"], capture_output=True, text=True,
+                               timeout=30)
+            calls["ok" if r.stdout == "200" else "failed"] += 1
+    calling = threading.Thread(target=caller, daemon=True)
+    calling.start()
     victim = cluster.nodes[2]
     pids = tree(victim.proc.pid)
     killed_at = time.time()
     for pid in pids:  # the whole node: supervisor, workers, nats-server
         os.kill(pid, signal.SIGKILL)
     duplicates, rerun_after = finish_and_count(cluster, submitter, killed_at, "job:200")
+    stop_calling.set()
+    calling.join(timeout=30)
+    print(f"calls through the kill: {calls['ok']} answered, {calls['failed']} failed")
+    assert calls["ok"] > 0 and calls["failed"] <= 1, calls
     per_node = {n: sum(1 for line in cluster.nodes[i].log.lines if "job-done" in line) for i, n in
                 enumerate(["n1", "n2", "n3"])}
     print(f"node kill: {JOBS} jobs all done; per node {per_node}; duplicates {duplicates}; "
@@ -247,3 +265,27 @@ def test_one_node_results_no_responders_idempotency_and_dead_letters(tmp_path):
         assert "failed attempt 5 of 5" in node.log.text(), stats.stdout
     finally:
         node.stop()
+
+
+def test_nats_unreachable_at_start_is_retried_until_it_comes(tmp_path):
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    node = Supervisor(1, ["--nats", url, "--node", "late"], [binary("cluster-example")], tmp=str(tmp_path))
+    server = None
+    try:
+        node.log.wait_for(re.escape(f"cannot reach NATS at {url}") + r".*retrying")
+        assert node.proc.poll() is None and node.status()["slots"][0]["state"] == "ready"  # HTTP serves meanwhile
+        server = subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd",
+                                   str(tmp_path / "js"), "-n", "late-server"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        node.log.wait_for(r"cluster: node late joined", timeout=30)
+        submitted = wait_until(lambda: (lambda r: r if r.returncode == 0 else None)(subprocess.run(
+            [binary("loopfleet"), "job", "submit", "work", "late-job", "--nats", url], capture_output=True, text=True,
+            timeout=30)), timeout=30, what="a job stored")
+        assert "stored 1" in submitted.stdout
+        node.log.wait_for(r"job-done late-job ", timeout=30)
+    finally:
+        node.stop()
+        if server:
+            server.kill()
+            server.wait()
