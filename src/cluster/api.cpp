@@ -52,7 +52,6 @@ struct job_def {
 struct registry {
   std::map<std::string, call_handler> calls;
   std::map<std::string, job_def> jobs;
-  bool hooked = false;
 };
 
 registry& reg() {
@@ -544,15 +543,16 @@ void connect_at_start(asio::io_context& loop) {
   log::info(std::string("cluster: connected to ") + url + " as node " + node_name());
 }
 
-void hook_once() {
-  if (reg().hooked) return;
-  reg().hooked = true;
+// Linking the cluster API is what puts a worker in the cluster: connect at every worker start
+// (when LOOPFLEET_NATS_URL says where), whether it serves, runs jobs, or only calls and submits.
+const bool hooked = [] {
   at_loop_start(connect_at_start);
   at_drain([](std::function<void()> done) {
     if (the_client) the_client->drain(std::move(done));
     else done();
   });
-}
+  return true;
+}();
 
 client& connected_client() {
   std::lock_guard lock(the_client_mutex);
@@ -566,16 +566,13 @@ client& connected_client() {
 
 void serve(std::string name, call_handler handler) {
   reg().calls[std::move(name)] = std::move(handler);
-  hook_once();
 }
 
 void handle_jobs(std::string name, job_handler handler, int concurrency) {
   reg().jobs[std::move(name)] = {std::move(handler), std::max(1, concurrency)};
-  hook_once();
 }
 
 asio::awaitable<std::string> call(std::string name, std::string payload, std::chrono::milliseconds timeout) {
-  hook_once();
   std::string out = co_await connected_client().start_call(std::move(name), std::move(payload), timeout);
   co_return out;
 }

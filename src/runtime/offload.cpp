@@ -1,6 +1,7 @@
 // The thread pool and the crash-isolated process pool behind include/loopfleet/offload.hpp.
 #include <loopfleet/offload.hpp>
 
+#include "runtime/child.hpp"
 #include "runtime/log.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -332,16 +333,7 @@ class process_pool : public asio::execution_context::service {
     pid_t pid = ::fork();
     if (pid == 0) {
       // A helper never outlives its worker, even one killed with SIGKILL.
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(0);
-      sigset_t none;
-      ::sigemptyset(&none);
-      ::sigprocmask(SIG_SETMASK, &none, nullptr);
-      // Default dispositions, crash signals included: a sanitizer's or the worker's handlers
-      // must not turn a task's segfault into something else than the signal it is.
-      for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGPIPE, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT,
-                      SIGUSR2})
-        ::signal(sig, SIG_DFL);
+      become_child_of(parent, SIGKILL);
       // Keep stdio and the channel only: an inherited client connection held open here would
       // keep that client waiting after its worker died.
       ::dup2(sv[1], 3);

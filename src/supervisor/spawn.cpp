@@ -1,5 +1,7 @@
 #include "supervisor/spawn.hpp"
 
+#include "runtime/child.hpp"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -63,6 +65,10 @@ spawned spawn_worker(const spawn_spec& spec) {
   for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   pid_t parent = ::getpid();
+  // Allocated before fork: the supervisor may have threads (the cluster agent), so the child
+  // should not call malloc.
+  int n = static_cast<int>(spec.fds.size());
+  std::vector<int> high(n);
 
   pid_t pid = ::fork();
   if (pid < 0) {
@@ -72,21 +78,13 @@ spawned spawn_worker(const spawn_spec& spec) {
   }
   if (pid == 0) {
     // A worker must not outlive a supervisor killed with SIGKILL: it gets SIGTERM (a drain).
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) ::_exit(1);
-    // Signal dispositions and mask come back to defaults (we ignore SIGPIPE; exec keeps that).
-    sigset_t none;
-    ::sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD}) ::signal(sig, SIG_DFL);
+    become_child_of(parent, SIGTERM);
     // Own process group: a Ctrl-C at the terminal reaches the supervisor, which drains the
     // workers in order, instead of every worker at once.
     ::setpgid(0, 0);
     ::dup2(out[1], STDOUT_FILENO);
     ::dup2(err[1], STDERR_FILENO);
     // Move the sockets above any target first, so dup2 onto 3.. cannot clobber one of them.
-    int n = static_cast<int>(spec.fds.size());
-    std::vector<int> high(n);
     for (int i = 0; i < n; ++i) high[i] = ::fcntl(spec.fds[i], F_DUPFD_CLOEXEC, 3 + n);
     for (int i = 0; i < n; ++i) ::dup2(high[i], 3 + i);  // dup2 clears close-on-exec
     // LISTEN_PID must name this process, so it is written here, after fork.

@@ -1075,9 +1075,10 @@ json::object master::status_json() {
     j["slot"] = i;
     const process* p = s.current && procs_.count(s.current) ? procs_.at(s.current).get() : nullptr;
     std::string state;
+    bool degraded = s.degraded;
     if (p) {
       auto up = duration_cast<milliseconds>(now - p->started);
-      if (up >= cfg_.healthy_after) s.degraded = false;  // a healthy minute clears the crash loop
+      if (up >= cfg_.healthy_after) degraded = false;  // a healthy minute ends the crash loop
       state = p->ready ? "ready" : "starting";
       j["pid"] = p->pid;
       j["generation"] = p->generation;
@@ -1100,10 +1101,10 @@ json::object master::status_json() {
       }
       if (p->stalled) state = "stalled";
     } else {
-      state = s.degraded ? "degraded" : "restarting";
+      state = degraded ? "degraded" : "restarting";
       j["pid"] = nullptr;
     }
-    if (s.degraded && p && !p->ready) state = "degraded";
+    if (degraded && p && !p->ready) state = "degraded";
     j["state"] = state;
     j["restarts"] = s.restarts;
     j["failures_in_a_row"] = s.failures;
