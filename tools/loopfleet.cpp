@@ -32,7 +32,7 @@ constexpr const char* usage =
     "  scale N                        change the number of workers\n"
     "  stop                           graceful stop\n"
     "  cluster status                 the cluster's nodes: up or down, workers, load\n"
-    "  job submit NAME PAYLOAD        store a durable job (--count N, --key IDEMPOTENCY_KEY)\n"
+    "  job submit NAME PAYLOAD        store a durable job (--count N, --key IDEMPOTENCY_KEY, --retry-for 10s)\n"
     "  job stats                      jobs pending, in flight, redelivered, completed, dead\n"
     "\n"
     "status, top, reload, scale and stop take --name NAME or --control PATH to pick the instance.\n";
@@ -125,6 +125,7 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
   args.erase(args.begin());
   std::string url, name, control, key;
   std::chrono::milliseconds down_after{3000};
+  std::chrono::milliseconds retry_for{10000};
   int count = 1;
   bool as_json = false;
   loopfleet::flag_set flags("loopfleet " + std::string(group) + " " + sub);
@@ -133,6 +134,8 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
   flags.add_string("--control", &control, "the local instance's control socket");
   flags.add_duration("--down-after", &down_after, "a node silent this long is down");
   flags.add_int("--count", &count, 1, 10000000, "submit this many jobs, PAYLOAD-0, PAYLOAD-1, ...");
+  flags.add_duration("--retry-for", &retry_for,
+                     "keep retrying, with backoff, jobs JetStream cannot take now (storage full, election)");
   flags.add_string("--key", &key, "idempotency key (with --count: KEY-0, KEY-1, ...)");
   flags.add_bool("--json", &as_json, "machine-readable output");
   std::vector<std::string_view> flag_args, rest;
@@ -164,7 +167,7 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
     out = loopfleet::cluster::cluster_status(url, down_after.count() / 1000.0, as_json, error);
   } else if (group == "job" && sub == "submit") {
     if (rest.size() != 2) return fail("job submit needs NAME and PAYLOAD, e.g. loopfleet job submit work hello");
-    out = loopfleet::cluster::submit_jobs(url, std::string(rest[0]), std::string(rest[1]), count, key, error);
+    out = loopfleet::cluster::submit_jobs(url, std::string(rest[0]), std::string(rest[1]), count, key, retry_for, error);
   } else if (group == "job" && sub == "stats") {
     out = loopfleet::cluster::job_stats(url, error);
   } else {

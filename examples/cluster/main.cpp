@@ -1,5 +1,7 @@
 // Calls and durable jobs across nodes. Run it on every node with `loopfleet run --cluster`:
-//   GET /submit?n=N&key=K   submits N "work" jobs (idempotency key K-i when K is given)
+//   GET /submit?n=N&key=K   submits N "work" jobs (idempotency key K-i when K is given;
+//                           ms=MS makes each take MS ms, size=BYTES pads its payload, retry_ms
+//                           sets how long a submit retries while JetStream cannot store it)
 //   GET /call               calls "whoami" on some worker of some node
 //   GET /run?payload=P      submits one job and waits for its result
 // Job and call handlers say on which node and pid they ran: each job prints
@@ -22,6 +24,17 @@ namespace cluster = loopfleet::cluster;
 
 namespace {
 
+// A long payload is printed with its middle left out.
+std::string shown(const std::string& payload) {
+  return payload.size() <= 64 ? payload : payload.substr(0, 16) + "..." + payload.substr(payload.size() - 32);
+}
+
+int number(std::string_view text, int otherwise) {
+  int n = otherwise;
+  std::from_chars(text.data(), text.data() + text.size(), n);
+  return n;
+}
+
 std::string where() { return "node=" + cluster::node_name() + " pid=" + std::to_string(::getpid()); }
 
 // A payload "label:MS..." makes the job take MS milliseconds (without blocking the loop).
@@ -32,7 +45,7 @@ boost::asio::awaitable<void> work(cluster::job& j) {
                                 std::chrono::milliseconds(std::atoi(j.payload.c_str() + colon + 1)));
     co_await t.async_wait(boost::asio::use_awaitable);
   }
-  std::printf("job-done %s %llu %s attempt=%d\n", j.payload.c_str(), static_cast<unsigned long long>(j.id),
+  std::printf("job-done %s %llu %s attempt=%d\n", shown(j.payload).c_str(), static_cast<unsigned long long>(j.id),
               where().c_str(), j.attempt);
   j.result = "done " + j.payload + " on " + where();
   std::fflush(stdout);
@@ -40,15 +53,23 @@ boost::asio::awaitable<void> work(cluster::job& j) {
 }
 
 boost::asio::awaitable<http::response> submit(http::request& req) {
-  int n = 1;
-  auto text = req.query_param("n");
-  std::from_chars(text.data(), text.data() + text.size(), n);
+  int n = number(req.query_param("n"), 1);
   std::string key(req.query_param("key"));
+  std::string padding(number(req.query_param("size"), 0), 'x');
+  std::string ms(req.query_param("ms"));
+  cluster::job_options o;
+  o.retry_for = std::chrono::milliseconds(number(req.query_param("retry_ms"), 10000));
   std::uint64_t last = 0;
-  for (int i = 0; i < n; ++i) {
-    cluster::job_options o;
-    if (!key.empty()) o.idempotency_key = key + "-" + std::to_string(i);
-    last = co_await cluster::submit("work", "job-" + std::to_string(i), o);
+  int stored = 0;
+  try {
+    for (int i = 0; i < n; ++i, ++stored) {
+      if (!key.empty()) o.idempotency_key = key + "-" + std::to_string(i);
+      std::string payload = padding + "job-" + std::to_string(i) + (ms.empty() ? "" : ":" + ms);
+      last = co_await cluster::submit("work", std::move(payload), o);
+    }
+  } catch (const cluster::cluster_error& e) {
+    co_return http::text(std::string(e.what()) + " (" + std::to_string(stored) + " of " + std::to_string(n) + " stored before it)\n",
+                         503);
   }
   co_return http::text("submitted " + std::to_string(n) + ", last id " + std::to_string(last) + "\n");
 }

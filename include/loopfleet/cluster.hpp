@@ -66,6 +66,10 @@ struct job_options {
   std::string idempotency_key;  // a second submit with the same key (within 10 minutes) is dropped
   int max_attempts = 5;         // then the job goes to the dead letters
   std::chrono::milliseconds time_limit{std::chrono::seconds(30)};  // per attempt
+  // How long submit keeps trying, with backoff, while JetStream cannot take the job: storage
+  // full, a leader election, NATS reconnecting. Then it throws publish_failed. A retry after a
+  // lost confirmation may store the job twice unless it has an idempotency key.
+  std::chrono::milliseconds retry_for{std::chrono::seconds(10)};
 };
 
 using job_handler = std::function<boost::asio::awaitable<void>(job&)>;

@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 namespace loopfleet::cluster {
@@ -89,66 +91,158 @@ std::optional<std::string> cluster_status(const std::string& url, double down_af
   return out;
 }
 
-std::optional<std::string> submit_jobs(const std::string& url, const std::string& name, const std::string& payload,
-                                       int count, const std::string& key, std::string& error) {
-  session ss;
-  if (!ss.open(url, error)) return std::nullopt;
-  if (count > 1 && key.empty()) {
-    // Many jobs: publish asynchronously, up to 4096 awaiting their stored-acknowledgement.
-    jsOptions jo;
-    jsOptions_Init(&jo);
-    jo.PublishAsync.MaxPending = 4096;
-    jsCtx* fast = nullptr;
-    natsConnection_JetStream(&fast, ss.nc, &jo);
-    for (int i = 0; i < count; ++i) {
-      std::string body = payload + "-" + std::to_string(i);
-      natsMsg* m = nullptr;
-      natsMsg_Create(&m, ("loopfleet.job." + name).c_str(), nullptr, body.data(), static_cast<int>(body.size()));
-      natsMsgHeader_Set(m, "Loopfleet-Max-Attempts", "5");
-      natsMsgHeader_Set(m, "Loopfleet-Time-Limit-Ms", "30000");
-      if (natsStatus s = js_PublishMsgAsync(fast, &m, nullptr); s != NATS_OK) {
-        natsMsg_Destroy(m);
-        jsCtx_Destroy(fast);
-        error = "job " + std::to_string(i) + " not sent: " + natsStatus_GetText(s);
+namespace {
+
+natsMsg* job_message(const std::string& name, const std::string& body) {
+  natsMsg* m = nullptr;
+  natsMsg_Create(&m, ("loopfleet.job." + name).c_str(), nullptr, body.data(), static_cast<int>(body.size()));
+  natsMsgHeader_Set(m, "Loopfleet-Max-Attempts", "5");
+  natsMsgHeader_Set(m, "Loopfleet-Time-Limit-Ms", "30000");
+  return m;
+}
+
+// Jobs JetStream refused while publishing asynchronously, kept to be sent again.
+struct refused {
+  std::mutex mutex;
+  std::vector<natsMsg*> msgs;
+  std::optional<publish_failure> failure;  // the first one's
+  ~refused() {
+    for (auto* m : msgs) natsMsg_Destroy(m);
+  }
+  static void on_error(jsCtx*, jsPubAckErr* pae, void* closure) {
+    auto* self = static_cast<refused*>(closure);
+    std::lock_guard lock(self->mutex);
+    if (!self->failure) self->failure = describe_publish_failure(pae->Err, pae->ErrCode, pae->ErrText ? pae->ErrText : "");
+    self->msgs.push_back(pae->Msg);
+    pae->Msg = nullptr;  // ours now: nats.c destroys it otherwise
+  }
+};
+
+// Many jobs without keys: published asynchronously, up to 4096 awaiting their confirmation.
+// What JetStream refuses for a reason that passes (storage full, election) is sent again with
+// backoff, for as long as each round stores something or `retry_for` has not passed.
+std::optional<std::string> submit_many(session& ss, const std::string& name, const std::string& payload, int count,
+                                       std::chrono::milliseconds retry_for, std::string& error) {
+  refused back;
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.PublishAsync.MaxPending = 4096;
+  jo.PublishAsync.StallWait = 30000;  // a leader election can hold confirmations for seconds
+  jo.PublishAsync.ErrHandler = refused::on_error;
+  jo.PublishAsync.ErrHandlerClosure = &back;
+  jsCtx* js = nullptr;
+  natsConnection_JetStream(&js, ss.nc, &jo);
+  std::unique_ptr<jsCtx, void (*)(jsCtx*)> owned(js, jsCtx_Destroy);
+  struct message_list : std::vector<natsMsg*> {  // destroys what was not handed to nats.c
+    ~message_list() {
+      for (auto* m : *this) natsMsg_Destroy(m);
+    }
+  } to_send;
+  int next = 0, resent = 0, resent_after_timeout = 0, stalled = 0;  // rounds in a row that stored nothing
+  auto last_progress = std::chrono::steady_clock::now();
+  for (int round = 0;; ++round) {
+    // This round: the jobs refused last round first, then new ones until JetStream refuses some.
+    std::size_t sent = 0;
+    for (auto*& m : to_send) {
+      if (natsStatus s = js_PublishMsgAsync(js, &m, nullptr); s != NATS_OK) {
+        error = "jobs not sent: " + std::string(natsStatus_GetText(s));
         return std::nullopt;
       }
+      ++sent;
+    }
+    to_send.clear();
+    for (; next < count; ++next, ++sent) {
+      if (sent % 256 == 255) {
+        std::lock_guard lock(back.mutex);
+        if (!back.msgs.empty()) break;
+      }
+      to_send.push_back(job_message(name, payload + "-" + std::to_string(next)));
+      if (natsStatus s = js_PublishMsgAsync(js, &to_send.back(), nullptr); s != NATS_OK) {
+        error = "job " + std::to_string(next) + " not sent: " + natsStatus_GetText(s);
+        return std::nullopt;
+      }
+      to_send.pop_back();
     }
     jsPubOptions wait;
     jsPubOptions_Init(&wait);
-    wait.MaxWait = 60000;
-    natsStatus s = js_PublishAsyncComplete(fast, &wait);
-    natsMsgList failed{};
-    js_PublishAsyncGetPendingList(&failed, fast);
-    int lost = failed.Count;
-    natsMsgList_Destroy(&failed);
-    jsCtx_Destroy(fast);
-    if (s != NATS_OK || lost) {
-      error = "not every job was acknowledged as stored (" + std::string(natsStatus_GetText(s)) + ", " +
-              std::to_string(lost) + " pending)";
+    wait.MaxWait = 30000;
+    js_PublishAsyncComplete(js, &wait);
+    natsMsgList unconfirmed{};  // no answer at all: sent again (at least once, like every job)
+    js_PublishAsyncGetPendingList(&unconfirmed, js);
+    std::optional<publish_failure> failure;
+    {
+      std::lock_guard lock(back.mutex);
+      to_send.swap(back.msgs);
+      failure = std::exchange(back.failure, std::nullopt);
+    }
+    for (int i = 0; i < unconfirmed.Count; ++i) {
+      to_send.push_back(unconfirmed.Msgs[i]);
+      unconfirmed.Msgs[i] = nullptr;
+    }
+    if (unconfirmed.Count && !failure)
+      failure = describe_publish_failure(NATS_TIMEOUT, static_cast<jsErrCode>(0), "");
+    resent_after_timeout += unconfirmed.Count;
+    natsMsgList_Destroy(&unconfirmed);
+    if (to_send.empty() && next == count) break;
+    auto now = std::chrono::steady_clock::now();
+    if (to_send.size() < sent) {  // some were stored
+      last_progress = now;
+      stalled = 0;
+    }
+    auto delay = publish_retry_delay(stalled++);
+    if (!failure) continue;  // stopped early, but everything so far was stored
+    if (!failure->transient || now + delay > last_progress + retry_for) {
+      error = std::to_string(to_send.size() + (count - next)) + " of " + std::to_string(count) +
+              " jobs not stored: " + failure->why +
+              (round ? "; gave up after " + std::to_string(round + 1) + " rounds of retries" : "");
       return std::nullopt;
     }
-    return "stored " + std::to_string(count) + " job(s) '" + name + "'\n";
+    if (resent == 0) std::fprintf(stderr, "loopfleet: %s; retrying with backoff\n", failure->why.c_str());
+    resent += static_cast<int>(to_send.size());
+    std::this_thread::sleep_for(delay);
   }
-  int stored = 0, duplicates = 0;
+  return "stored " + std::to_string(count) + " job(s) '" + name + "'" +
+         (resent ? " (" + std::to_string(resent) + " sent again" +
+                        (resent_after_timeout ? ", " + std::to_string(resent_after_timeout) + " after a timeout" : "") + ")"
+                  : "") +
+         "\n";
+}
+
+}  // namespace
+
+std::optional<std::string> submit_jobs(const std::string& url, const std::string& name, const std::string& payload,
+                                       int count, const std::string& key, std::chrono::milliseconds retry_for,
+                                       std::string& error) {
+  session ss;
+  if (!ss.open(url, error)) return std::nullopt;
+  if (count > 1 && key.empty()) return submit_many(ss, name, payload, count, retry_for, error);
+  int stored = 0, duplicates = 0, retries = 0;
   std::uint64_t first = 0, last = 0;
   for (int i = 0; i < count; ++i) {
     std::string body = count == 1 ? payload : payload + "-" + std::to_string(i);
     std::string id = key.empty() ? "" : (count == 1 ? key : key + "-" + std::to_string(i));
-    natsMsg* m = nullptr;
-    natsMsg_Create(&m, ("loopfleet.job." + name).c_str(), nullptr, body.data(), static_cast<int>(body.size()));
-    natsMsgHeader_Set(m, "Loopfleet-Max-Attempts", "5");
-    natsMsgHeader_Set(m, "Loopfleet-Time-Limit-Ms", "30000");
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    if (!id.empty()) po.MsgId = id.c_str();
+    auto give_up = std::chrono::steady_clock::now() + retry_for;
     jsPubAck* ack = nullptr;
-    jsErrCode jerr = static_cast<jsErrCode>(0);
-    natsStatus s = js_PublishMsg(&ack, ss.js, m, &po, &jerr);
-    natsMsg_Destroy(m);
-    if (s != NATS_OK) {
-      error = "job " + std::to_string(i) + " not stored: " + natsStatus_GetText(s) + " (" + std::to_string(stored) +
-              " stored before it)";
-      return std::nullopt;
+    for (int attempt = 0; !ack; ++attempt) {
+      natsMsg* m = job_message(name, body);
+      jsPubOptions po;
+      jsPubOptions_Init(&po);
+      if (!id.empty()) po.MsgId = id.c_str();
+      jsErrCode jerr = static_cast<jsErrCode>(0);
+      natsStatus s = js_PublishMsg(&ack, ss.js, m, &po, &jerr);
+      natsMsg_Destroy(m);
+      if (s == NATS_OK) break;
+      natsStatus ignored = NATS_OK;
+      const char* says = nats_GetLastError(&ignored);
+      publish_failure f = describe_publish_failure(s, jerr, says ? says : "");
+      auto delay = publish_retry_delay(attempt);
+      if (!f.transient || std::chrono::steady_clock::now() + delay > give_up) {
+        error = "job " + std::to_string(i) + " not stored: " + f.why + " (" + std::to_string(stored) + " stored before it" +
+                (attempt ? ", gave up after " + std::to_string(attempt + 1) + " tries" : "") + ")";
+        return std::nullopt;
+      }
+      if (retries++ == 0) std::fprintf(stderr, "loopfleet: %s; retrying with backoff\n", f.why.c_str());
+      std::this_thread::sleep_for(delay);
     }
     if (ack->Duplicate) ++duplicates;
     else ++stored;
@@ -157,7 +251,8 @@ std::optional<std::string> submit_jobs(const std::string& url, const std::string
     jsPubAck_Destroy(ack);
   }
   return "stored " + std::to_string(stored) + " job(s) '" + name + "', ids " + std::to_string(first) + ".." +
-         std::to_string(last) + (duplicates ? ", " + std::to_string(duplicates) + " duplicate(s) dropped" : "") + "\n";
+         std::to_string(last) + (duplicates ? ", " + std::to_string(duplicates) + " duplicate(s) dropped" : "") +
+         (retries ? ", " + std::to_string(retries) + " retries" : "") + "\n";
 }
 
 std::optional<std::string> job_stats(const std::string& url, std::string& error) {

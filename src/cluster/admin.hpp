@@ -1,6 +1,7 @@
 // What the `loopfleet cluster` and `loopfleet job` commands do, against NATS directly.
 #pragma once
 
+#include <chrono>
 #include <optional>
 #include <string>
 
@@ -9,7 +10,8 @@ namespace loopfleet::cluster {
 // Each returns the text to print, or sets `error` and returns nullopt.
 std::optional<std::string> cluster_status(const std::string& url, double down_after_s, bool as_json, std::string& error);
 std::optional<std::string> submit_jobs(const std::string& url, const std::string& name, const std::string& payload,
-                                       int count, const std::string& key, std::string& error);
+                                       int count, const std::string& key, std::chrono::milliseconds retry_for,
+                                       std::string& error);
 std::optional<std::string> job_stats(const std::string& url, std::string& error);
 
 }  // namespace loopfleet::cluster

@@ -302,37 +302,83 @@ class client {
     return inbox_ + "." + std::to_string(id);
   }
 
-  // --- jobs: submit ---
-  asio::awaitable<std::uint64_t> start_submit(std::string name, std::string payload, job_options o,
-                                              std::string reply_to = {}) {
-    auto initiation = [this, name, payload, o, reply_to](auto handler) {
-      auto shared = std::make_shared<std::optional<asio::any_completion_handler<void(std::exception_ptr, std::uint64_t)>>>();
+  // --- jobs: store (submit, dead letters) ---
+  // One JetStream publish, made on the publisher thread; completes on the loop.
+  struct outgoing {
+    std::string subject, payload, msg_id;
+    std::vector<std::pair<std::string, std::string>> headers;
+  };
+  struct stored {
+    std::uint64_t seq = 0;
+    std::optional<publish_failure> failure;
+  };
+  asio::awaitable<stored> publish_once(std::shared_ptr<const outgoing> out) {
+    auto initiation = [this, out](auto handler) {
+      auto shared = std::make_shared<std::optional<asio::any_completion_handler<void(stored)>>>();
       shared->emplace(std::move(handler));
-      publisher_->post([this, shared, name, payload, o, reply_to] {
+      publisher_->post([this, shared, out] {
         natsMsg* m = nullptr;
-        natsMsg_Create(&m, ("loopfleet.job." + name).c_str(), nullptr, payload.data(), static_cast<int>(payload.size()));
-        natsMsgHeader_Set(m, "Loopfleet-Max-Attempts", std::to_string(o.max_attempts).c_str());
-        natsMsgHeader_Set(m, "Loopfleet-Time-Limit-Ms", std::to_string(o.time_limit.count()).c_str());
-        if (!reply_to.empty()) natsMsgHeader_Set(m, "Loopfleet-Reply", reply_to.c_str());
+        natsMsg_Create(&m, out->subject.c_str(), nullptr, out->payload.data(), static_cast<int>(out->payload.size()));
+        for (const auto& [k, v] : out->headers) natsMsgHeader_Set(m, k.c_str(), v.c_str());
         jsPubOptions po;
         jsPubOptions_Init(&po);
-        if (!o.idempotency_key.empty()) po.MsgId = o.idempotency_key.c_str();
+        if (!out->msg_id.empty()) po.MsgId = out->msg_id.c_str();
         po.MaxWait = 5000;
         jsPubAck* ack = nullptr;
         jsErrCode jerr = static_cast<jsErrCode>(0);
-        natsStatus s = js_PublishMsg(&ack, js_, m, &po, &jerr);
-        std::uint64_t seq = ack ? ack->Sequence : 0;
+        stored r;
+        if (natsStatus s = js_PublishMsg(&ack, js_, m, &po, &jerr); s != NATS_OK) {
+          natsStatus last = NATS_OK;
+          const char* says = nats_GetLastError(&last);
+          r.failure = describe_publish_failure(s, jerr, says ? says : "");
+        }
+        if (ack) r.seq = ack->Sequence;
         if (ack) jsPubAck_Destroy(ack);
         natsMsg_Destroy(m);
-        std::exception_ptr e;
-        if (s != NATS_OK)
-          e = std::make_exception_ptr(cluster_error(cluster_error::reason::publish_failed,
-                                                    "job '" + name + "' not stored: " + natsStatus_GetText(s)));
-        post_to_client([shared, e, seq](client&) { std::move(**shared)(e, seq); });
+        post_to_client([shared, r](client&) { std::move(**shared)(r); });
       });
     };
-    return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, std::uint64_t)>(
-        std::move(initiation), asio::use_awaitable);
+    return asio::async_initiate<const asio::use_awaitable_t<>&, void(stored)>(std::move(initiation),
+                                                                              asio::use_awaitable);
+  }
+
+  // Publishes until JetStream stores it, retrying what can pass later (storage full, leader
+  // election, reconnecting) with backoff for up to `patience`. Returns the stream sequence, or
+  // the failure that ended it.
+  asio::awaitable<stored> store(std::shared_ptr<const outgoing> out, std::chrono::milliseconds patience) {
+    auto give_up = std::chrono::steady_clock::now() + patience;
+    asio::steady_timer pause(loop_);
+    for (int attempt = 0;; ++attempt) {
+      stored r = co_await publish_once(out);
+      if (!r.failure) co_return r;
+      auto delay = publish_retry_delay(attempt);
+      if (!r.failure->transient || std::chrono::steady_clock::now() + delay > give_up) {
+        if (attempt > 0) r.failure->why += "; gave up after " + std::to_string(attempt + 1) + " tries";
+        co_return r;
+      }
+      if (auto now = std::chrono::steady_clock::now(); now - last_retry_warning_ > 5s) {
+        last_retry_warning_ = now;
+        log::warn("cluster: " + out->subject + " not stored yet: " + r.failure->why + "; retrying with backoff");
+      }
+      pause.expires_after(delay);
+      co_await pause.async_wait(asio::use_awaitable);
+    }
+  }
+
+  // (No defaulted `reply_to`: GCC 12 mis-destroys a coroutine's defaulted class argument.)
+  asio::awaitable<std::uint64_t> start_submit(std::string name, std::string payload, job_options o,
+                                              std::string reply_to) {
+    auto out = std::make_shared<outgoing>();
+    out->subject = "loopfleet.job." + name;
+    out->payload = std::move(payload);
+    out->msg_id = o.idempotency_key;
+    out->headers = {{"Loopfleet-Max-Attempts", std::to_string(o.max_attempts)},
+                    {"Loopfleet-Time-Limit-Ms", std::to_string(o.time_limit.count())}};
+    if (!reply_to.empty()) out->headers.emplace_back("Loopfleet-Reply", reply_to);
+    stored r = co_await store(out, o.retry_for);
+    if (r.failure)
+      throw cluster_error(cluster_error::reason::publish_failed, "job '" + name + "' not stored: " + r.failure->why);
+    co_return r.seq;
   }
 
   // --- jobs: fetch and run ---
@@ -459,17 +505,26 @@ class client {
       if (std::string reply = header(msg, "Loopfleet-Reply"); !reply.empty())
         natsConnection_Publish(nc_, reply.c_str(), j.result.data(), static_cast<int>(j.result.size()));
     } else if (j.attempt >= max_attempts) {
-      natsMsg* dead = nullptr;
-      natsMsg_Create(&dead, ("loopfleet.dead." + name).c_str(), nullptr, j.payload.data(),
-                     static_cast<int>(j.payload.size()));
-      natsMsgHeader_Set(dead, "Loopfleet-Error", failure.c_str());
-      natsMsgHeader_Set(dead, "Loopfleet-Attempts", std::to_string(j.attempt).c_str());
-      natsMsgHeader_Set(dead, "Loopfleet-Job-Id", std::to_string(j.id).c_str());
-      natsConnection_PublishMsg(nc_, dead);
-      natsMsg_Destroy(dead);
-      natsMsg_Term(msg, nullptr);
-      log::warn("cluster: job " + name + " #" + std::to_string(j.id) + " failed attempt " + std::to_string(j.attempt) +
-                " of " + std::to_string(max_attempts) + " (" + failure + "); moved to loopfleet.dead." + name);
+      // The job ends only once its dead letter is stored; if JetStream cannot take it now, the
+      // job comes back later and tries again (the message id keeps a second copy out).
+      auto dead = std::make_shared<outgoing>();
+      dead->subject = "loopfleet.dead." + name;
+      dead->payload = j.payload;
+      dead->msg_id = "loopfleet-dead-" + std::to_string(j.id);
+      dead->headers = {{"Loopfleet-Error", failure},
+                       {"Loopfleet-Attempts", std::to_string(j.attempt)},
+                       {"Loopfleet-Job-Id", std::to_string(j.id)}};
+      std::string job = "cluster: job " + name + " #" + std::to_string(j.id);
+      stored r = co_await store(dead, 0ms);
+      if (r.failure) {
+        natsMsg_NakWithDelay(msg, std::chrono::nanoseconds(5s).count(), nullptr);
+        log::warn(job + " failed its last attempt (" + failure + ") but its dead letter was not stored (" +
+                  r.failure->why + "); it will come back");
+      } else {
+        natsMsg_Term(msg, nullptr);
+        log::warn(job + " failed attempt " + std::to_string(j.attempt) + " of " + std::to_string(max_attempts) + " (" +
+                  failure + "); moved to loopfleet.dead." + name);
+      }
     } else {
       natsMsg_Nak(msg, nullptr);
       log::warn("cluster: job " + name + " #" + std::to_string(j.id) + " failed attempt " + std::to_string(j.attempt) +
@@ -494,6 +549,7 @@ class client {
   std::map<std::uint64_t, std::shared_ptr<pending_call>> pending_;
   std::map<std::uint64_t, std::string> early_results_;  // results that beat their waiter
   std::uint64_t next_id_ = 0;
+  std::chrono::steady_clock::time_point last_retry_warning_{};
   std::unique_ptr<blocking_thread> publisher_ = std::make_unique<blocking_thread>();
   std::mutex slots_mutex_;
   std::condition_variable slot_freed_;
@@ -578,7 +634,7 @@ asio::awaitable<std::string> call(std::string name, std::string payload, std::ch
 }
 
 asio::awaitable<std::uint64_t> submit(std::string name, std::string payload, job_options options) {
-  std::uint64_t id = co_await connected_client().start_submit(std::move(name), std::move(payload), options);
+  std::uint64_t id = co_await connected_client().start_submit(std::move(name), std::move(payload), options, {});
   co_return id;
 }
 

@@ -13,13 +13,52 @@ std::string server_config(const server_settings& s) {
   std::string out;
   out += "server_name: \"" + s.node + "\"\n";
   out += "listen: \"" + s.client_listen + "\"\n";
-  out += "jetstream {\n  store_dir: \"" + s.store_dir + "\"\n}\n";
+  out += "jetstream {\n  store_dir: \"" + s.store_dir + "\"\n";
+  if (s.max_store_mib > 0) out += "  max_file_store: " + std::to_string(s.max_store_mib) + "MB\n";
+  out += "}\n";
   if (!s.join.empty()) {
     out += "cluster {\n  name: \"loopfleet\"\n  listen: \"" + s.cluster_listen + "\"\n  routes: [\n";
     for (const auto& peer : s.join) out += "    \"nats-route://" + peer + "\"\n";
     out += "  ]\n}\n";
   }
   return out;
+}
+
+publish_failure describe_publish_failure(natsStatus status, jsErrCode js_error, std::string_view server_says) {
+  // nats_GetLastError's text starts with where in nats.c it was raised: "(js.c:535): ".
+  if (server_says.starts_with("(")) {
+    if (auto end = server_says.find("): "); end != std::string_view::npos) server_says.remove_prefix(end + 3);
+  }
+  std::string detail = server_says.empty() ? natsStatus_GetText(status) : std::string(server_says);
+  switch (static_cast<int>(js_error)) {
+    case JSInsufficientResourcesErr:
+    case JSStorageResourcesExceededErr:
+    case JSMemoryResourcesExceededErr:
+    case JSAccountResourcesExceededErr:
+    case JSStreamStoreFailedErr:
+      return {true, "JetStream storage is full (" + detail +
+                        "): it frees as workers finish jobs; otherwise raise --max-store or free disk space"};
+    case JSClusterNotAvailErr:
+    case JSClusterNotLeaderErr:
+    case JSStreamOfflineErr:
+      return {true, "JetStream is electing a leader (" + detail + ")"};
+    default:
+      break;
+  }
+  if (status == NATS_TIMEOUT)
+    return {true, "JetStream did not confirm within the publish timeout (a leader election, or NATS is down)"};
+  if (status == NATS_NO_RESPONDERS)
+    return {true, "no JetStream stream takes it yet (no node has created the streams, or JetStream is down)"};
+  if (status == NATS_CONNECTION_DISCONNECTED || status == NATS_NOT_YET_CONNECTED)
+    return {true, "NATS is not connected (" + detail + ")"};
+  if (status == NATS_MAX_PAYLOAD)
+    return {false, "the payload is larger than NATS allows (max_payload, 1 MiB by default): store it elsewhere and "
+                   "submit a reference"};
+  return {false, detail + (js_error ? " (JetStream error " + std::to_string(js_error) + ")" : "")};
+}
+
+std::chrono::milliseconds publish_retry_delay(int n) {
+  return std::min(std::chrono::milliseconds(2000), std::chrono::milliseconds(50L << std::clamp(n, 0, 6)));
 }
 
 int replicas_for(std::size_t peers) { return static_cast<int>(std::min<std::size_t>(3, peers + 1)); }
@@ -80,6 +119,7 @@ bool ensure_stream(jsCtx* js, const char* name, const char* subject, jsRetention
     cfg.SubjectsLen = 1;
     cfg.Retention = retention;
     cfg.Storage = js_FileStorage;
+    cfg.Discard = js_DiscardNew;  // full: refuse new jobs (the submitter retries), never drop stored ones
     cfg.Replicas = r;
     cfg.Duplicates = static_cast<int64_t>(10) * 60 * 1000000000;  // idempotency keys hold 10 minutes
     s = js_AddStream(&si, js, &cfg, nullptr, &err);
@@ -145,6 +185,8 @@ void node_agent::run() {
           kvConfig_Init(&kc);
           kc.Bucket = nodes_bucket;
           kc.History = 1;
+          // Heartbeats in memory: membership keeps working when the jobs fill the disk store.
+          kc.StorageType = js_MemoryStorage;
           kc.Replicas = r;
           s = js_CreateKeyValue(&kv, js, &kc);
           if (s != NATS_OK) kv = nullptr;

@@ -6,6 +6,8 @@
 // key per node, calls on loopfleet.call.<name> in queue group "loopfleet".
 #pragma once
 
+#include <nats/nats.h>
+
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -25,11 +27,24 @@ struct server_settings {
   std::string cluster_listen;       // HOST:PORT
   std::vector<std::string> join;    // peers' cluster addresses
   std::string store_dir;            // JetStream storage
+  int max_store_mib = 0;            // JetStream file storage limit; 0 = nats-server's default
 };
 
 // The nats-server configuration file for a node. Without peers there is no cluster block:
 // JetStream then runs standalone.
 std::string server_config(const server_settings& s);
+
+// Why a JetStream publish failed, in words that name the fix, and whether trying again later
+// can succeed: storage full (workers free it as they finish jobs), a leader election, NATS
+// reconnecting. Anything else (no stream, a message too large) fails at once.
+struct publish_failure {
+  bool transient = false;
+  std::string why;
+};
+publish_failure describe_publish_failure(natsStatus status, jsErrCode js_error, std::string_view server_says);
+
+// The pause before retry number `n` (0 = the first): 50 ms doubling to at most 2 s.
+std::chrono::milliseconds publish_retry_delay(int n);
 
 // Replicas for streams and buckets: min(3, nodes), with nodes = this one plus its peers.
 int replicas_for(std::size_t peers);

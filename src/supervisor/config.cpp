@@ -50,6 +50,8 @@ void register_flags(flag_set& f, config& c, raw_values& raw) {
   f.add_string("--cluster-listen", &c.cluster_listen, "route address of the local nats-server, for other nodes");
   f.add_list("--join", &c.join, "another node's --cluster-listen address, HOST:PORT (comma-separated or repeated)");
   f.add_string("--data-dir", &c.data_dir, "JetStream storage directory [default: under $XDG_STATE_HOME or /var/lib]");
+  f.add_int("--max-store", &c.max_store, 0, 100000000,
+            "JetStream storage limit of the local nats-server, in MiB (0 = its default, 75% of the disk)");
   f.add_string("--control", &c.control, "control socket path [default: $XDG_RUNTIME_DIR/loopfleet/NAME.sock]");
 }
 
@@ -265,6 +267,7 @@ std::optional<std::string> load_config_file(const std::string& path, config& c) 
     else if (k == "cluster_listen") err = text(c.cluster_listen);
     else if (k == "join") err = strings(c.join);
     else if (k == "data_dir") err = text(c.data_dir);
+    else if (k == "max_store") err = integer(c.max_store, 0, 100000000);
     else if (k == "max_requests") err = integer(c.max_requests, 0, 2000000000);
     else if (k == "max_requests_jitter") err = integer(c.max_requests_jitter, 0, 2000000000);
     else if (k == "max_memory") err = integer(c.max_memory, 0, 1000000);
@@ -274,7 +277,7 @@ std::optional<std::string> load_config_file(const std::string& path, config& c) 
             "' (known: workers, listen, name, distribution, backlog, ready, ready_delay, ready_timeout, "
             "graceful_timeout, backoff_initial, backoff_max, healthy_after, degraded_after, watchdog, "
             "max_requests, max_requests_jitter, max_memory, cluster, node, nats, nats_listen, cluster_listen, join, "
-            "data_dir, control, command)";
+            "data_dir, max_store, control, command)";
     if (err) return err;
     if (auto e = apply_raw(raw, c, where)) return e;
   }

@@ -42,6 +42,7 @@ struct config {
   std::string cluster_listen = "127.0.0.1:6222";  // its route address, for the other nodes
   std::vector<std::string> join;           // other nodes' route addresses, HOST:PORT
   std::string data_dir;                    // JetStream storage; default under the state dir
+  int max_store = 0;                       // JetStream storage limit in MiB; 0 = nats-server's (75% of the disk)
   std::vector<std::string> command;        // after "--", or `command = [...]` in the file
   // Set by the caller when this process was socket-activated (LISTEN_FDS for our pid): the
   // inherited sockets are served besides any --listen address, which becomes optional.

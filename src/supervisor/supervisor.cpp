@@ -554,7 +554,8 @@ void master::start_nats() {
   std::string conf = cfg_.data_dir + "/nats.conf";
   {
     std::ofstream out(conf);
-    out << cluster::server_config({cfg_.node, cfg_.nats_listen, cfg_.cluster_listen, cfg_.join, cfg_.data_dir + "/jetstream"});
+    out << cluster::server_config(
+        {cfg_.node, cfg_.nats_listen, cfg_.cluster_listen, cfg_.join, cfg_.data_dir + "/jetstream", cfg_.max_store});
   }
   spawn_spec spec;
   spec.argv = {find_executable("nats-server"), "-c", conf};

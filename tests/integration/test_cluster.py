@@ -289,3 +289,64 @@ def test_nats_unreachable_at_start_is_retried_until_it_comes(tmp_path):
         if server:
             server.kill()
             server.wait()
+
+
+def test_storage_full_is_retried_with_backoff_and_loses_nothing(tmp_path):
+    """A 1 MiB JetStream store holds about 50 jobs of 20 KB. Submitting hundreds faster than the
+    worker runs them fills it: the worker's submit and the CLI both retry with backoff, and every
+    job runs exactly once. With nobody to run them the submit gives up with an error that names
+    the fix, and exactly the jobs it reported stored are kept."""
+    port = free_port()
+    node = Supervisor(1, ["--cluster", "--node", "small", "--nats-listen", f"127.0.0.1:{port}", "--max-store", "1",
+                          "--data-dir", str(tmp_path / "small")], [binary("cluster-example")], tmp=str(tmp_path))
+    url = f"nats://127.0.0.1:{port}"
+
+    def get(path):
+        r = subprocess.run(["curl", "-s", "-w", " %{http_code}", f"http://127.0.0.1:{node.port}{path}"],
+                           capture_output=True, text=True, timeout=120 * SLOW)
+        return r.stdout
+
+    def lf(*args):
+        return subprocess.run([binary("loopfleet"), *args, "--nats", url], capture_output=True, text=True,
+                              timeout=120 * SLOW)
+    try:
+        node.log.wait_for(r"cluster: node small joined", timeout=60)
+        big = "x" * 20000
+        # From a worker: 150 jobs of 20 KB taking 200 ms each, submitted back to back.
+        out = get("/submit?n=150&size=20000&ms=200&retry_ms=30000")
+        assert out.endswith(" 200") and "submitted 150" in out, out
+        node.log.wait_for(r"loopfleet\.job\.work not stored yet: JetStream storage is full .*retrying with backoff")
+        # From the CLI: 300 more.
+        r = lf("job", "submit", "work", big + ":200", "--count", "300", "--retry-for", "30s")
+        assert r.returncode == 0, r.stderr
+        assert "JetStream storage is full" in r.stderr and "retrying with backoff" in r.stderr, r.stderr
+        assert re.search(r"stored 300 job\(s\) 'work' \(\d+ sent again", r.stdout), r.stdout
+
+        def done():
+            return [m.group(1) for line in node.log.lines[:] for m in [re.search(r"job-done (\S+) ", line)] if m]
+        wait_until(lambda: len(set(done())) >= 450, timeout=120, what="all 450 jobs done")
+        expected = {f"{'x' * 16}...{('x' * 32 + f'job-{i}:200')[-32:]}" for i in range(150)} | \
+                   {f"{'x' * 16}...{(big + f':200-{i}')[-32:]}" for i in range(300)}
+        ran = done()
+        assert set(ran) == expected
+        assert len(ran) == 450, f"{len(ran) - 450} jobs ran twice"
+
+        # Nobody runs "parked": the store stays full and the submit gives up, saying why and what to do.
+        r = lf("job", "submit", "parked", big, "--count", "80", "--retry-for", "1s")
+        assert r.returncode == 1
+        error = r.stderr.strip().splitlines()[-1]
+        m = re.search(r"(\d+) of 80 jobs not stored: JetStream storage is full .*raise --max-store", error)
+        assert m, error
+        kept = 80 - int(m.group(1))
+        assert 0 < kept < 80
+        stats = lf("job", "stats")
+        assert f"waiting {kept} " in stats.stdout, stats.stdout  # no accepted job lost, no refused one kept
+        # A worker's submit gives up the same way, after its retry_for.
+        out = get("/submit?n=1&size=20000&retry_ms=500")
+        assert out.endswith(" 503") and "job 'work' not stored: JetStream storage is full" in out, out
+        assert "gave up after" in out, out
+        # Heartbeats live in memory: a full disk store does not take the node out of the cluster.
+        status = lf("cluster", "status", "--json")
+        assert json.loads(status.stdout)["nodes"][0]["state"] == "up", status.stdout
+    finally:
+        node.stop()

@@ -82,3 +82,20 @@ TEST(RunConfig, FileErrorsNameFileLineAndKey) {
   EXPECT_NE(err->find("/nonexistent/loopfleet.toml"), std::string::npos) << *err;
   ::unlink(path.c_str());
 }
+
+TEST(RunConfig, ClusterFlagsAndStoreLimit) {
+  config c;
+  ASSERT_FALSE(parse({"--join", "127.0.0.1:6223,127.0.0.1:6224", "--node", "n1", "--max-store", "512", "--", "app"}, c));
+  EXPECT_TRUE(c.cluster);  // --join implies it
+  EXPECT_EQ(c.join, (std::vector<std::string>{"127.0.0.1:6223", "127.0.0.1:6224"}));
+  EXPECT_EQ(c.max_store, 512);
+  config d;
+  EXPECT_NE(parse({"--cluster", "--max-store", "-1", "--", "app"}, d)->find("--max-store"), std::string::npos);
+  config e;
+  EXPECT_NE(parse({"--cluster", "--node", "a.b", "--", "app"}, e)->find("letters, digits"), std::string::npos);
+  auto path = write_file("cluster = true\nmax_store = 64\ncommand = [\"app\"]\n");
+  config f;
+  ASSERT_FALSE(load_config_file(path, f));
+  EXPECT_EQ(f.max_store, 64);
+  ::unlink(path.c_str());
+}
