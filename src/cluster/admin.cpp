@@ -189,7 +189,7 @@ std::optional<std::string> submit_many(session& ss, const std::string& name, con
       last_progress = now;
       stalled = 0;
     }
-    auto delay = publish_retry_delay(stalled++);
+    auto delay = retry_delay(stalled++);
     if (!failure) continue;  // stopped early, but everything so far was stored
     if (!failure->transient || now + delay > last_progress + retry_for) {
       error = std::to_string(to_send.size() + (count - next)) + " of " + std::to_string(count) +
@@ -235,7 +235,7 @@ std::optional<std::string> submit_jobs(const std::string& url, const std::string
       natsStatus ignored = NATS_OK;
       const char* says = nats_GetLastError(&ignored);
       publish_failure f = describe_publish_failure(s, jerr, says ? says : "");
-      auto delay = publish_retry_delay(attempt);
+      auto delay = retry_delay(attempt);
       if (!f.transient || std::chrono::steady_clock::now() + delay > give_up) {
         error = "job " + std::to_string(i) + " not stored: " + f.why + " (" + std::to_string(stored) + " stored before it" +
                 (attempt ? ", gave up after " + std::to_string(attempt + 1) + " tries" : "") + ")";

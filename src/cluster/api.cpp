@@ -136,7 +136,8 @@ class client {
     natsOptions_Create(&opts);
     natsOptions_SetURL(opts, url.c_str());
     natsOptions_SetMaxReconnect(opts, -1);
-    natsOptions_SetReconnectWait(opts, 250);
+    natsOptions_SetCustomReconnectDelay(
+        opts, [](natsConnection*, int attempts, void*) -> int64_t { return retry_delay(attempts).count(); }, nullptr);
     // With a connected-callback, connect returns at once and keeps trying in the background;
     // without one it would block the loop until NATS answers.
     natsOptions_SetRetryOnFailedConnect(
@@ -351,7 +352,7 @@ class client {
     for (int attempt = 0;; ++attempt) {
       stored r = co_await publish_once(out);
       if (!r.failure) co_return r;
-      auto delay = publish_retry_delay(attempt);
+      auto delay = retry_delay(attempt);
       if (!r.failure->transient || std::chrono::steady_clock::now() + delay > give_up) {
         if (attempt > 0) r.failure->why += "; gave up after " + std::to_string(attempt + 1) + " tries";
         co_return r;

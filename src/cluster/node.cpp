@@ -57,7 +57,7 @@ publish_failure describe_publish_failure(natsStatus status, jsErrCode js_error, 
   return {false, detail + (js_error ? " (JetStream error " + std::to_string(js_error) + ")" : "")};
 }
 
-std::chrono::milliseconds publish_retry_delay(int n) {
+std::chrono::milliseconds retry_delay(int n) {
   return std::min(std::chrono::milliseconds(2000), std::chrono::milliseconds(50L << std::clamp(n, 0, 6)));
 }
 
@@ -141,14 +141,16 @@ void node_agent::run() {
   jsCtx* js = nullptr;
   kvStore* kv = nullptr;
   bool ready = false;
-  auto wait_a_second = [this] {
-    for (int i = 0; i < 10; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // Sleeps `ms` in steps that notice a stop; false when stopping.
+  auto pause = [this](std::chrono::milliseconds ms) {
+    for (auto slept = std::chrono::milliseconds(0); slept < ms; slept += std::chrono::milliseconds(50)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
       std::lock_guard lock(mutex_);
       if (stop_) return false;
     }
     return true;
   };
+  int failures = 0;  // in a row, for the backoff
   bool warned = false;
   int ticks = 0;
   for (;;) {
@@ -169,10 +171,11 @@ void node_agent::run() {
         if (!warned) log::warn("cluster: cannot reach NATS at " + url_ + ": " + natsStatus_GetText(s) + "; retrying");
         warned = true;
         nc = nullptr;
-        if (!wait_a_second()) break;
+        if (!pause(retry_delay(failures++))) break;
         continue;
       }
       natsConnection_JetStream(&js, nc, nullptr);
+      failures = 0;
     }
     if (!ready) {
       bool streams = ensure_stream(js, jobs_stream, "loopfleet.job.>", js_WorkQueuePolicy, replicas_) &&
@@ -210,7 +213,7 @@ void node_agent::run() {
         raise_replicas(js, (std::string("KV_") + nodes_bucket).c_str(), replicas_);
       }
     }
-    if (!wait_a_second()) break;
+    if (!pause(ready ? std::chrono::milliseconds(1000) : retry_delay(failures++))) break;  // heartbeat every second
   }
   if (kv) kvStore_Destroy(kv);
   if (js) jsCtx_Destroy(js);

@@ -43,8 +43,9 @@ struct publish_failure {
 };
 publish_failure describe_publish_failure(natsStatus status, jsErrCode js_error, std::string_view server_says);
 
-// The pause before retry number `n` (0 = the first): 50 ms doubling to at most 2 s.
-std::chrono::milliseconds publish_retry_delay(int n);
+// The pause before retry number `n` (0 = the first): 50 ms doubling to at most 2 s. For
+// publishes JetStream refused and for reaching NATS again.
+std::chrono::milliseconds retry_delay(int n);
 
 // Replicas for streams and buckets: min(3, nodes), with nodes = this one plus its peers.
 int replicas_for(std::size_t peers);

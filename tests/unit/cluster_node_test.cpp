@@ -44,10 +44,10 @@ TEST(PublishFailure, OtherErrorsFailAtOnce) {
   EXPECT_NE(other.why.find("stream not found"), std::string::npos);
 }
 
-TEST(PublishRetryDelay, DoublesFromFiftyMillisecondsToTwoSeconds) {
-  EXPECT_EQ(publish_retry_delay(0), milliseconds(50));
-  EXPECT_EQ(publish_retry_delay(1), milliseconds(100));
-  EXPECT_EQ(publish_retry_delay(5), milliseconds(1600));
-  EXPECT_EQ(publish_retry_delay(6), milliseconds(2000));
-  EXPECT_EQ(publish_retry_delay(1000), milliseconds(2000));
+TEST(RetryDelay, DoublesFromFiftyMillisecondsToTwoSeconds) {
+  EXPECT_EQ(retry_delay(0), milliseconds(50));
+  EXPECT_EQ(retry_delay(1), milliseconds(100));
+  EXPECT_EQ(retry_delay(5), milliseconds(1600));
+  EXPECT_EQ(retry_delay(6), milliseconds(2000));
+  EXPECT_EQ(retry_delay(1000), milliseconds(2000));
 }
