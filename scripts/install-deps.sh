@@ -8,12 +8,13 @@ packages=(
   g++ cmake ninja-build ccache pkg-config
   libboost1.81-dev libboost-json1.81-dev
   libtomlplusplus-dev libnats-dev
-  # the cluster layer's server
-  nats-server
+  # the cluster layer's server, and the front (load balancer across nodes)
+  nats-server haproxy
   # tests, and the Node example
   libgtest-dev python3 python3-pytest nodejs
   # load and peers for bench/ and the load tests
   wrk nginx-light gunicorn python3-aiohttp python3-uvloop
+  python3-celery python3-redis redis-server
 )
 
 missing=()

@@ -2,6 +2,7 @@
 // subcommands talk to a running one over its control socket.
 #include "cluster/admin.hpp"
 #include "control/client.hpp"
+#include "front/front.hpp"
 #include "runtime/flags.hpp"
 #include "supervisor/config.hpp"
 #include "supervisor/spawn.hpp"
@@ -34,6 +35,8 @@ constexpr const char* usage =
     "  cluster status                 the cluster's nodes: up or down, workers, load\n"
     "  job submit NAME PAYLOAD        store a durable job (--count N, --key IDEMPOTENCY_KEY, --retry-for 10s)\n"
     "  job stats                      jobs pending, in flight, redelivered, completed, dead\n"
+    "  front --listen HOST:PORT --server HOST:PORT@AGENT_PORT ...\n"
+    "                                 HAProxy in front of the nodes, fed by their --agent-check (front --help)\n"
     "\n"
     "status, top, reload, scale and stop take --name NAME or --control PATH to pick the instance.\n";
 
@@ -181,6 +184,21 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
   return 0;
 }
 
+int front_command(std::vector<std::string_view> args) {
+  loopfleet::front::config cfg;
+  bool help = false, print = false;
+  if (auto err = loopfleet::front::parse_args(args, cfg, &help, &print)) return fail(*err);
+  if (help) {
+    std::fputs(loopfleet::front::usage().c_str(), stdout);
+    return 0;
+  }
+  if (print) {
+    std::fputs(loopfleet::front::haproxy_config(cfg).c_str(), stdout);
+    return 0;
+  }
+  return loopfleet::front::run(cfg);
+}
+
 int run_command(std::vector<std::string_view> args) {
   loopfleet::supervisor::config cfg;
   // Socket-activated (systemd passed us sockets): they are served, --listen is optional.
@@ -212,6 +230,7 @@ int main(int argc, char** argv) {
   if (command == "status" || command == "top" || command == "reload" || command == "stop" || command == "scale")
     return client_command(command, args);
   if (command == "cluster" || command == "job") return nats_command(command, args);
+  if (command == "front") return front_command(args);
   return fail("unknown command '" + std::string(command) +
-              "' (run, status, top, reload, scale, stop, cluster, job; see loopfleet --help)");
+              "' (run, status, top, reload, scale, stop, cluster, job, front; see loopfleet --help)");
 }

@@ -33,7 +33,7 @@ std::string bind_error(std::string_view text, int err) {
   std::string why;
   switch (err) {
     case EADDRINUSE:
-      why = "address already in use (stop the process that holds it, or choose another --listen address)";
+      why = "address already in use (stop the process that holds it, or choose another address)";
       break;
     case EACCES:
       why = "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE; a Unix path needs a writable directory)";
@@ -167,6 +167,17 @@ std::string local_address(int fd) {
     }
   }
   return "?";
+}
+
+std::optional<std::string> check_tcp_address(std::string_view flag, std::string_view text, listen_address* out) {
+  std::string what = std::string(flag) + " '" + std::string(text) + "'";
+  auto p = parse_listen_address(text);
+  if (auto* err = std::get_if<std::string>(&p)) return what + ": " + *err;
+  const auto& a = std::get<listen_address>(p);
+  if (a.is_unix) return what + " must be HOST:PORT, not a Unix path";
+  if (a.port == 0) return what + " needs a port other than 0";
+  if (out) *out = a;
+  return std::nullopt;
 }
 
 }  // namespace loopfleet

@@ -4,6 +4,7 @@
 #include <loopfleet/runtime.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -20,6 +21,11 @@ struct listen_address {
 // Accepts "HOST:PORT", ":PORT", "[IPV6]:PORT", "unix:PATH" and "/ABSOLUTE/PATH".
 // On error returns a sentence naming what is wrong with `text`.
 std::variant<listen_address, std::string> parse_listen_address(std::string_view text);
+
+// An address other processes connect to over TCP: HOST:PORT with a port other than 0. On
+// error returns a sentence that starts with `flag` and the text; else fills *out if given.
+std::optional<std::string> check_tcp_address(std::string_view flag, std::string_view text,
+                                             listen_address* out = nullptr);
 
 // Creates, binds and listens. Throws startup_error naming the address and the fix (for
 // example when the address is in use). A stale Unix socket file (nobody accepting on it) is

@@ -153,4 +153,18 @@ std::string flag_set::usage() const {
   return out;
 }
 
+void split_commas(std::vector<std::string>& list) {
+  std::vector<std::string> out;
+  for (const auto& item : list) {
+    std::string_view rest = item;
+    while (!rest.empty()) {
+      auto comma = rest.find(',');
+      if (auto part = rest.substr(0, comma); !part.empty()) out.emplace_back(part);
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  list = std::move(out);
+}
+
 }  // namespace loopfleet

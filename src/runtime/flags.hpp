@@ -51,6 +51,8 @@ class flag_set {
 // Parsers shared with config files and other front ends.
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
 std::optional<std::size_t> parse_size(std::string_view text);
+// "a,b" in one value of a list counts as two: --join a,b is --join a --join b.
+void split_commas(std::vector<std::string>& list);
 
 }  // namespace loopfleet
 

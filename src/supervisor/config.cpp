@@ -52,6 +52,10 @@ void register_flags(flag_set& f, config& c, raw_values& raw) {
   f.add_string("--data-dir", &c.data_dir, "JetStream storage directory [default: under $XDG_STATE_HOME or /var/lib]");
   f.add_int("--max-store", &c.max_store, 0, 100000000,
             "JetStream storage limit of the local nats-server, in MiB (0 = its default, 75% of the disk)");
+  f.add_string("--agent-check", &c.agent_check,
+               "answer HAProxy's agent check on HOST:PORT: up and a weight, drain while stopping, down");
+  f.add_duration("--front-drain", &c.front_drain,
+                 "with --agent-check: how long a graceful stop says drain before stopping the workers");
   f.add_string("--control", &c.control, "control socket path [default: $XDG_RUNTIME_DIR/loopfleet/NAME.sock]");
 }
 
@@ -80,37 +84,15 @@ std::optional<std::string> apply_raw(const raw_values& raw, config& c, std::stri
   return std::nullopt;
 }
 
-// "a,b" in one --join or --nats counts as two.
-void split_commas(std::vector<std::string>& list) {
-  std::vector<std::string> out;
-  for (const auto& item : list) {
-    std::string_view rest = item;
-    while (!rest.empty()) {
-      auto comma = rest.find(',');
-      if (auto part = rest.substr(0, comma); !part.empty()) out.emplace_back(part);
-      if (comma == std::string_view::npos) break;
-      rest.remove_prefix(comma + 1);
-    }
-  }
-  list = std::move(out);
-}
-
 std::optional<std::string> check_cluster(config& c) {
   split_commas(c.join);
   split_commas(c.nats);
   if (!c.join.empty() || !c.nats.empty()) c.cluster = true;
   if (!c.cluster) return std::nullopt;
-  auto tcp_address = [](const std::string& flag, const std::string& text) -> std::optional<std::string> {
-    auto p = parse_listen_address(text);
-    if (auto* err = std::get_if<std::string>(&p)) return flag + " '" + text + "': " + *err;
-    if (std::get<listen_address>(p).is_unix) return flag + " '" + text + "' must be HOST:PORT, not a Unix path";
-    if (std::get<listen_address>(p).port == 0) return flag + " '" + text + "' needs a port other than 0";
-    return std::nullopt;
-  };
   for (const auto& j : c.join)
-    if (auto err = tcp_address("--join", j)) return err;
-  if (auto err = tcp_address("--nats-listen", c.nats_listen)) return err;
-  if (auto err = tcp_address("--cluster-listen", c.cluster_listen)) return err;
+    if (auto err = check_tcp_address("--join", j)) return err;
+  if (auto err = check_tcp_address("--nats-listen", c.nats_listen)) return err;
+  if (auto err = check_tcp_address("--cluster-listen", c.cluster_listen)) return err;
   for (const auto& url : c.nats)
     if (!url.starts_with("nats://") && !url.starts_with("tls://"))
       return "--nats '" + url + "' is not a NATS URL: use nats://HOST:PORT";
@@ -148,6 +130,8 @@ std::optional<std::string> check(config& c) {
   for (char ch : c.name)
     if (ch == '/' || ch == '\0') return "--name '" + c.name + "' must not contain '/'";
   if (c.control.empty()) c.control = default_control_path(c.name);
+  if (!c.agent_check.empty())
+    if (auto err = check_tcp_address("--agent-check", c.agent_check)) return err;
   return check_cluster(c);
 }
 
@@ -268,6 +252,8 @@ std::optional<std::string> load_config_file(const std::string& path, config& c) 
     else if (k == "join") err = strings(c.join);
     else if (k == "data_dir") err = text(c.data_dir);
     else if (k == "max_store") err = integer(c.max_store, 0, 100000000);
+    else if (k == "agent_check") err = text(c.agent_check);
+    else if (k == "front_drain") err = duration(c.front_drain);
     else if (k == "max_requests") err = integer(c.max_requests, 0, 2000000000);
     else if (k == "max_requests_jitter") err = integer(c.max_requests_jitter, 0, 2000000000);
     else if (k == "max_memory") err = integer(c.max_memory, 0, 1000000);
@@ -277,7 +263,7 @@ std::optional<std::string> load_config_file(const std::string& path, config& c) 
             "' (known: workers, listen, name, distribution, backlog, ready, ready_delay, ready_timeout, "
             "graceful_timeout, backoff_initial, backoff_max, healthy_after, degraded_after, watchdog, "
             "max_requests, max_requests_jitter, max_memory, cluster, node, nats, nats_listen, cluster_listen, join, "
-            "data_dir, max_store, control, command)";
+            "data_dir, max_store, agent_check, front_drain, control, command)";
     if (err) return err;
     if (auto e = apply_raw(raw, c, where)) return e;
   }

@@ -34,6 +34,10 @@ struct config {
   int max_requests_jitter = 0;             // plus up to this many, so workers do not recycle together
   int max_memory = 0;                      // recycle a worker above this RSS, in MiB; 0 = never
   std::string control;                     // control socket path; default under the runtime dir
+  // The front: HAProxy's agent check asks this address how the node is (up and a weight,
+  // drain, down). A graceful stop answers "drain" for front_drain before stopping workers.
+  std::string agent_check;                 // HOST:PORT; empty = off
+  std::chrono::milliseconds front_drain{std::chrono::seconds(2)};
   // The cluster layer (NATS). On with --cluster, --join or --nats.
   bool cluster = false;
   std::string node;                        // this node's name; default: the host name

@@ -19,6 +19,14 @@ restart_decision decide_restart(const backoff_policy& p, int failures_before, mi
   return d;
 }
 
+std::string agent_check_reply(int workers, int serving, bool stopping) {
+  std::string counts = std::to_string(serving) + "/" + std::to_string(workers) + " workers serving";
+  if (stopping) return "drain # stopping, " + counts + "\n";
+  if (serving <= 0 || workers <= 0) return "down # no worker serving\n";
+  int percent = std::max(1, 100 * std::min(serving, workers) / workers);
+  return "up ready " + std::to_string(percent) + "% # " + counts + "\n";  // ready: lifts an earlier drain
+}
+
 std::string describe_exit(int status) {
   if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {

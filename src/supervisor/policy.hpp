@@ -27,6 +27,12 @@ struct restart_decision {
 // ran. A run that lasted `healthy_after` resets the count: the next restart is quick again.
 restart_decision decide_restart(const backoff_policy& p, int failures_before, milliseconds uptime);
 
+// The line HAProxy's agent check reads from this node (its `agent-port`): "drain" while the
+// instance stops (the balancer sends new connections elsewhere, lets these finish), "down"
+// when no worker serves, else "up" with a weight in proportion to the workers serving, so a
+// node with a crash-looping slot gets less. A comment after '#' shows in HAProxy's stats.
+std::string agent_check_reply(int workers, int serving, bool stopping);
+
 // "exit code 3", "signal 9 (SIGKILL)", from a waitpid status.
 std::string describe_exit(int wait_status);
 

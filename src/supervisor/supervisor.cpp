@@ -157,6 +157,7 @@ struct process {
   std::int64_t last_ping_ns = 0;             // last WATCHDOG=1 (any worker)
   bool suspect = false;                      // beats late: new connections steered elsewhere
   bool stalled = false;                      // past the watchdog: being killed
+  bool serves() const { return ready && !suspect && !stalled; }
   std::uint64_t request_limit = 0;           // --max-requests plus jitter; 0 = none
 
   // The region, once the worker has beaten at least once (a native worker's loop is live).
@@ -250,6 +251,11 @@ class master {
   void finish();
 
   json::object status_json();
+  // The front: HAProxy's agent check (policy.hpp's agent_check_reply).
+  void open_agent_check();
+  void accept_agent_check();
+  int serving_workers() const;
+  void stop_workers(bool fast);
   void accept_control();
   void handle_control(std::shared_ptr<asio::local::stream_protocol::socket> client, std::string line);
 
@@ -261,6 +267,8 @@ class master {
   std::unique_ptr<asio::posix::stream_descriptor> notify_;
   std::string notify_name_;
   std::unique_ptr<asio::local::stream_protocol::acceptor> control_;
+  std::unique_ptr<asio::ip::tcp::acceptor> agent_check_;
+  asio::steady_timer front_drain_{loop_};
   std::vector<slot_state> slots_;  // [0, workers_) are active; the rest keep their sockets only
   int workers_ = 0;
   std::map<pid_t, std::unique_ptr<process>> procs_;
@@ -304,6 +312,7 @@ int master::run() {
     auto inherited = adopt_listen_fds();
     sockets_ = std::make_unique<listen_sockets>(cfg_.distribution, cfg_.listen, cfg_.backlog, workers_, inherited);
     open_notify();
+    open_agent_check();
   } catch (const startup_error& e) {
     std::fprintf(stderr, "loopfleet: error: %s\n", e.what());
     if (control_) ::unlink(cfg_.control.c_str());
@@ -311,6 +320,7 @@ int master::run() {
   }
   arm_signals();
   accept_control();
+  accept_agent_check();
   read_notify();
   log::info("instance '" + cfg_.name + "' serving " + sockets_->describe() + " with " + std::to_string(workers_) +
             " workers, " + (cfg_.distribution == distribution::reuseport ? "reuseport" : "shared") +
@@ -810,7 +820,7 @@ void master::update_steering() {
     if (!pid || !procs_.count(pid)) continue;
     const process& p = *procs_.at(pid);
     // A loop that beats late accepts nothing: its slot's queue must stop growing.
-    if (p.ready && !p.suspect && !p.stalled) serving.push_back(i);
+    if (p.serves()) serving.push_back(i);
   }
   // With nobody serving, spread over every slot: the connections queue until workers return.
   if (serving.empty())
@@ -1035,6 +1045,22 @@ void master::stop(bool fast) {
   if (stopping_ && !fast) return;
   stopping_ = true;
   if (reload_) fail_reload("the instance is stopping");
+  // Behind HAProxy: the agent check now says "drain". The workers keep serving while the
+  // balancers notice (their agent-inter) and send new connections to other nodes; stopping
+  // them at once would reset what the balancers still send here.
+  if (!fast && agent_check_ && cfg_.front_drain.count() > 0) {
+    log::info("telling the front to drain; the workers stop in " + ms_text(cfg_.front_drain));
+    front_drain_.expires_after(cfg_.front_drain);
+    front_drain_.async_wait([this](boost::system::error_code ec) {
+      if (!ec) stop_workers(false);
+    });
+    return;
+  }
+  front_drain_.cancel();
+  stop_workers(fast);
+}
+
+void master::stop_workers(bool fast) {
   for (auto& s : slots_)
     if (s.restart) s.restart->cancel();
   // A fast stop still bounds the wait: SIGQUIT, then SIGKILL after a second.
@@ -1050,6 +1076,7 @@ void master::finish() {
     return;  // finish() again from on_nats_exit
   }
   boost::system::error_code ignored;
+  if (agent_check_) agent_check_->close(ignored);
   if (control_) {
     control_->close(ignored);
     ::unlink(cfg_.control.c_str());
@@ -1068,6 +1095,11 @@ json::object master::status_json() {
   o["listen"] = sockets_->describe();
   o["uptime_s"] = duration_cast<milliseconds>(clock::now() - started_).count() / 1000.0;
   o["reloading"] = reload_.has_value();
+  o["stopping"] = stopping_;
+  if (agent_check_) {
+    std::string reply = agent_check_reply(workers_, serving_workers(), stopping_);
+    o["agent_check"] = json::object{{"address", cfg_.agent_check}, {"reply", reply.substr(0, reply.size() - 1)}};
+  }
   json::array slots;
   auto now = clock::now();
   for (int i = 0; i < workers_; ++i) {
@@ -1125,6 +1157,40 @@ json::object master::status_json() {
                                 {"nats_restarts", nats_restarts_},
                                 {"peers", json::value_from(cfg_.join)}};
   return o;
+}
+
+void master::open_agent_check() {
+  if (cfg_.agent_check.empty()) return;
+  auto address = std::get<listen_address>(parse_listen_address(cfg_.agent_check));  // checked with the config
+  listener l = bind_listener(address, "--agent-check " + cfg_.agent_check, 64);
+  agent_check_ = std::make_unique<asio::ip::tcp::acceptor>(loop_);
+  agent_check_->assign(l.family == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), l.fd);
+}
+
+int master::serving_workers() const {
+  int n = 0;
+  for (int i = 0; i < workers_; ++i) {
+    auto it = procs_.find(slots_[i].current);
+    if (slots_[i].current && it != procs_.end() && it->second->serves()) ++n;
+  }
+  return n;
+}
+
+// One line per connection, then close: what HAProxy's agent check expects.
+void master::accept_agent_check() {
+  if (!agent_check_) return;
+  agent_check_->async_accept([this](boost::system::error_code ec, asio::ip::tcp::socket s) {
+    if (ec == asio::error::operation_aborted) return;
+    if (!ec) {
+      auto client = std::make_shared<asio::ip::tcp::socket>(std::move(s));
+      auto text = std::make_shared<std::string>(agent_check_reply(workers_, serving_workers(), stopping_));
+      asio::async_write(*client, asio::buffer(*text), [client, text](boost::system::error_code, std::size_t) {
+        boost::system::error_code ignored;
+        client->shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+      });
+    }
+    accept_agent_check();
+  });
 }
 
 void master::accept_control() {

@@ -233,8 +233,8 @@ PYTHON_APP = os.path.join(ROOT, "examples", "python", "app.py")
 class Supervisor:
     """`loopfleet run` on a free port with its own control socket; its log is collected."""
 
-    def __init__(self, workers=2, args=(), command=None, tmp=None, wait_ready=True):
-        self.port = free_port()
+    def __init__(self, workers=2, args=(), command=None, tmp=None, wait_ready=True, port=None):
+        self.port = port or free_port()
         self.name = f"t{os.getpid()}-{time.monotonic_ns()}"
         self.control = os.path.join(tmp or "/tmp", f"{self.name}.sock")
         self.workers = workers
@@ -266,13 +266,18 @@ class Supervisor:
         return socket.create_connection(("127.0.0.1", self.port), timeout=10 * SLOW)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
+
+
+def stop_process(proc):
+    """A fast stop (SIGQUIT: at once, still reaping children), then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture

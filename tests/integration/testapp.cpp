@@ -5,6 +5,8 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <unistd.h>
+
 #include <charconv>
 #include <cstdio>
 #include <stdexcept>
@@ -44,6 +46,7 @@ int main(int argc, char** argv) {
   app.get("/slow", slow);
   app.get("/throw", [](http::request&) -> http::response { throw std::runtime_error("boom on purpose"); });
   app.get("/users/{id}", [](http::request& req) { return http::text("user " + std::string(req.param("id"))); });
+  app.get("/pid", [](http::request&) { return http::text(std::to_string(::getpid())); });
   app.get("/header", [](http::request& req) { return http::text(std::string(req.header("x-probe"))); });
   return http::run(argc, argv, std::move(app));
 }

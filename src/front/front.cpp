@@ -1,0 +1,287 @@
+#include "front/front.hpp"
+
+#include "runtime/address.hpp"
+#include "runtime/error.hpp"
+#include "runtime/flags.hpp"
+#include "supervisor/spawn.hpp"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <variant>
+
+namespace loopfleet::front {
+namespace {
+
+struct raw_values {
+  std::vector<std::string> servers;
+  int agent_port = 0;
+};
+
+void register_flags(flag_set& f, config& c, raw_values& raw) {
+  f.add_list("--listen", &c.listen, "where clients connect, HOST:PORT (comma-separated or repeated)");
+  f.add_list("--server", &raw.servers,
+             "a node's HTTP address, HOST:PORT, with @AGENT_PORT for its --agent-check port (comma-separated or "
+             "repeated)");
+  f.add_int("--agent-port", &raw.agent_port, 0, 65535, "agent check port of servers given without @AGENT_PORT");
+  f.add_duration("--check-interval", &c.check_interval, "how often each node is checked (port and agent)");
+  f.add_string("--health-path", &c.health_path, "check nodes with GET PATH (2xx/3xx = up) instead of a TCP connect");
+  f.add_string("--stats", &c.stats, "HOST:PORT of HAProxy's stats page, with Prometheus metrics at /metrics");
+  f.add_duration("--graceful-timeout", &c.graceful_timeout, "on SIGTERM, how long requests in flight may finish");
+  f.add_string("--name", &c.name, "names the generated configuration and admin socket");
+  f.add_string("--state-dir", &c.state_dir,
+               "where the configuration and admin socket go [default: $XDG_RUNTIME_DIR/loopfleet]");
+}
+
+std::optional<std::string> parse_server(const std::string& text, int default_agent, server& out) {
+  std::string address = text;
+  out.agent_port = default_agent;
+  if (auto at = text.rfind('@'); at != std::string::npos) {
+    address = text.substr(0, at);
+    std::string_view port = std::string_view(text).substr(at + 1);
+    int value = 0;
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (ec != std::errc() || end != port.data() + port.size() || value < 1 || value > 65535)
+      return "--server '" + text + "': the agent port after '@' must be a number from 1 to 65535";
+    out.agent_port = value;
+  }
+  listen_address a;
+  if (auto err = check_tcp_address("--server", address, &a)) return err;
+  if (a.host == "0.0.0.0" || a.host == "::")
+    return "--server '" + text + "' needs the node's address, not a wildcard (e.g. 10.0.0.1:8080)";
+  out.host = a.host;
+  out.port = a.port;
+  return std::nullopt;
+}
+
+std::string default_state_dir() {
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg && *xdg) return std::string(xdg) + "/loopfleet";
+  if (::getuid() == 0) return "/run/loopfleet";
+  return "/tmp/loopfleet-" + std::to_string(::getuid());
+}
+
+// "1500ms" for HAProxy, which takes a unit suffix on every time.
+std::string ms(std::chrono::milliseconds d) { return std::to_string(d.count()) + "ms"; }
+
+std::string bind_text(const std::string& hostport) {
+  // HAProxy reads "[::1]:80" as well as "::1:80"; an empty host (":80") means every address.
+  return hostport.starts_with(":") ? "*" + hostport : hostport;
+}
+
+}  // namespace
+
+std::string usage() {
+  flag_set f("loopfleet front");
+  config c;
+  raw_values raw;
+  register_flags(f, c, raw);
+  return "usage: loopfleet front --listen HOST:PORT --server HOST:PORT@AGENT_PORT [--server ...] [flags]\n\n"
+         "Runs HAProxy in front of the nodes: each node's `loopfleet run --agent-check HOST:PORT` tells it\n"
+         "up (with a weight), drain (stopping) or down. --print-config prints the configuration and exits.\n\n" +
+         f.usage();
+}
+
+std::optional<std::string> parse_args(std::span<const std::string_view> args, config& out, bool* help, bool* print) {
+  flag_set f("loopfleet front");
+  raw_values raw;
+  bool print_only = false;
+  register_flags(f, out, raw);
+  f.add_bool("--print-config", &print_only, "print the HAProxy configuration and exit");
+  if (auto err = f.parse(args)) return err;
+  if (help) *help = f.help_requested();
+  if (f.help_requested()) return std::nullopt;
+  if (print) *print = print_only;
+  split_commas(out.listen);
+  split_commas(raw.servers);
+  if (out.listen.empty()) return "front needs --listen HOST:PORT: the address clients connect to";
+  if (raw.servers.empty())
+    return "front needs at least one --server HOST:PORT@AGENT_PORT: a node's HTTP address and its --agent-check port";
+  for (const auto& l : out.listen)
+    if (auto err = check_tcp_address("--listen", l)) return err;
+  out.servers.clear();
+  for (const auto& text : raw.servers) {
+    server s;
+    if (auto err = parse_server(text, raw.agent_port, s)) return err;
+    for (const auto& other : out.servers)
+      if (other.host == s.host && other.port == s.port) return "--server " + text + " is given twice";
+    out.servers.push_back(s);
+  }
+  if (!out.stats.empty())
+    if (auto err = check_tcp_address("--stats", out.stats)) return err;
+  if (!out.health_path.empty() && !out.health_path.starts_with("/"))
+    return "--health-path '" + out.health_path + "' must start with '/', e.g. /health";
+  if (out.check_interval.count() < 100) return "--check-interval must be at least 100ms";
+  for (char ch : out.name)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_')
+      return "--name '" + out.name + "' may use letters, digits, '-' and '_' only";
+  if (out.state_dir.empty()) out.state_dir = default_state_dir();
+  return std::nullopt;
+}
+
+std::string haproxy_config(const config& c) {
+  std::string inter = ms(c.check_interval);
+  std::string o;
+  o += "# Written by `loopfleet front` at every start: edit its flags, not this file.\n";
+  o += "global\n";
+  o += "    log stdout format raw local0 notice\n";
+  o += "    stats socket " + c.state_dir + "/" + c.name + ".haproxy.sock mode 600 level admin expose-fd listeners\n";
+  o += "    hard-stop-after " + ms(c.graceful_timeout) + "\n";
+  o += "\ndefaults\n";
+  o += "    mode http\n";
+  o += "    log global\n";
+  o += "    option httplog\n";
+  o += "    option dontlog-normal\n";  // errors and retries only: a log line per request costs
+  o += "    timeout connect 2s\n";
+  o += "    timeout client 30s\n";
+  o += "    timeout server 30s\n";
+  o += "    timeout http-request 10s\n";
+  o += "    timeout http-keep-alive 10s\n";
+  o += "    timeout queue 10s\n";
+  // A refused or reset connection, or a node that died before answering, is retried on
+  // another node (redispatch on every retry), so a lost node costs no request that can be
+  // sent again.
+  o += "    retries 3\n";
+  o += "    option redispatch 1\n";
+  o += "    retry-on conn-failure empty-response\n";
+  o += "\nfrontend loopfleet\n";
+  for (const auto& l : c.listen) o += "    bind " + bind_text(l) + "\n";
+  o += "    default_backend nodes\n";
+  o += "\nbackend nodes\n";
+  o += "    balance leastconn\n";
+  // Only requests that are safe to send twice are retried after they reached a node.
+  o += "    http-request disable-l7-retry unless METH_GET\n";
+  if (!c.health_path.empty()) {
+    o += "    option httpchk GET " + c.health_path + "\n";
+    o += "    http-check expect status 200-399\n";
+  }
+  o += "    default-server check inter " + inter + " fastinter " + ms(c.check_interval / 4) + " fall 2 rise 2 weight 100\n";
+  for (const auto& s : c.servers) {
+    bool v6 = s.host.find(':') != std::string::npos;
+    std::string address = (v6 ? "[" + s.host + "]" : s.host) + ":" + std::to_string(s.port);
+    o += "    server " + s.host + "_" + std::to_string(s.port) + " " + address;
+    if (s.agent_port)
+      o += " agent-check agent-addr " + s.host + " agent-port " + std::to_string(s.agent_port) + " agent-inter " + inter;
+    o += "\n";
+  }
+  if (!c.stats.empty()) {
+    o += "\nfrontend stats\n";
+    o += "    bind " + bind_text(c.stats) + "\n";
+    o += "    http-request use-service prometheus-exporter if { path /metrics }\n";
+    o += "    stats enable\n";
+    o += "    stats uri /\n";
+    o += "    stats refresh 2s\n";
+  }
+  return o;
+}
+
+namespace {
+
+pid_t start(const std::vector<std::string>& argv, const sigset_t& old_mask) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    std::fprintf(stderr, "loopfleet: error: cannot run %s\n", argv[0].c_str());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+int exit_code(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+}  // namespace
+
+int run(const config& c) {
+  std::string haproxy = supervisor::find_executable("haproxy");
+  if (haproxy.empty()) {
+    std::fprintf(stderr, "loopfleet: error: haproxy not found: install it (scripts/install-deps.sh installs it)\n");
+    return 2;
+  }
+  // Fail with our own words when an address is taken, before haproxy starts.
+  for (const auto& l : c.listen) {
+    try {
+      listener probe = bind_listener(std::get<listen_address>(parse_listen_address(l)), "--listen " + l, 1);
+      ::close(probe.fd);
+    } catch (const startup_error& e) {
+      std::fprintf(stderr, "loopfleet: error: %s\n", e.what());
+      return 2;
+    }
+  }
+  for (std::size_t at = 1; at <= c.state_dir.size(); ++at)
+    if (at == c.state_dir.size() || c.state_dir[at] == '/') ::mkdir(c.state_dir.substr(0, at).c_str(), 0700);
+  std::string file = c.state_dir + "/" + c.name + ".haproxy.cfg";
+  {
+    std::ofstream out(file);
+    out << haproxy_config(c);
+    if (!out) {
+      std::fprintf(stderr, "loopfleet: error: cannot write %s (choose a writable --state-dir)\n", file.c_str());
+      return 2;
+    }
+  }
+  // Signals are taken with sigwaitinfo below: block them before the child exists.
+  sigset_t mask, old_mask;
+  sigemptyset(&mask);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD}) sigaddset(&mask, sig);
+  ::sigprocmask(SIG_BLOCK, &mask, &old_mask);
+
+  int status = 0;
+  pid_t check = start({haproxy, "-c", "-q", "-f", file}, old_mask);
+  ::waitpid(check, &status, 0);
+  if (exit_code(status) != 0) {
+    std::fprintf(stderr, "loopfleet: error: haproxy rejected %s (its message is above)\n", file.c_str());
+    return 2;
+  }
+  pid_t pid = start({haproxy, "-W", "-db", "-f", file}, old_mask);
+  std::fprintf(stderr, "loopfleet: front '%s': haproxy pid %d, %zu node(s), configuration %s\n", c.name.c_str(),
+               static_cast<int>(pid), c.servers.size(), file.c_str());
+  // HAProxy's master can miss a signal that comes in its first second or two (seen with 2.6:
+  // the soft stop never began), so a stop is repeated every second until haproxy exits.
+  int stop_signal = 0;
+  for (;;) {
+    siginfo_t info{};
+    timespec second{1, 0};
+    int sig = stop_signal ? ::sigtimedwait(&mask, &info, &second) : ::sigwaitinfo(&mask, &info);
+    if (sig < 0) {
+      if (stop_signal) ::kill(pid, stop_signal);
+      continue;
+    }
+    auto say = [&](const char* what) { std::fprintf(stderr, "loopfleet: front '%s': %s\n", c.name.c_str(), what); };
+    switch (sig) {
+      case SIGTERM:
+      case SIGINT:
+        say("graceful stop: no new connections, requests in flight finish");
+        stop_signal = SIGUSR1;  // haproxy's soft stop
+        ::kill(pid, stop_signal);
+        break;
+      case SIGHUP:
+        say("reload");
+        ::kill(pid, SIGUSR2);  // haproxy's reload: new workers take the listeners over
+        break;
+      case SIGQUIT:
+        say("fast stop");
+        stop_signal = SIGTERM;  // haproxy's hard stop
+        ::kill(pid, stop_signal);
+        break;
+      case SIGCHLD:
+        if (::waitpid(pid, &status, WNOHANG) == pid) {
+          std::fprintf(stderr, "loopfleet: front '%s': haproxy exited (%d)\n", c.name.c_str(), exit_code(status));
+          return exit_code(status);
+        }
+        break;
+    }
+  }
+}
+
+}  // namespace loopfleet::front

@@ -1,0 +1,52 @@
+// The front: `loopfleet front`, HAProxy in front of the nodes.
+//
+// It writes an HAProxy configuration for the nodes given with --server and runs haproxy
+// (master-worker mode) as its child. Each node's supervisor answers HAProxy's agent check
+// (`loopfleet run --agent-check`): up with a weight from its serving workers, drain while it
+// stops, down when nothing serves. HAProxy also checks each node's port itself, retries a
+// refused connection on another node, and retries GET/HEAD requests that got no response.
+// Two fronts on two machines (a DNS name with both, or keepalived moving an address) leave no
+// single point of failure: neither holds state the other needs.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace loopfleet::front {
+
+struct server {
+  std::string host;  // as HAProxy writes it: an IPv6 address without brackets
+  int port = 0;
+  int agent_port = 0;  // 0 = no agent check
+};
+
+struct config {
+  std::string name = "front";
+  std::vector<std::string> listen;       // where clients connect, HOST:PORT
+  std::vector<server> servers;           // the nodes
+  std::chrono::milliseconds check_interval{1000};
+  std::string stats;                     // HOST:PORT of the stats page and /metrics; empty = none
+  std::string health_path;               // HTTP health check path; empty = TCP connect check
+  std::string state_dir;                 // the generated configuration and haproxy's admin socket
+  std::chrono::milliseconds graceful_timeout{std::chrono::seconds(30)};
+};
+
+// Parses `loopfleet front` arguments. Returns an error sentence naming the flag and the fix.
+// *help: --help was given (nothing else is checked); *print: --print-config was given.
+std::optional<std::string> parse_args(std::span<const std::string_view> args, config& out, bool* help, bool* print);
+std::string usage();
+
+// The HAProxy configuration for `c`. Pure: unit tests read it.
+std::string haproxy_config(const config& c);
+
+// Writes the configuration, has haproxy check it, then runs haproxy in the foreground until
+// it exits. SIGTERM/SIGINT: graceful stop (listeners close, requests in flight finish, at most
+// graceful_timeout). SIGHUP: haproxy reloads without dropping connections. SIGQUIT: at once.
+// Returns the exit code.
+int run(const config& c);
+
+}  // namespace loopfleet::front

@@ -1,0 +1,70 @@
+// The front's flags and the HAProxy configuration it writes; the agent check's replies.
+#include "front/front.hpp"
+#include "supervisor/policy.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace loopfleet;
+
+namespace {
+std::optional<std::string> parse(std::vector<std::string_view> args, front::config& c) {
+  return front::parse_args(args, c, nullptr, nullptr);
+}
+bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+}  // namespace
+
+TEST(Front, ServersWithAgentPortsBecomeCheckedServers) {
+  front::config c;
+  ASSERT_FALSE(parse({"--listen", "127.0.0.1:8000", "--server", "10.0.0.1:8080@9100,10.0.0.2:8080", "--agent-port",
+                      "9200", "--server", "[::1]:8081@9101", "--stats", "127.0.0.1:8404", "--state-dir", "/tmp/x"},
+                     c));
+  ASSERT_EQ(c.servers.size(), 3u);
+  EXPECT_EQ(c.servers[1].agent_port, 9200);  // the default for servers without @
+  auto cfg = front::haproxy_config(c);
+  EXPECT_TRUE(has(cfg, "bind 127.0.0.1:8000\n"));
+  EXPECT_TRUE(has(cfg, "server 10.0.0.1_8080 10.0.0.1:8080 agent-check agent-addr 10.0.0.1 agent-port 9100"));
+  EXPECT_TRUE(has(cfg, "server 10.0.0.2_8080 10.0.0.2:8080 agent-check agent-addr 10.0.0.2 agent-port 9200"));
+  EXPECT_TRUE(has(cfg, " [::1]:8081 agent-check agent-addr ::1 agent-port 9101"));
+  EXPECT_TRUE(has(cfg, "retry-on conn-failure empty-response"));
+  EXPECT_TRUE(has(cfg, "http-request disable-l7-retry unless METH_GET"));  // POST is never sent twice
+  EXPECT_TRUE(has(cfg, "option redispatch 1"));
+  EXPECT_TRUE(has(cfg, "prometheus-exporter if { path /metrics }"));
+  EXPECT_TRUE(has(cfg, "stats socket /tmp/x/front.haproxy.sock mode 600"));
+  EXPECT_FALSE(has(cfg, "httpchk"));  // a TCP check unless --health-path
+}
+
+TEST(Front, HealthPathAndInterval) {
+  front::config c;
+  ASSERT_FALSE(parse({"--listen", ":8000", "--server", "10.0.0.1:8080", "--health-path", "/health", "--check-interval",
+                      "500ms"},
+                     c));
+  auto cfg = front::haproxy_config(c);
+  EXPECT_TRUE(has(cfg, "bind *:8000\n"));
+  EXPECT_TRUE(has(cfg, "option httpchk GET /health"));
+  EXPECT_TRUE(has(cfg, "check inter 500ms fastinter 125ms"));
+  EXPECT_FALSE(has(cfg, "agent-check"));  // no agent port given
+}
+
+TEST(Front, ErrorsNameTheFlagAndTheFix) {
+  auto error = [](std::vector<std::string_view> args) {
+    front::config c;
+    auto e = parse(args, c);
+    return e ? *e : std::string("no error");
+  };
+  EXPECT_TRUE(has(error({"--server", "10.0.0.1:80"}), "front needs --listen"));
+  EXPECT_TRUE(has(error({"--listen", ":8000"}), "at least one --server"));
+  EXPECT_TRUE(has(error({"--listen", ":8000", "--server", "10.0.0.1:80@x"}), "agent port after '@'"));
+  EXPECT_TRUE(has(error({"--listen", ":8000", "--server", "0.0.0.0:80"}), "not a wildcard"));
+  EXPECT_TRUE(has(error({"--listen", ":8000", "--server", "10.0.0.1"}), "--server '10.0.0.1'"));
+  EXPECT_TRUE(has(error({"--listen", ":8000", "--server", "a:1,a:1"}), "given twice"));
+  EXPECT_TRUE(has(error({"--listen", ":8000", "--server", "a:1", "--health-path", "health"}), "must start with '/'"));
+  EXPECT_TRUE(has(error({"--listen", "unix:/x", "--server", "a:1"}), "not a Unix path"));
+}
+
+TEST(AgentCheck, UpWithWeightDrainAndDown) {
+  EXPECT_EQ(supervisor::agent_check_reply(4, 4, false), "up ready 100% # 4/4 workers serving\n");
+  EXPECT_EQ(supervisor::agent_check_reply(4, 1, false), "up ready 25% # 1/4 workers serving\n");
+  EXPECT_EQ(supervisor::agent_check_reply(4, 0, false), "down # no worker serving\n");
+  EXPECT_EQ(supervisor::agent_check_reply(4, 4, true), "drain # stopping, 4/4 workers serving\n");
+  EXPECT_EQ(supervisor::agent_check_reply(300, 1, false).substr(0, 12), "up ready 1% ");  // never 0%: that is drain
+}
