@@ -8,10 +8,11 @@ import subprocess
 class Wrk:
     """wrk in the background for a bounded time; result() parses its summary."""
 
-    def __init__(self, port, duration=4, connections=64, path="/", threads=2):
+    def __init__(self, port, duration=4, connections=64, path="/", threads=2, script=None):
         self.proc = subprocess.Popen(
-            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s",
-             f"http://127.0.0.1:{port}{path}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s"] +
+            (["-s", script] if script else []) + [f"http://127.0.0.1:{port}{path}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.duration = duration
 
     def result(self):
