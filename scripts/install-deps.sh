@@ -9,7 +9,7 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev
   libtomlplusplus-dev libnats-dev
   # the cluster layer's server, and the front (load balancer across nodes)
-  nats-server haproxy
+  nats-server haproxy keepalived
   # tests, and the Node example
   libgtest-dev python3 python3-pytest nodejs
   # load and peers for bench/ and the load tests

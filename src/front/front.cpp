@@ -5,6 +5,7 @@
 #include "runtime/flags.hpp"
 #include "supervisor/spawn.hpp"
 
+#include <arpa/inet.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -22,6 +23,7 @@ namespace {
 struct raw_values {
   std::vector<std::string> servers;
   int agent_port = 0;
+  vip_settings vip;
 };
 
 void register_flags(flag_set& f, config& c, raw_values& raw) {
@@ -34,6 +36,12 @@ void register_flags(flag_set& f, config& c, raw_values& raw) {
   f.add_string("--health-path", &c.health_path, "check nodes with GET PATH (2xx/3xx = up) instead of a TCP connect");
   f.add_string("--stats", &c.stats, "HOST:PORT of HAProxy's stats page, with Prometheus metrics at /metrics");
   f.add_duration("--graceful-timeout", &c.graceful_timeout, "on SIGTERM, how long requests in flight may finish");
+  f.add_string("--vip", &raw.vip.address,
+               "ADDRESS/PREFIX this front holds with keepalived while it is the live one with the highest priority");
+  f.add_string("--vip-interface", &raw.vip.interface, "with --vip: the interface the address goes on");
+  f.add_list("--vip-peer", &raw.vip.peers, "with --vip: another front's address for VRRP (unicast; default multicast)");
+  f.add_int("--vip-priority", &raw.vip.priority, 1, 254, "with --vip: higher holds the address [default: 100]");
+  f.add_int("--vip-router-id", &raw.vip.router_id, 1, 255, "with --vip: the same on every front of one address");
   f.add_string("--name", &c.name, "names the generated configuration and admin socket");
   f.add_string("--state-dir", &c.state_dir,
                "where the configuration and admin socket go [default: $XDG_RUNTIME_DIR/loopfleet]");
@@ -121,6 +129,23 @@ std::optional<std::string> parse_args(std::span<const std::string_view> args, co
     if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_')
       return "--name '" + out.name + "' may use letters, digits, '-' and '_' only";
   if (out.state_dir.empty()) out.state_dir = default_state_dir();
+  if (!raw.vip.address.empty()) {
+    auto& v = raw.vip;
+    split_commas(v.peers);
+    auto slash = v.address.find('/');
+    in_addr ignored{};
+    int prefix = slash == std::string::npos ? -1 : std::atoi(v.address.c_str() + slash + 1);
+    if (slash == std::string::npos || ::inet_pton(AF_INET, v.address.substr(0, slash).c_str(), &ignored) != 1 ||
+        prefix < 1 || prefix > 32)
+      return "--vip '" + v.address + "' must be an IPv4 address with its prefix length, e.g. 10.0.0.100/24";
+    if (v.interface.empty()) return "--vip needs --vip-interface: the interface the address goes on, e.g. eth0";
+    for (const auto& peer : v.peers)
+      if (::inet_pton(AF_INET, peer.c_str(), &ignored) != 1)
+        return "--vip-peer '" + peer + "' must be the other front's IPv4 address";
+    out.vip = v;
+  } else if (!raw.vip.interface.empty() || !raw.vip.peers.empty()) {
+    return "--vip-interface and --vip-peer need --vip ADDRESS/PREFIX";
+  }
   return std::nullopt;
 }
 
@@ -150,7 +175,9 @@ std::string haproxy_config(const config& c) {
   o += "    option redispatch 1\n";
   o += "    retry-on conn-failure empty-response\n";
   o += "\nfrontend loopfleet\n";
-  for (const auto& l : c.listen) o += "    bind " + bind_text(l) + "\n";
+  // With a VIP, the address may be on the other front right now: bind it anyway
+  // (IP_TRANSPARENT), so this front serves the moment keepalived moves it here.
+  for (const auto& l : c.listen) o += "    bind " + bind_text(l) + (c.vip ? " transparent" : "") + "\n";
   o += "    default_backend nodes\n";
   o += "\nbackend nodes\n";
   o += "    balance leastconn\n";
@@ -177,6 +204,31 @@ std::string haproxy_config(const config& c) {
     o += "    stats uri /\n";
     o += "    stats refresh 2s\n";
   }
+  return o;
+}
+
+std::string keepalived_config(const config& c, int haproxy_pid, const std::string& kill_path) {
+  const vip_settings& v = *c.vip;
+  std::string o;
+  o += "# Written by `loopfleet front` at every start: edit its flags, not this file.\n";
+  o += "global_defs {\n    router_id loopfleet_" + c.name + "\n    script_user root\n    enable_script_security\n}\n";
+  // The address stays only while this front's haproxy lives.
+  o += "vrrp_script haproxy_alive {\n    script \"" + kill_path + " -0 " + std::to_string(haproxy_pid) + "\"\n";
+  o += "    interval 1\n    fall 1\n    rise 1\n}\n";
+  o += "vrrp_instance loopfleet_" + c.name + " {\n";
+  o += "    state BACKUP\n";  // every front starts as backup; the election picks the holder
+  o += "    interface " + v.interface + "\n";
+  o += "    virtual_router_id " + std::to_string(v.router_id) + "\n";
+  o += "    priority " + std::to_string(v.priority) + "\n";
+  o += "    advert_int 1\n";
+  if (!v.peers.empty()) {
+    o += "    unicast_peer {\n";
+    for (const auto& p : v.peers) o += "        " + p + "\n";
+    o += "    }\n";
+  }
+  o += "    virtual_ipaddress {\n        " + v.address + " dev " + v.interface + "\n    }\n";
+  o += "    track_script {\n        haproxy_alive\n    }\n";
+  o += "}\n";
   return o;
 }
 
@@ -209,8 +261,15 @@ int run(const config& c) {
     std::fprintf(stderr, "loopfleet: error: haproxy not found: install it (scripts/install-deps.sh installs it)\n");
     return 2;
   }
-  // Fail with our own words when an address is taken, before haproxy starts.
-  for (const auto& l : c.listen) {
+  std::string keepalived = c.vip ? supervisor::find_executable("keepalived") : "";
+  if (c.vip && keepalived.empty()) {
+    std::fprintf(stderr, "loopfleet: error: keepalived not found (--vip needs it): install it "
+                         "(scripts/install-deps.sh installs it)\n");
+    return 2;
+  }
+  // Fail with our own words when an address is taken, before haproxy starts. (A VIP's address
+  // may be held elsewhere now: haproxy binds it transparently.)
+  for (const auto& l : c.vip ? std::vector<std::string>{} : c.listen) {
     try {
       listener probe = bind_listener(std::get<listen_address>(parse_listen_address(l)), "--listen " + l, 1);
       ::close(probe.fd);
@@ -246,39 +305,69 @@ int run(const config& c) {
   pid_t pid = start({haproxy, "-W", "-db", "-f", file}, old_mask);
   std::fprintf(stderr, "loopfleet: front '%s': haproxy pid %d, %zu node(s), configuration %s\n", c.name.c_str(),
                static_cast<int>(pid), c.servers.size(), file.c_str());
+  pid_t vrrp = 0;
+  if (c.vip) {
+    std::string ka = c.state_dir + "/" + c.name + ".keepalived.conf";
+    std::ofstream(ka) << keepalived_config(c, pid, supervisor::find_executable("kill"));
+    std::string base = c.state_dir + "/" + c.name;
+    vrrp = start({keepalived, "--dont-fork", "--log-console", "--no-syslog", "--vrrp", "--use-file", ka,
+                  "--pid", base + ".keepalived.pid", "--vrrp_pid", base + ".vrrp.pid"},
+                 old_mask);
+    std::fprintf(stderr, "loopfleet: front '%s': keepalived pid %d holds %s with priority %d when elected\n",
+                 c.name.c_str(), static_cast<int>(vrrp), c.vip->address.c_str(), c.vip->priority);
+  }
+  auto say = [&](const std::string& what) {
+    std::fprintf(stderr, "loopfleet: front '%s': %s\n", c.name.c_str(), what.c_str());
+  };
+  // A stop goes to keepalived first (it hands the address to a peer at once), then to haproxy.
   // HAProxy's master can miss a signal that comes in its first second or two (seen with 2.6:
-  // the soft stop never began), so a stop is repeated every second until haproxy exits.
+  // the soft stop never began), so the stop is repeated every second until haproxy exits.
   int stop_signal = 0;
+  auto stop = [&](int haproxy_signal) {
+    if (vrrp) ::kill(vrrp, SIGTERM);
+    stop_signal = haproxy_signal;
+    if (pid) ::kill(pid, stop_signal);
+  };
+  int haproxy_status = 0;
   for (;;) {
     siginfo_t info{};
     timespec second{1, 0};
     int sig = stop_signal ? ::sigtimedwait(&mask, &info, &second) : ::sigwaitinfo(&mask, &info);
     if (sig < 0) {
-      if (stop_signal) ::kill(pid, stop_signal);
+      if (stop_signal && pid) ::kill(pid, stop_signal);
       continue;
     }
-    auto say = [&](const char* what) { std::fprintf(stderr, "loopfleet: front '%s': %s\n", c.name.c_str(), what); };
     switch (sig) {
       case SIGTERM:
       case SIGINT:
         say("graceful stop: no new connections, requests in flight finish");
-        stop_signal = SIGUSR1;  // haproxy's soft stop
-        ::kill(pid, stop_signal);
+        stop(SIGUSR1);  // haproxy's soft stop
         break;
       case SIGHUP:
         say("reload");
-        ::kill(pid, SIGUSR2);  // haproxy's reload: new workers take the listeners over
+        if (pid) ::kill(pid, SIGUSR2);  // haproxy's reload: new workers take the listeners over
         break;
       case SIGQUIT:
         say("fast stop");
-        stop_signal = SIGTERM;  // haproxy's hard stop
-        ::kill(pid, stop_signal);
+        stop(SIGTERM);  // haproxy's hard stop
         break;
       case SIGCHLD:
-        if (::waitpid(pid, &status, WNOHANG) == pid) {
-          std::fprintf(stderr, "loopfleet: front '%s': haproxy exited (%d)\n", c.name.c_str(), exit_code(status));
-          return exit_code(status);
+        for (pid_t done; (done = ::waitpid(-1, &status, WNOHANG)) > 0;) {
+          if (done == vrrp) {
+            vrrp = 0;
+            if (!stop_signal) {
+              say("keepalived exited (" + std::to_string(exit_code(status)) +
+                  "): stopping this front; a peer holds the address");
+              stop(SIGUSR1);
+            }
+          } else if (done == pid) {
+            pid = 0;
+            haproxy_status = status;
+            say("haproxy exited (" + std::to_string(exit_code(status)) + ")");
+            if (vrrp) ::kill(vrrp, SIGTERM);
+          }
         }
+        if (!pid && !vrrp) return exit_code(haproxy_status);
         break;
     }
   }

@@ -24,6 +24,16 @@ struct server {
   int agent_port = 0;  // 0 = no agent check
 };
 
+// An address that moves between fronts: keepalived (VRRP) holds it on one front at a time and
+// moves it within about three advertisement intervals when that front, or its haproxy, dies.
+struct vip_settings {
+  std::string address;             // IPv4 with prefix, "10.0.0.100/24"
+  std::string interface;           // where it is added
+  std::vector<std::string> peers;  // the other fronts' addresses (unicast VRRP); empty = multicast
+  int priority = 100;              // the highest live priority holds the address
+  int router_id = 51;              // the same on every front sharing this address
+};
+
 struct config {
   std::string name = "front";
   std::vector<std::string> listen;       // where clients connect, HOST:PORT
@@ -33,6 +43,7 @@ struct config {
   std::string health_path;               // HTTP health check path; empty = TCP connect check
   std::string state_dir;                 // the generated configuration and haproxy's admin socket
   std::chrono::milliseconds graceful_timeout{std::chrono::seconds(30)};
+  std::optional<vip_settings> vip;
 };
 
 // Parses `loopfleet front` arguments. Returns an error sentence naming the flag and the fix.
@@ -42,10 +53,14 @@ std::string usage();
 
 // The HAProxy configuration for `c`. Pure: unit tests read it.
 std::string haproxy_config(const config& c);
+// The keepalived configuration for `c.vip`: the address is held while `haproxy_pid` lives.
+std::string keepalived_config(const config& c, int haproxy_pid, const std::string& kill_path);
 
 // Writes the configuration, has haproxy check it, then runs haproxy in the foreground until
 // it exits. SIGTERM/SIGINT: graceful stop (listeners close, requests in flight finish, at most
 // graceful_timeout). SIGHUP: haproxy reloads without dropping connections. SIGQUIT: at once.
+// With a VIP, keepalived runs beside haproxy and is stopped first, so the address moves to a
+// peer before this front stops accepting.
 // Returns the exit code.
 int run(const config& c);
 

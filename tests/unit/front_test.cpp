@@ -68,3 +68,32 @@ TEST(AgentCheck, UpWithWeightDrainAndDown) {
   EXPECT_EQ(supervisor::agent_check_reply(4, 4, true), "drain # stopping, 4/4 workers serving\n");
   EXPECT_EQ(supervisor::agent_check_reply(300, 1, false).substr(0, 12), "up ready 1% ");  // never 0%: that is drain
 }
+
+TEST(Front, VipRunsKeepalivedAndBindsTransparently) {
+  front::config c;
+  ASSERT_FALSE(parse({"--listen", "10.0.0.100:80", "--server", "10.0.0.1:8080@9100", "--vip", "10.0.0.100/24",
+                      "--vip-interface", "eth0", "--vip-peer", "10.0.0.3", "--vip-priority", "90"},
+                     c));
+  ASSERT_TRUE(c.vip);
+  EXPECT_TRUE(has(front::haproxy_config(c), "bind 10.0.0.100:80 transparent\n"));  // before the address is here
+  auto ka = front::keepalived_config(c, 4242, "/usr/bin/kill");
+  EXPECT_TRUE(has(ka, "script \"/usr/bin/kill -0 4242\""));  // the address follows haproxy's life
+  EXPECT_TRUE(has(ka, "priority 90\n"));
+  EXPECT_TRUE(has(ka, "unicast_peer {\n        10.0.0.3\n"));
+  EXPECT_TRUE(has(ka, "10.0.0.100/24 dev eth0"));
+  EXPECT_TRUE(has(ka, "state BACKUP"));
+}
+
+TEST(Front, VipErrors) {
+  auto error = [](std::vector<std::string_view> extra) {
+    std::vector<std::string_view> args{"--listen", ":80", "--server", "10.0.0.1:80"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    front::config c;
+    auto e = parse(args, c);
+    return e ? *e : std::string("no error");
+  };
+  EXPECT_TRUE(has(error({"--vip", "10.0.0.100"}), "with its prefix length"));
+  EXPECT_TRUE(has(error({"--vip", "10.0.0.100/24"}), "needs --vip-interface"));
+  EXPECT_TRUE(has(error({"--vip", "10.0.0.100/24", "--vip-interface", "eth0", "--vip-peer", "x"}), "--vip-peer 'x'"));
+  EXPECT_TRUE(has(error({"--vip-interface", "eth0"}), "need --vip"));
+}
