@@ -17,8 +17,15 @@ import pytest
 
 from conftest import SLOW, Lines, binary, wait_until
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("keepalived"),
-                                reason="needs root (network namespaces) and keepalived")
+def namespaces_allowed():
+    probe = f"lfprobe{os.getpid()}"
+    ok = subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode == 0
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return ok
+
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("keepalived") or not namespaces_allowed(),
+                                reason="needs root with network namespaces (CAP_SYS_ADMIN) and keepalived")
 
 VIP = "10.77.0.100"
 
