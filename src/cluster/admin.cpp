@@ -132,7 +132,16 @@ std::optional<std::string> submit_many(session& ss, const std::string& name, con
   jo.PublishAsync.ErrHandlerClosure = &back;
   jsCtx* js = nullptr;
   natsConnection_JetStream(&js, ss.nc, &jo);
-  std::unique_ptr<jsCtx, void (*)(jsCtx*)> owned(js, jsCtx_Destroy);
+  // On every way out, first let the confirmations in flight arrive: the error handler they
+  // may call uses `back`, which goes when this function returns.
+  auto settle = [](jsCtx* j) {
+    jsPubOptions wait;
+    jsPubOptions_Init(&wait);
+    wait.MaxWait = 5000;
+    js_PublishAsyncComplete(j, &wait);
+    jsCtx_Destroy(j);
+  };
+  std::unique_ptr<jsCtx, decltype(settle)> owned(js, settle);
   struct message_list : std::vector<natsMsg*> {  // destroys what was not handed to nats.c
     ~message_list() {
       for (auto* m : *this) natsMsg_Destroy(m);
@@ -194,7 +203,7 @@ std::optional<std::string> submit_many(session& ss, const std::string& name, con
     if (!failure->transient || now + delay > last_progress + retry_for) {
       error = std::to_string(to_send.size() + (count - next)) + " of " + std::to_string(count) +
               " jobs not stored: " + failure->why +
-              (round ? "; gave up after " + std::to_string(round + 1) + " rounds of retries" : "");
+              (round ? "; gave up after " + std::to_string(round) + " rounds of retries" : "");
       return std::nullopt;
     }
     if (resent == 0) std::fprintf(stderr, "loopfleet: %s; retrying with backoff\n", failure->why.c_str());
@@ -223,7 +232,9 @@ std::optional<std::string> submit_jobs(const std::string& url, const std::string
     std::string id = key.empty() ? "" : (count == 1 ? key : key + "-" + std::to_string(i));
     auto give_up = std::chrono::steady_clock::now() + retry_for;
     jsPubAck* ack = nullptr;
+    bool retried = false;
     for (int attempt = 0; !ack; ++attempt) {
+      retried = attempt > 0;
       natsMsg* m = job_message(name, body);
       jsPubOptions po;
       jsPubOptions_Init(&po);
@@ -233,7 +244,7 @@ std::optional<std::string> submit_jobs(const std::string& url, const std::string
       natsMsg_Destroy(m);
       if (s == NATS_OK) break;
       natsStatus ignored = NATS_OK;
-      const char* says = nats_GetLastError(&ignored);
+      const char* says = s == NATS_ERR ? nats_GetLastError(&ignored) : nullptr;
       publish_failure f = describe_publish_failure(s, jerr, says ? says : "");
       auto delay = retry_delay(attempt);
       if (!f.transient || std::chrono::steady_clock::now() + delay > give_up) {
@@ -244,7 +255,7 @@ std::optional<std::string> submit_jobs(const std::string& url, const std::string
       if (retries++ == 0) std::fprintf(stderr, "loopfleet: %s; retrying with backoff\n", f.why.c_str());
       std::this_thread::sleep_for(delay);
     }
-    if (ack->Duplicate) ++duplicates;
+    if (ack->Duplicate && !retried) ++duplicates;  // a retry's duplicate is its own lost confirmation
     else ++stored;
     if (!first) first = ack->Sequence;
     last = ack->Sequence;

@@ -330,7 +330,7 @@ class client {
         stored r;
         if (natsStatus s = js_PublishMsg(&ack, js_, m, &po, &jerr); s != NATS_OK) {
           natsStatus last = NATS_OK;
-          const char* says = nats_GetLastError(&last);
+          const char* says = s == NATS_ERR ? nats_GetLastError(&last) : nullptr;
           r.failure = describe_publish_failure(s, jerr, says ? says : "");
         }
         if (ack) r.seq = ack->Sequence;
@@ -516,7 +516,11 @@ class client {
                        {"Loopfleet-Attempts", std::to_string(j.attempt)},
                        {"Loopfleet-Job-Id", std::to_string(j.id)}};
       std::string job = "cluster: job " + name + " #" + std::to_string(j.id);
-      stored r = co_await store(dead, 0ms);
+      // JetStream keeps hearing that the job is alive while the dead letter is stored (which
+      // can take longer than the ack wait), so it is not delivered again meanwhile.
+      using namespace asio::experimental::awaitable_operators;
+      auto outcome = co_await (store(dead, 0ms) || keep_alive(msg));
+      stored r = std::get<0>(std::move(outcome));
       if (r.failure) {
         natsMsg_NakWithDelay(msg, std::chrono::nanoseconds(5s).count(), nullptr);
         log::warn(job + " failed its last attempt (" + failure + ") but its dead letter was not stored (" +
@@ -635,7 +639,8 @@ asio::awaitable<std::string> call(std::string name, std::string payload, std::ch
 }
 
 asio::awaitable<std::uint64_t> submit(std::string name, std::string payload, job_options options) {
-  std::uint64_t id = co_await connected_client().start_submit(std::move(name), std::move(payload), options, {});
+  std::string no_reply;  // a named local: GCC 12 mishandles class temporaries in co_await expressions
+  std::uint64_t id = co_await connected_client().start_submit(std::move(name), std::move(payload), options, std::move(no_reply));
   co_return id;
 }
 

@@ -163,7 +163,8 @@ void node_agent::run() {
       natsOptions_Create(&opts);
       natsOptions_SetURL(opts, url_.c_str());
       natsOptions_SetMaxReconnect(opts, -1);
-      natsOptions_SetReconnectWait(opts, 250);
+      natsOptions_SetCustomReconnectDelay(
+          opts, [](natsConnection*, int attempts, void*) -> int64_t { return retry_delay(attempts).count(); }, nullptr);
       natsOptions_SetTimeout(opts, 2000);
       natsStatus s = natsConnection_Connect(&nc, opts);
       natsOptions_Destroy(opts);

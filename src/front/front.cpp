@@ -1,6 +1,7 @@
 #include "front/front.hpp"
 
 #include "runtime/address.hpp"
+#include "runtime/child.hpp"
 #include "runtime/error.hpp"
 #include "runtime/flags.hpp"
 #include "supervisor/spawn.hpp"
@@ -11,7 +12,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -234,17 +237,23 @@ std::string keepalived_config(const config& c, int haproxy_pid, const std::strin
 
 namespace {
 
-pid_t start(const std::vector<std::string>& argv, const sigset_t& old_mask) {
+// Forks and execs `argv` in its own process group (a Ctrl-C on the terminal reaches only us;
+// we stop the children in order), dying with SIGTERM if we die. -1 when fork fails.
+pid_t start(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid == 0) {
-    ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
+    become_child_of(parent, SIGTERM);
+    ::setpgid(0, 0);
     ::execv(args[0], args.data());
-    std::fprintf(stderr, "loopfleet: error: cannot run %s\n", argv[0].c_str());
+    std::fprintf(stderr, "loopfleet: error: cannot run %s: %s\n", args[0], std::strerror(errno));
     ::_exit(127);
   }
+  if (pid < 0)
+    std::fprintf(stderr, "loopfleet: error: cannot start %s: %s\n", argv[0].c_str(), std::strerror(errno));
   return pid;
 }
 
@@ -262,9 +271,10 @@ int run(const config& c) {
     return 2;
   }
   std::string keepalived = c.vip ? supervisor::find_executable("keepalived") : "";
-  if (c.vip && keepalived.empty()) {
-    std::fprintf(stderr, "loopfleet: error: keepalived not found (--vip needs it): install it "
-                         "(scripts/install-deps.sh installs it)\n");
+  std::string kill_path = supervisor::find_executable("kill");  // keepalived's check of haproxy
+  if (c.vip && (keepalived.empty() || kill_path.empty())) {
+    std::fprintf(stderr, "loopfleet: error: %s not found (--vip needs it): install it "
+                         "(scripts/install-deps.sh installs it)\n", keepalived.empty() ? "keepalived" : "kill");
     return 2;
   }
   // Fail with our own words when an address is taken, before haproxy starts. (A VIP's address
@@ -290,43 +300,53 @@ int run(const config& c) {
     }
   }
   // Signals are taken with sigwaitinfo below: block them before the child exists.
-  sigset_t mask, old_mask;
+  sigset_t mask;
   sigemptyset(&mask);
   for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD}) sigaddset(&mask, sig);
-  ::sigprocmask(SIG_BLOCK, &mask, &old_mask);
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+  ::signal(SIGCHLD, SIG_DFL);  // an inherited SIG_IGN would reap the children behind our back
 
   int status = 0;
-  pid_t check = start({haproxy, "-c", "-q", "-f", file}, old_mask);
-  ::waitpid(check, &status, 0);
+  pid_t check = start({haproxy, "-c", "-q", "-f", file});
+  if (check < 0 || ::waitpid(check, &status, 0) != check) return 2;
+  if (exit_code(status) == 127) return 2;  // could not run it: said by the child
   if (exit_code(status) != 0) {
     std::fprintf(stderr, "loopfleet: error: haproxy rejected %s (its message is above)\n", file.c_str());
     return 2;
   }
-  pid_t pid = start({haproxy, "-W", "-db", "-f", file}, old_mask);
+  pid_t pid = start({haproxy, "-W", "-db", "-f", file});
+  if (pid < 0) return 2;
   std::fprintf(stderr, "loopfleet: front '%s': haproxy pid %d, %zu node(s), configuration %s\n", c.name.c_str(),
                static_cast<int>(pid), c.servers.size(), file.c_str());
   pid_t vrrp = 0;
   if (c.vip) {
     std::string ka = c.state_dir + "/" + c.name + ".keepalived.conf";
-    std::ofstream(ka) << keepalived_config(c, pid, supervisor::find_executable("kill"));
+    std::ofstream(ka) << keepalived_config(c, pid, kill_path);
     std::string base = c.state_dir + "/" + c.name;
     vrrp = start({keepalived, "--dont-fork", "--log-console", "--no-syslog", "--vrrp", "--use-file", ka,
-                  "--pid", base + ".keepalived.pid", "--vrrp_pid", base + ".vrrp.pid"},
-                 old_mask);
+                  "--pid", base + ".keepalived.pid", "--vrrp_pid", base + ".vrrp.pid"});
+    if (vrrp < 0) {
+      ::kill(pid, SIGTERM);
+      ::waitpid(pid, &status, 0);
+      return 2;
+    }
     std::fprintf(stderr, "loopfleet: front '%s': keepalived pid %d holds %s with priority %d when elected\n",
                  c.name.c_str(), static_cast<int>(vrrp), c.vip->address.c_str(), c.vip->priority);
   }
   auto say = [&](const std::string& what) {
     std::fprintf(stderr, "loopfleet: front '%s': %s\n", c.name.c_str(), what.c_str());
   };
-  // A stop goes to keepalived first (it hands the address to a peer at once), then to haproxy.
+  // A stop goes to keepalived first: it hands the address to a peer, and haproxy is told to
+  // stop only once keepalived is gone, so clients reach the peer instead of closed listeners.
   // HAProxy's master can miss a signal that comes in its first second or two (seen with 2.6:
   // the soft stop never began), so the stop is repeated every second until haproxy exits.
+  // A hard stop (SIGTERM to haproxy) wins over a soft one (SIGUSR1), never the reverse.
   int stop_signal = 0;
   auto stop = [&](int haproxy_signal) {
-    if (vrrp) ::kill(vrrp, SIGTERM);
+    if (stop_signal == SIGTERM) return;
     stop_signal = haproxy_signal;
-    if (pid) ::kill(pid, stop_signal);
+    if (vrrp) ::kill(vrrp, SIGTERM);
+    if (pid && (!vrrp || haproxy_signal == SIGTERM)) ::kill(pid, stop_signal);
   };
   int haproxy_status = 0;
   for (;;) {
@@ -334,7 +354,7 @@ int run(const config& c) {
     timespec second{1, 0};
     int sig = stop_signal ? ::sigtimedwait(&mask, &info, &second) : ::sigwaitinfo(&mask, &info);
     if (sig < 0) {
-      if (stop_signal && pid) ::kill(pid, stop_signal);
+      if (stop_signal && pid && !vrrp) ::kill(pid, stop_signal);
       continue;
     }
     switch (sig) {
@@ -344,6 +364,7 @@ int run(const config& c) {
         stop(SIGUSR1);  // haproxy's soft stop
         break;
       case SIGHUP:
+        if (stop_signal) break;  // a reload would bind the listeners again
         say("reload");
         if (pid) ::kill(pid, SIGUSR2);  // haproxy's reload: new workers take the listeners over
         break;
@@ -359,6 +380,8 @@ int run(const config& c) {
               say("keepalived exited (" + std::to_string(exit_code(status)) +
                   "): stopping this front; a peer holds the address");
               stop(SIGUSR1);
+            } else if (pid) {
+              ::kill(pid, stop_signal);  // the address has moved: now haproxy stops
             }
           } else if (done == pid) {
             pid = 0;

@@ -1076,6 +1076,7 @@ void master::finish() {
     return;  // finish() again from on_nats_exit
   }
   boost::system::error_code ignored;
+  front_drain_.cancel();
   if (agent_check_) agent_check_->close(ignored);
   if (control_) {
     control_->close(ignored);
@@ -1181,7 +1182,14 @@ void master::accept_agent_check() {
   if (!agent_check_) return;
   agent_check_->async_accept([this](boost::system::error_code ec, asio::ip::tcp::socket s) {
     if (ec == asio::error::operation_aborted) return;
-    if (!ec) {
+    if (ec) {  // out of descriptors, say: try again shortly instead of spinning
+      auto retry = std::make_shared<asio::steady_timer>(loop_, std::chrono::milliseconds(100));
+      retry->async_wait([this, retry](boost::system::error_code e) {
+        if (!e && agent_check_ && agent_check_->is_open()) accept_agent_check();
+      });
+      return;
+    }
+    {
       auto client = std::make_shared<asio::ip::tcp::socket>(std::move(s));
       auto text = std::make_shared<std::string>(agent_check_reply(workers_, serving_workers(), stopping_));
       asio::async_write(*client, asio::buffer(*text), [client, text](boost::system::error_code, std::size_t) {
