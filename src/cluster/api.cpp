@@ -136,8 +136,7 @@ class client {
     natsOptions_Create(&opts);
     natsOptions_SetURL(opts, url.c_str());
     natsOptions_SetMaxReconnect(opts, -1);
-    natsOptions_SetCustomReconnectDelay(
-        opts, [](natsConnection*, int attempts, void*) -> int64_t { return retry_delay(attempts).count(); }, nullptr);
+    back_off_reconnects(opts);
     // With a connected-callback, connect returns at once and keeps trying in the background;
     // without one it would block the loop until NATS answers.
     natsOptions_SetRetryOnFailedConnect(

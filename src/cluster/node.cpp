@@ -61,6 +61,11 @@ std::chrono::milliseconds retry_delay(int n) {
   return std::min(std::chrono::milliseconds(2000), std::chrono::milliseconds(50L << std::clamp(n, 0, 6)));
 }
 
+void back_off_reconnects(natsOptions* opts) {
+  natsOptions_SetCustomReconnectDelay(
+      opts, [](natsConnection*, int attempts, void*) -> int64_t { return retry_delay(attempts).count(); }, nullptr);
+}
+
 int replicas_for(std::size_t peers) { return static_cast<int>(std::min<std::size_t>(3, peers + 1)); }
 
 node_agent::node_agent(std::string url, std::string node, int replicas)
@@ -163,8 +168,7 @@ void node_agent::run() {
       natsOptions_Create(&opts);
       natsOptions_SetURL(opts, url_.c_str());
       natsOptions_SetMaxReconnect(opts, -1);
-      natsOptions_SetCustomReconnectDelay(
-          opts, [](natsConnection*, int attempts, void*) -> int64_t { return retry_delay(attempts).count(); }, nullptr);
+      back_off_reconnects(opts);
       natsOptions_SetTimeout(opts, 2000);
       natsStatus s = natsConnection_Connect(&nc, opts);
       natsOptions_Destroy(opts);

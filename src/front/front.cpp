@@ -4,11 +4,11 @@
 #include "runtime/child.hpp"
 #include "runtime/error.hpp"
 #include "runtime/flags.hpp"
+#include "supervisor/config.hpp"
 #include "supervisor/spawn.hpp"
 
 #include <arpa/inet.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -71,12 +71,6 @@ std::optional<std::string> parse_server(const std::string& text, int default_age
   return std::nullopt;
 }
 
-std::string default_state_dir() {
-  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg && *xdg) return std::string(xdg) + "/loopfleet";
-  if (::getuid() == 0) return "/run/loopfleet";
-  return "/tmp/loopfleet-" + std::to_string(::getuid());
-}
-
 // "1500ms" for HAProxy, which takes a unit suffix on every time.
 std::string ms(std::chrono::milliseconds d) { return std::to_string(d.count()) + "ms"; }
 
@@ -131,7 +125,7 @@ std::optional<std::string> parse_args(std::span<const std::string_view> args, co
   for (char ch : out.name)
     if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_')
       return "--name '" + out.name + "' may use letters, digits, '-' and '_' only";
-  if (out.state_dir.empty()) out.state_dir = default_state_dir();
+  if (out.state_dir.empty()) out.state_dir = supervisor::runtime_dir();
   if (!raw.vip.address.empty()) {
     auto& v = raw.vip;
     split_commas(v.peers);
@@ -288,8 +282,7 @@ int run(const config& c) {
       return 2;
     }
   }
-  for (std::size_t at = 1; at <= c.state_dir.size(); ++at)
-    if (at == c.state_dir.size() || c.state_dir[at] == '/') ::mkdir(c.state_dir.substr(0, at).c_str(), 0700);
+  supervisor::make_private_dirs(c.state_dir);
   std::string file = c.state_dir + "/" + c.name + ".haproxy.cfg";
   {
     std::ofstream out(file);

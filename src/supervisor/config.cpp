@@ -4,6 +4,7 @@
 #include "runtime/flags.hpp"
 
 #include <sched.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -318,10 +319,17 @@ int available_cpus() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
-std::string default_control_path(const std::string& name) {
-  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg && *xdg) return std::string(xdg) + "/loopfleet/" + name + ".sock";
-  if (::getuid() == 0) return "/run/loopfleet/" + name + ".sock";
-  return "/tmp/loopfleet-" + std::to_string(::getuid()) + "/" + name + ".sock";
+std::string runtime_dir() {
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg && *xdg) return std::string(xdg) + "/loopfleet";
+  if (::getuid() == 0) return "/run/loopfleet";
+  return "/tmp/loopfleet-" + std::to_string(::getuid());
+}
+
+std::string default_control_path(const std::string& name) { return runtime_dir() + "/" + name + ".sock"; }
+
+void make_private_dirs(const std::string& path) {
+  for (std::size_t at = 1; at <= path.size(); ++at)
+    if (at == path.size() || path[at] == '/') ::mkdir(path.substr(0, at).c_str(), 0700);
 }
 
 }  // namespace loopfleet::supervisor

@@ -71,8 +71,15 @@ std::string run_usage();
 // The number of CPUs this process may run on (sched_getaffinity), at least 1.
 int available_cpus();
 
-// Default control socket path for an instance name.
+// Where sockets and generated files go: $XDG_RUNTIME_DIR/loopfleet, /run/loopfleet as root,
+// else /tmp/loopfleet-UID.
+std::string runtime_dir();
+
+// Default control socket path for an instance name: in runtime_dir().
 std::string default_control_path(const std::string& name);
+
+// Creates `path` and its missing parents, mode 0700 (errors surface when the path is used).
+void make_private_dirs(const std::string& path);
 
 // The NATS client URL workers and tools use: the given --nats URLs, or the local server.
 std::string nats_url(const config& c);

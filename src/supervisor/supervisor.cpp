@@ -351,11 +351,7 @@ void master::open_control() {
   sockaddr_un sun{};
   if (path.size() >= sizeof sun.sun_path)
     throw startup_error("control socket path " + path + " is too long (use a shorter --control)");
-  auto dir = path.substr(0, path.rfind('/'));
-  if (!dir.empty()) {
-    for (std::size_t at = 1; at <= dir.size(); ++at)
-      if (at == dir.size() || dir[at] == '/') ::mkdir(dir.substr(0, at).c_str(), 0700);
-  }
+  if (auto dir = path.substr(0, path.rfind('/')); !dir.empty()) make_private_dirs(dir);
   asio::local::stream_protocol::endpoint ep(path);
   struct stat st{};
   if (::lstat(path.c_str(), &st) == 0) {
@@ -559,8 +555,7 @@ void master::reap() {
 }
 
 void master::start_nats() {
-  ::mkdir(cfg_.data_dir.substr(0, cfg_.data_dir.rfind('/')).c_str(), 0700);
-  ::mkdir(cfg_.data_dir.c_str(), 0700);
+  make_private_dirs(cfg_.data_dir);
   std::string conf = cfg_.data_dir + "/nats.conf";
   {
     std::ofstream out(conf);
