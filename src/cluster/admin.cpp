@@ -22,18 +22,29 @@ struct session {
     if (js) jsCtx_Destroy(js);
     if (nc) natsConnection_Destroy(nc);
   }
-  bool open(const std::string& url, std::string& error) {
-    natsOptions* opts = nullptr;
-    natsOptions_Create(&opts);
-    natsOptions_SetURL(opts, url.c_str());
-    natsOptions_SetTimeout(opts, 2000);
-    natsStatus s = natsConnection_Connect(&nc, opts);
-    natsOptions_Destroy(opts);
-    if (s != NATS_OK) {
+  // Connects, trying again with backoff for `patience` (a submit given --retry-for waits for a
+  // node that is still starting; status and stats answer at once).
+  bool open(const std::string& url, std::string& error,
+            std::chrono::milliseconds patience = std::chrono::milliseconds(0)) {
+    auto give_up = std::chrono::steady_clock::now() + patience;
+    for (int attempt = 0;; ++attempt) {
+      natsOptions* opts = nullptr;
+      natsOptions_Create(&opts);
+      natsOptions_SetURL(opts, url.c_str());
+      natsOptions_SetTimeout(opts, 2000);
+      natsStatus s = natsConnection_Connect(&nc, opts);
+      natsOptions_Destroy(opts);
+      if (s == NATS_OK) break;
       nc = nullptr;
       error = "cannot reach NATS at " + url + ": " + natsStatus_GetText(s) +
               " (is the node running with --cluster? --nats picks another URL)";
-      return false;
+      auto delay = retry_delay(attempt);
+      if (std::chrono::steady_clock::now() + delay > give_up) {
+        if (attempt) error += "; gave up after " + std::to_string(attempt + 1) + " tries";
+        return false;
+      }
+      if (attempt == 0) std::fprintf(stderr, "loopfleet: %s; retrying with backoff\n", error.c_str());
+      std::this_thread::sleep_for(delay);
     }
     natsConnection_JetStream(&js, nc, nullptr);
     return true;
@@ -43,6 +54,13 @@ struct session {
 std::string pad(std::string s, std::size_t w, bool left = true) {
   if (s.size() < w) s = left ? s + std::string(w - s.size(), ' ') : std::string(w - s.size(), ' ') + s;
   return s;
+}
+
+// One line per stream, bucket and consumer: replicas had and wanted, in sync, quorum.
+std::string durability_text(const std::vector<durability>& all) {
+  std::string out;
+  for (const auto& d : all) out += describe(d) + "\n";
+  return out;
 }
 
 }  // namespace
@@ -75,7 +93,9 @@ std::optional<std::string> cluster_status(const std::string& url, double down_af
   }
   kvKeysList_Destroy(&keys);
   kvStore_Destroy(kv);
-  if (as_json) return boost::json::serialize(boost::json::object{{"nodes", nodes}}) + "\n";
+  auto standing = read_durability(ss.js);
+  if (as_json)
+    return boost::json::serialize(boost::json::object{{"nodes", nodes}, {"streams", durability_json(standing)}}) + "\n";
   std::string out = "NODE          STATE  AGE_S  WORKERS  READY   LOAD    REQUESTS  NATS\n";
   for (const auto& v : nodes) {
     const auto& o = v.as_object();
@@ -88,6 +108,7 @@ std::optional<std::string> cluster_status(const std::string& url, double down_af
            pad(std::to_string(o.at("requests").to_number<std::uint64_t>()), 11, false) + "  " +
            std::string(o.at("nats").as_string()) + "\n";
   }
+  out += durability_text(standing);
   return out;
 }
 
@@ -223,7 +244,7 @@ std::optional<std::string> submit_jobs(const std::string& url, const std::string
                                        int count, const std::string& key, std::chrono::milliseconds retry_for,
                                        std::string& error) {
   session ss;
-  if (!ss.open(url, error)) return std::nullopt;
+  if (!ss.open(url, error, retry_for)) return std::nullopt;
   if (count > 1 && key.empty()) return submit_many(ss, name, payload, count, retry_for, error);
   int stored = 0, duplicates = 0, retries = 0;
   std::uint64_t first = 0, last = 0;
@@ -306,7 +327,7 @@ std::optional<std::string> job_stats(const std::string& url, std::string& error)
          std::to_string(dead_count) + "\n";
   jsStreamInfo_Destroy(jobs);
   if (dead) jsStreamInfo_Destroy(dead);
-  return out;
+  return out + durability_text(read_durability(ss.js));
 }
 
 }  // namespace loopfleet::cluster

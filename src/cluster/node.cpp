@@ -2,6 +2,8 @@
 
 #include "runtime/log.hpp"
 
+#include <boost/json.hpp>
+
 #include <nats/nats.h>
 
 #include <algorithm>
@@ -68,7 +70,115 @@ void back_off_reconnects(natsOptions* opts) {
 
 int replicas_for(std::size_t peers) { return static_cast<int>(std::min<std::size_t>(3, peers + 1)); }
 
-node_agent::node_agent(std::string url, std::string node, int replicas)
+std::vector<int> replicas_to_try(const replica_settings& r, std::chrono::milliseconds waited) {
+  int want = std::max(1, r.want);
+  if (r.patience.count() == 0 || waited < r.patience) return {want};
+  std::vector<int> out;
+  for (int n = want; n >= 1; --n) out.push_back(n);
+  return out;
+}
+
+std::string describe(const durability& d) {
+  std::string out = d.kind + " " + d.name + ": ";
+  if (d.has == 0) return out + "no leader answers: no quorum, it stores and delivers nothing until a majority is back";
+  out += std::to_string(d.has) + " of " + std::to_string(d.want) + " replicas, " + std::to_string(d.in_sync) +
+         " in sync, " + (d.quorum() ? "quorum" : "NO QUORUM: it stores and delivers nothing until a majority is back");
+  if (d.short_of_replicas())
+    out += "; fewer replicas than promised: it grows when servers join (losing a server meanwhile can lose jobs or "
+           "stop them)";
+  return out;
+}
+
+namespace {
+constexpr std::string_view wanted_marker = "loopfleet: replicas wanted ";
+}
+
+std::string replicas_description(int want) { return std::string(wanted_marker) + std::to_string(want); }
+
+int wanted_replicas(const char* description, int fallback) {
+  std::string_view d = description ? description : "";
+  auto at = d.find(wanted_marker);
+  if (at == std::string_view::npos) return fallback;
+  int n = std::atoi(std::string(d.substr(at + wanted_marker.size())).c_str());
+  return n > 0 ? n : fallback;
+}
+
+namespace {
+
+// The leader plus the followers that are current: those that have every stored write.
+durability standing(std::string name, std::string kind, int want, const jsClusterInfo* ci, int configured) {
+  durability d{std::move(name), std::move(kind), want, configured, 0, false};
+  // A server without a cluster block names no leader: the one server that answered is it.
+  // (In a cluster only the leader answers, and it names itself.)
+  if (!ci || ((!ci->Leader || !*ci->Leader) && ci->ReplicasLen == 0)) {
+    d.leader = true;
+    d.in_sync = 1;
+    d.has = 1;
+    return d;
+  }
+  d.leader = ci->Leader && *ci->Leader;
+  d.in_sync = d.leader ? 1 : 0;
+  for (int i = 0; i < ci->ReplicasLen; ++i)
+    if (ci->Replicas[i] && ci->Replicas[i]->Current && !ci->Replicas[i]->Offline) ++d.in_sync;
+  // A consumer configured with 0 replicas has its stream's; the peers listed say how many.
+  if (d.has == 0) d.has = d.leader ? 1 + ci->ReplicasLen : 0;
+  return d;
+}
+
+// One stream: nullopt when it does not exist. A stream that exists but whose leader does not
+// answer (no quorum) is reported with has = 0.
+std::optional<durability> read_stream(jsCtx* js, const std::string& name, const char* kind, jsStreamInfo** keep) {
+  jsStreamInfo* si = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&si, js, name.c_str(), nullptr, &err);
+  if (s == NATS_NOT_FOUND || err == JSStreamNotFoundErr) return std::nullopt;
+  if (s != NATS_OK) return durability{name, kind, 0, 0, 0, false};
+  auto d = standing(name, kind, wanted_replicas(si->Config->Description, static_cast<int>(si->Config->Replicas)),
+                    si->Cluster, static_cast<int>(si->Config->Replicas));
+  if (keep) *keep = si;
+  else jsStreamInfo_Destroy(si);
+  return d;
+}
+
+const std::string nodes_bucket_stream = std::string("KV_") + nodes_bucket;
+
+}  // namespace
+
+std::vector<durability> read_durability(jsCtx* js) {
+  std::vector<durability> out;
+  jsStreamInfo* jobs = nullptr;
+  if (auto d = read_stream(js, jobs_stream, "stream", &jobs)) out.push_back(*d);
+  if (auto d = read_stream(js, dead_stream, "stream", nullptr)) out.push_back(*d);
+  if (auto d = read_stream(js, nodes_bucket_stream, "bucket", nullptr)) out.push_back(*d);
+  if (!jobs) return out;
+  int want = out.front().want;
+  jsConsumerNamesList* names = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  if (js_ConsumerNames(&names, js, jobs_stream, nullptr, &err) == NATS_OK && names) {
+    for (int i = 0; i < names->Count; ++i) {
+      jsConsumerInfo* ci = nullptr;
+      if (js_GetConsumerInfo(&ci, js, jobs_stream, names->List[i], nullptr, &err) != NATS_OK) {
+        out.push_back({names->List[i], "consumer", want, 0, 0, false});
+        continue;
+      }
+      out.push_back(standing(names->List[i], "consumer", want, ci->Cluster, static_cast<int>(ci->Config->Replicas)));
+      jsConsumerInfo_Destroy(ci);
+    }
+    jsConsumerNamesList_Destroy(names);
+  }
+  jsStreamInfo_Destroy(jobs);
+  return out;
+}
+
+boost::json::array durability_json(const std::vector<durability>& all) {
+  boost::json::array out;
+  for (const auto& d : all)
+    out.push_back(boost::json::object{{"name", d.name},       {"kind", d.kind},       {"want", d.want},
+                                      {"has", d.has},         {"in_sync", d.in_sync}, {"quorum", d.quorum()}});
+  return out;
+}
+
+node_agent::node_agent(std::string url, std::string node, replica_settings replicas)
     : url_(std::move(url)), node_(std::move(node)), replicas_(replicas), thread_([this] { run(); }) {}
 
 node_agent::~node_agent() {
@@ -84,59 +194,99 @@ void node_agent::update(std::string snapshot) {
   snapshot_ = std::move(snapshot);
 }
 
+std::vector<durability> node_agent::streams() const {
+  std::lock_guard lock(mutex_);
+  return streams_;
+}
+
 namespace {
 
-// Raises a stream's replicas to `want` once enough nodes are up: a cluster that started with
-// fewer nodes than it was told to join gets its redundancy when they arrive.
-void raise_replicas(jsCtx* js, const char* name, int want) {
+// What the agent creates: two streams and the nodes bucket, each with the replicas promised.
+struct shared_object {
+  const char* name;      // the stream's name (a bucket's is KV_<bucket>)
+  const char* subject;   // streams only
+  jsRetentionPolicy retention;
+  bool bucket;
+};
+const shared_object shared_objects[] = {
+    {jobs_stream, "loopfleet.job.>", js_WorkQueuePolicy, false},
+    {dead_stream, "loopfleet.dead.>", js_LimitsPolicy, false},
+    {nodes_bucket, nullptr, js_LimitsPolicy, true},
+};
+
+std::string stream_name(const shared_object& o) { return o.bucket ? nodes_bucket_stream : o.name; }
+
+bool exists(jsCtx* js, const shared_object& o) {
   jsStreamInfo* si = nullptr;
   jsErrCode err = static_cast<jsErrCode>(0);
-  if (js_GetStreamInfo(&si, js, name, nullptr, &err) != NATS_OK) return;
-  if (si->Config->Replicas < want) {
-    int had = static_cast<int>(si->Config->Replicas);
+  if (js_GetStreamInfo(&si, js, stream_name(o).c_str(), nullptr, &err) != NATS_OK) return false;
+  jsStreamInfo_Destroy(si);
+  return true;
+}
+
+// Creates `o` with `replicas`; on failure sets `why` to what JetStream said.
+bool create(jsCtx* js, const shared_object& o, int replicas, int want, std::string& why) {
+  std::string description = replicas_description(want);
+  natsStatus s = NATS_OK;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  if (o.bucket) {
+    kvConfig kc;
+    kvConfig_Init(&kc);
+    kc.Bucket = o.name;
+    kc.Description = description.c_str();
+    kc.History = 1;
+    // Heartbeats in memory: membership keeps working when the jobs fill the disk store.
+    kc.StorageType = js_MemoryStorage;
+    kc.Replicas = replicas;
+    kvStore* kv = nullptr;
+    s = js_CreateKeyValue(&kv, js, &kc);
+    if (kv) kvStore_Destroy(kv);
+  } else {
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = o.name;
+    cfg.Description = description.c_str();
+    const char* subjects[] = {o.subject};
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Retention = o.retention;
+    cfg.Storage = js_FileStorage;
+    cfg.Discard = js_DiscardNew;  // full: refuse new jobs (the submitter retries), never drop stored ones
+    cfg.Replicas = replicas;
+    cfg.Duplicates = static_cast<int64_t>(10) * 60 * 1000000000;  // idempotency keys hold 10 minutes
+    jsStreamInfo* si = nullptr;
+    s = js_AddStream(&si, js, &cfg, nullptr, &err);
+    if (si) jsStreamInfo_Destroy(si);
+  }
+  if (s == NATS_OK) return true;
+  natsStatus last = NATS_OK;
+  const char* says = s == NATS_ERR ? nats_GetLastError(&last) : nullptr;
+  why = says && *says ? says : natsStatus_GetText(s);
+  if (auto end = why.find("): "); why.starts_with("(") && end != std::string::npos) why.erase(0, end + 3);
+  if (err) why += " (JetStream error " + std::to_string(err) + ")";
+  return false;
+}
+
+// Raises a stream (or a bucket's) to `want` replicas: a cluster that had to start with fewer
+// servers gets its redundancy as soon as they are there. Quiet when they are not yet.
+void raise(jsCtx* js, const std::string& name, int want) {
+  jsStreamInfo* si = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  if (js_GetStreamInfo(&si, js, name.c_str(), nullptr, &err) != NATS_OK) return;
+  int had = static_cast<int>(si->Config->Replicas);
+  if (had < want) {
+    std::string description = replicas_description(want);
     si->Config->Replicas = want;
+    si->Config->Description = description.c_str();
     jsStreamInfo* updated = nullptr;
     if (js_UpdateStream(&updated, js, si->Config, nullptr, &err) == NATS_OK) {
-      log::info(std::string("cluster: stream ") + name + " now has " + std::to_string(want) + " replicas (had " +
+      log::info("cluster: stream " + name + " now has " + std::to_string(want) + " replicas (had " +
                 std::to_string(had) + ")");
       jsStreamInfo_Destroy(updated);
     }
+    si->Config->Description = nullptr;  // ours, not the info's to free
   }
   jsStreamInfo_Destroy(si);
-}
-
-// Creates the stream if it is missing (an existing one is left as it is), with as many
-// replicas as the servers up now allow, at most `replicas`.
-bool ensure_stream(jsCtx* js, const char* name, const char* subject, jsRetentionPolicy retention, int replicas) {
-  jsStreamInfo* si = nullptr;
-  jsErrCode err = static_cast<jsErrCode>(0);
-  if (js_GetStreamInfo(&si, js, name, nullptr, &err) == NATS_OK) {
-    jsStreamInfo_Destroy(si);
-    return true;
-  }
-  natsStatus s = NATS_OK;
-  for (int r = replicas; r >= 1; --r) {  // fewer servers up than expected: start smaller
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    cfg.Name = name;
-    const char* subjects[] = {subject};
-    cfg.Subjects = subjects;
-    cfg.SubjectsLen = 1;
-    cfg.Retention = retention;
-    cfg.Storage = js_FileStorage;
-    cfg.Discard = js_DiscardNew;  // full: refuse new jobs (the submitter retries), never drop stored ones
-    cfg.Replicas = r;
-    cfg.Duplicates = static_cast<int64_t>(10) * 60 * 1000000000;  // idempotency keys hold 10 minutes
-    s = js_AddStream(&si, js, &cfg, nullptr, &err);
-    if (s == NATS_OK) {
-      jsStreamInfo_Destroy(si);
-      log::info(std::string("cluster: created stream ") + name + " with " + std::to_string(r) + " replicas");
-      return true;
-    }
-  }
-  log::warn(std::string("cluster: cannot create stream ") + name + ": " + natsStatus_GetText(s) + " (JetStream error " +
-            std::to_string(err) + "); retrying");
-  return false;
 }
 
 }  // namespace
@@ -145,7 +295,6 @@ void node_agent::run() {
   natsConnection* nc = nullptr;
   jsCtx* js = nullptr;
   kvStore* kv = nullptr;
-  bool ready = false;
   // Sleeps `ms` in steps that notice a stop; false when stopping.
   auto pause = [this](std::chrono::milliseconds ms) {
     for (auto slept = std::chrono::milliseconds(0); slept < ms; slept += std::chrono::milliseconds(50)) {
@@ -155,9 +304,11 @@ void node_agent::run() {
     }
     return true;
   };
+  using clock = std::chrono::steady_clock;
+  const auto began = clock::now();
+  auto last_waiting_note = clock::time_point{};
   int failures = 0;  // in a row, for the backoff
   bool warned = false;
-  int ticks = 0;
   for (;;) {
     {
       std::lock_guard lock(mutex_);
@@ -182,43 +333,69 @@ void node_agent::run() {
       natsConnection_JetStream(&js, nc, nullptr);
       failures = 0;
     }
-    if (!ready) {
-      bool streams = ensure_stream(js, jobs_stream, "loopfleet.job.>", js_WorkQueuePolicy, replicas_) &&
-                     ensure_stream(js, dead_stream, "loopfleet.dead.>", js_LimitsPolicy, replicas_);
-      if (streams && !kv && js_KeyValue(&kv, js, nodes_bucket) != NATS_OK) {
-        kv = nullptr;
-        natsStatus s = NATS_OK;
-        for (int r = replicas_; r >= 1 && !kv; --r) {  // as many replicas as the servers up allow
-          kvConfig kc;
-          kvConfig_Init(&kc);
-          kc.Bucket = nodes_bucket;
-          kc.History = 1;
-          // Heartbeats in memory: membership keeps working when the jobs fill the disk store.
-          kc.StorageType = js_MemoryStorage;
-          kc.Replicas = r;
-          s = js_CreateKeyValue(&kv, js, &kc);
-          if (s != NATS_OK) kv = nullptr;
+    if (!kv) {
+      // Every object, each with the replicas promised. Until enough servers are there the
+      // jobs stream is missing and a submit retries (no responders) instead of being stored
+      // on fewer servers than promised.
+      auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - began);
+      bool all = true;
+      for (const auto& o : shared_objects) {
+        if (exists(js, o)) continue;
+        std::string why;
+        bool made = false;
+        for (int r : replicas_to_try(replicas_, waited)) {
+          if (!create(js, o, r, replicas_.want, why)) continue;
+          made = true;
+          std::string what = std::string(o.bucket ? "bucket " : "stream ") + o.name;
+          if (r < replicas_.want)
+            log::warn("cluster: created " + what + " with only " + std::to_string(r) + " of " +
+                      std::to_string(replicas_.want) + " replicas: not enough JetStream servers within --replicas-wait " +
+                      std::to_string(replicas_.patience.count() / 1000) + " s (" + why +
+                      "); it grows as soon as they are there, and until then losing a server can lose or stop jobs");
+          else
+            log::info("cluster: created " + what + " with " + std::to_string(r) + " replicas");
+          break;
         }
-        if (!kv) log::warn(std::string("cluster: cannot create the nodes bucket: ") + natsStatus_GetText(s) + "; retrying");
+        if (!made) {
+          all = false;
+          if (clock::now() - last_waiting_note > std::chrono::seconds(10)) {
+            last_waiting_note = clock::now();
+            log::warn("cluster: waiting for " + std::to_string(replicas_.want) + " JetStream servers to create " +
+                      (o.bucket ? "bucket " : "stream ") + o.name + " with " + std::to_string(replicas_.want) +
+                      " replicas (--replicas): " + why + "; no job is stored until then (submitters retry); " +
+                      (replicas_.patience.count() == 0
+                           ? std::string("--replicas-wait 0: it waits as long as it takes")
+                           : "after --replicas-wait " + std::to_string(replicas_.patience.count() / 1000) +
+                                 " s it starts with fewer"));
+          }
+          break;  // in order: the jobs stream first
+        }
       }
-      ready = streams && kv;
-      if (ready) log::info("cluster: node " + node_ + " joined through " + url_);
+      if (all && js_KeyValue(&kv, js, nodes_bucket) != NATS_OK) kv = nullptr;
+      if (kv) log::info("cluster: node " + node_ + " joined through " + url_);
     }
-    if (ready) {
+    if (kv) {
       std::string snapshot;
       {
         std::lock_guard lock(mutex_);
         snapshot = snapshot_;
       }
-      uint64_t rev = 0;
-      if (!snapshot.empty()) kvStore_PutString(&rev, kv, node_.c_str(), snapshot.c_str());
-      if (++ticks % 5 == 0) {  // nodes that joined late: replicate onto them
-        raise_replicas(js, jobs_stream, replicas_);
-        raise_replicas(js, dead_stream, replicas_);
-        raise_replicas(js, (std::string("KV_") + nodes_bucket).c_str(), replicas_);
+      boost::system::error_code ec;
+      auto beat = boost::json::parse(snapshot, ec);
+      if (!ec && beat.is_object()) {  // first, so a slow JetStream read below never delays it
+        beat.as_object()["streams"] = durability_json(streams());
+        uint64_t rev = 0;
+        kvStore_PutString(&rev, kv, node_.c_str(), boost::json::serialize(beat).c_str());
       }
+      auto standing = read_durability(js);
+      // Consumers need nothing here: nats-server scales them with their stream (the
+      // durability tests check that the jobs' consumer reaches the stream's replicas).
+      for (const auto& d : standing)
+        if (d.kind != "consumer" && d.has > 0 && d.has < replicas_.want) raise(js, d.name, replicas_.want);
+      std::lock_guard lock(mutex_);
+      streams_ = std::move(standing);
     }
-    if (!pause(ready ? std::chrono::milliseconds(1000) : retry_delay(failures++))) break;  // heartbeat every second
+    if (!pause(kv ? std::chrono::milliseconds(1000) : retry_delay(failures++))) break;  // heartbeat every second
   }
   if (kv) kvStore_Destroy(kv);
   if (js) jsCtx_Destroy(js);

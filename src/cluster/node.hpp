@@ -8,9 +8,12 @@
 
 #include <nats/nats.h>
 
+#include <boost/json/array.hpp>
+
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -50,24 +53,66 @@ std::chrono::milliseconds retry_delay(int n);
 // Makes a NATS connection wait retry_delay(attempts) between reconnect attempts.
 void back_off_reconnects(natsOptions* opts);
 
-// Replicas for streams and buckets: min(3, nodes), with nodes = this one plus its peers.
+// The default for --replicas: min(3, nodes), with nodes = this one plus its peers.
 int replicas_for(std::size_t peers);
 
+// How many servers hold the cluster's streams and buckets, and how long a node waits for
+// them before it creates one with fewer (--replicas, --replicas-wait).
+struct replica_settings {
+  int want = 1;
+  std::chrono::milliseconds patience{std::chrono::seconds(30)};  // 0: never start with fewer
+};
+
+// The replica counts to try, largest first, for a stream that does not exist yet, after
+// waiting `waited` for enough servers: only `want` until the patience runs out.
+std::vector<int> replicas_to_try(const replica_settings& r, std::chrono::milliseconds waited);
+
+// How one replicated JetStream object (a stream, a bucket's stream, a consumer) stands.
+struct durability {
+  std::string name;
+  std::string kind;    // "stream", "bucket" or "consumer"
+  int want = 0;        // replicas promised (recorded in the stream's description)
+  int has = 0;         // replicas it is configured with now
+  int in_sync = 0;     // the leader and the followers that are current
+  bool leader = false;
+  // A write is stored only when a majority of `has` confirms it; without that the object
+  // takes nothing (submits retry) and delivers nothing.
+  bool quorum() const { return leader && in_sync * 2 > has; }
+  bool short_of_replicas() const { return has < want; }
+};
+// "stream LOOPFLEET_JOBS: 3 of 3 replicas, 3 in sync, quorum" (and what is missing).
+std::string describe(const durability& d);
+
+// The description stored with each stream: JetStream keeps the replicas a node created it for,
+// so every reader (status, stats, another node) knows what was promised.
+std::string replicas_description(int want);
+int wanted_replicas(const char* description, int fallback);
+
+// Reads how the jobs and dead-letter streams, the nodes bucket and the job consumers stand.
+// Objects that do not exist are left out.
+std::vector<durability> read_durability(jsCtx* js);
+boost::json::array durability_json(const std::vector<durability>& all);
+
 // Announces this node every second on the nodes bucket and creates the streams the jobs
-// need, on its own thread (nats.c's JetStream calls block). Reconnects by itself.
+// need, on its own thread (nats.c's JetStream calls block). Reconnects by itself. Streams are
+// created with the replicas promised, waiting for enough servers (submits retry meanwhile),
+// and raised to them as soon as the servers are there if they had to start with fewer.
 class node_agent {
  public:
-  node_agent(std::string url, std::string node, int replicas);
+  node_agent(std::string url, std::string node, replica_settings replicas);
   ~node_agent();
-  // The JSON published with the next heartbeat.
+  // The JSON published with the next heartbeat (the agent adds the streams' durability).
   void update(std::string snapshot);
+  // The durability last read, for status.
+  std::vector<durability> streams() const;
 
  private:
   void run();
   std::string url_, node_;
-  int replicas_;
-  std::mutex mutex_;
+  replica_settings replicas_;
+  mutable std::mutex mutex_;
   std::string snapshot_;
+  std::vector<durability> streams_;
   bool stop_ = false;
   std::thread thread_;
 };

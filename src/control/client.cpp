@@ -143,6 +143,21 @@ std::string format_status(const std::string& reply_json) {
     out += fixed(j.if_contains("slot"), 4) + " " + fixed(j.if_contains("pid"), 8) + " " +
            fixed(j.if_contains("generation"), 4) + "  draining\n";
   }
+  // The cluster: where this node's jobs are stored, and whether that is what was promised.
+  if (auto* c = o.if_contains("cluster"); c && c->is_object()) {
+    const auto& j = c->as_object();
+    out += "cluster node " + fixed(j.if_contains("node"), 0) + "  nats " + fixed(j.if_contains("nats"), 0) +
+           (j.contains("nats_ready") && j.at("nats_ready").is_bool() && j.at("nats_ready").as_bool() ? "" : " (not ready)") +
+           "\n";
+    if (auto* streams = j.if_contains("streams"); streams && streams->is_array())
+      for (const auto& x : streams->as_array()) {
+        const auto& d = x.as_object();
+        bool quorum = d.contains("quorum") && d.at("quorum").is_bool() && d.at("quorum").as_bool();
+        out += "  " + fixed(d.if_contains("kind"), 8, true) + " " + fixed(d.if_contains("name"), 20, true) + " " +
+               fixed(d.if_contains("has"), 0) + " of " + fixed(d.if_contains("want"), 0) + " replicas, " +
+               fixed(d.if_contains("in_sync"), 0) + " in sync, " + (quorum ? "quorum" : "NO QUORUM") + "\n";
+      }
+  }
   return out;
 }
 

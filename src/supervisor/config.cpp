@@ -53,6 +53,11 @@ void register_flags(flag_set& f, config& c, raw_values& raw) {
   f.add_string("--data-dir", &c.data_dir, "JetStream storage directory [default: under $XDG_STATE_HOME or /var/lib]");
   f.add_int("--max-store", &c.max_store, 0, 100000000,
             "JetStream storage limit of the local nats-server, in MiB (0 = its default, 75% of the disk)");
+  f.add_int("--replicas", &c.replicas, 0, 5,
+            "servers that hold every stored job (JetStream replicas); 0 = min(3, 1 + number of --join peers)");
+  f.add_duration("--replicas-wait", &c.replicas_wait,
+                 "how long to wait for that many servers before creating the streams with fewer (with a warning); "
+                 "0 = wait as long as it takes");
   f.add_string("--agent-check", &c.agent_check,
                "answer HAProxy's agent check on HOST:PORT: up and a weight, drain while stopping, down");
   f.add_duration("--front-drain", &c.front_drain,
@@ -253,6 +258,8 @@ std::optional<std::string> load_config_file(const std::string& path, config& c) 
     else if (k == "join") err = strings(c.join);
     else if (k == "data_dir") err = text(c.data_dir);
     else if (k == "max_store") err = integer(c.max_store, 0, 100000000);
+    else if (k == "replicas") err = integer(c.replicas, 0, 5);
+    else if (k == "replicas_wait") err = duration(c.replicas_wait);
     else if (k == "agent_check") err = text(c.agent_check);
     else if (k == "front_drain") err = duration(c.front_drain);
     else if (k == "max_requests") err = integer(c.max_requests, 0, 2000000000);
@@ -264,7 +271,7 @@ std::optional<std::string> load_config_file(const std::string& path, config& c) 
             "' (known: workers, listen, name, distribution, backlog, ready, ready_delay, ready_timeout, "
             "graceful_timeout, backoff_initial, backoff_max, healthy_after, degraded_after, watchdog, "
             "max_requests, max_requests_jitter, max_memory, cluster, node, nats, nats_listen, cluster_listen, join, "
-            "data_dir, max_store, agent_check, front_drain, control, command)";
+            "data_dir, max_store, replicas, replicas_wait, agent_check, front_drain, control, command)";
     if (err) return err;
     if (auto e = apply_raw(raw, c, where)) return e;
   }

@@ -47,6 +47,11 @@ struct config {
   std::vector<std::string> join;           // other nodes' route addresses, HOST:PORT
   std::string data_dir;                    // JetStream storage; default under the state dir
   int max_store = 0;                       // JetStream storage limit in MiB; 0 = nats-server's (75% of the disk)
+  // Servers holding each stream, bucket and consumer; 0 = min(3, 1 + peers). Created with that
+  // many, waiting up to replicas_wait for the servers (0 = as long as it takes), then with
+  // fewer and a warning; raised as soon as the servers are there.
+  int replicas = 0;
+  std::chrono::milliseconds replicas_wait{std::chrono::seconds(30)};
   std::vector<std::string> command;        // after "--", or `command = [...]` in the file
   // Set by the caller when this process was socket-activated (LISTEN_FDS for our pid): the
   // inherited sockets are served besides any --listen address, which becomes optional.

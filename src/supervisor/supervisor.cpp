@@ -631,7 +631,10 @@ void master::on_nats_exit(int status) {
 }
 
 void master::start_cluster_agent() {
-  agent_ = std::make_unique<cluster::node_agent>(nats_url(cfg_), cfg_.node, cluster::replicas_for(cfg_.join.size()));
+  agent_ = std::make_unique<cluster::node_agent>(
+      nats_url(cfg_), cfg_.node,
+      cluster::replica_settings{cfg_.replicas > 0 ? cfg_.replicas : cluster::replicas_for(cfg_.join.size()),
+                                cfg_.replicas_wait});
   publish_heartbeat();
 }
 
@@ -1151,7 +1154,8 @@ json::object master::status_json() {
                                 {"nats_pid", nats_pid_ ? json::value(nats_pid_) : json::value(nullptr)},
                                 {"nats_ready", nats_ready_},
                                 {"nats_restarts", nats_restarts_},
-                                {"peers", json::value_from(cfg_.join)}};
+                                {"peers", json::value_from(cfg_.join)},
+                                {"streams", agent_ ? cluster::durability_json(agent_->streams()) : json::array()}};
   return o;
 }
 

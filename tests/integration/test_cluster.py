@@ -30,6 +30,7 @@ def tree(pid):
 
 class Cluster:
     def __init__(self, tmp, nodes=3, workers=2):
+        self.tmp = tmp
         self.client_ports = [free_port() for _ in range(nodes)]
         self.route_ports = [free_port() for _ in range(nodes)]
         self.nodes = []
@@ -59,8 +60,11 @@ class Cluster:
         return out
 
     def stop(self):
-        for n in self.nodes:
+        for i, n in enumerate(self.nodes):
             n.stop()
+            # Kept beside the nodes' data dirs (pytest keeps the last runs' tmp dirs): a failure
+            # is read from the logs and the streams' state on disk.
+            (self.tmp / f"n{i + 1}.log").write_text(n.log.text())
 
 
 @pytest.fixture
@@ -263,6 +267,10 @@ def test_one_node_results_no_responders_idempotency_and_dead_letters(tmp_path):
         stats = wait_until(lambda: (lambda r: r if "dead 1" in r.stdout else None)(lf("job", "stats")), timeout=30,
                            what="the dead letter counted")
         assert "failed attempt 5 of 5" in node.log.text(), stats.stdout
+        # One server: everything on its one replica, as promised.
+        for what in ("stream LOOPFLEET_JOBS", "stream LOOPFLEET_DEAD", "bucket KV_loopfleet_nodes",
+                     "consumer loopfleet_work"):
+            assert f"{what}: 1 of 1 replicas, 1 in sync, quorum" in stats.stdout, stats.stdout
     finally:
         node.stop()
 

@@ -51,3 +51,46 @@ TEST(RetryDelay, DoublesFromFiftyMillisecondsToTwoSeconds) {
   EXPECT_EQ(retry_delay(6), milliseconds(2000));
   EXPECT_EQ(retry_delay(1000), milliseconds(2000));
 }
+
+TEST(Replicas, DefaultIsOnePerNodeUpToThree) {
+  EXPECT_EQ(replicas_for(0), 1);
+  EXPECT_EQ(replicas_for(1), 2);
+  EXPECT_EQ(replicas_for(2), 3);
+  EXPECT_EQ(replicas_for(6), 3);
+}
+
+TEST(Replicas, OnlyThePromisedCountUntilThePatienceRunsOut) {
+  replica_settings r{3, milliseconds(30000)};
+  EXPECT_EQ(replicas_to_try(r, milliseconds(0)), std::vector<int>{3});
+  EXPECT_EQ(replicas_to_try(r, milliseconds(29999)), std::vector<int>{3});
+  EXPECT_EQ(replicas_to_try(r, milliseconds(30000)), (std::vector<int>{3, 2, 1}));  // exactly at the limit
+  replica_settings forever{3, milliseconds(0)};
+  EXPECT_EQ(replicas_to_try(forever, milliseconds(3600000)), std::vector<int>{3});
+  EXPECT_EQ(replicas_to_try({0, milliseconds(0)}, milliseconds(0)), std::vector<int>{1});  // never zero
+}
+
+TEST(Replicas, QuorumIsALeaderAndAMajorityInSync) {
+  EXPECT_TRUE((durability{"S", "stream", 3, 3, 3, true}.quorum()));
+  EXPECT_TRUE((durability{"S", "stream", 3, 3, 2, true}.quorum()));    // one server lost
+  EXPECT_FALSE((durability{"S", "stream", 3, 3, 1, true}.quorum()));   // two lost: a stale leader
+  EXPECT_FALSE((durability{"S", "stream", 3, 2, 1, true}.quorum()));   // two replicas, one lost: stalled
+  EXPECT_FALSE((durability{"S", "stream", 3, 3, 2, false}.quorum()));  // electing
+  EXPECT_TRUE((durability{"S", "stream", 1, 1, 1, true}.quorum()));
+}
+
+TEST(Replicas, DescriptionSaysWhatIsMissing) {
+  auto full = describe({"LOOPFLEET_JOBS", "stream", 3, 3, 3, true});
+  EXPECT_EQ(full, "stream LOOPFLEET_JOBS: 3 of 3 replicas, 3 in sync, quorum");
+  auto small = describe({"LOOPFLEET_JOBS", "stream", 3, 2, 2, true});
+  EXPECT_NE(small.find("2 of 3 replicas"), std::string::npos);
+  EXPECT_NE(small.find("fewer replicas than promised"), std::string::npos);
+  auto stalled = describe({"loopfleet_work", "consumer", 3, 0, 0, false});
+  EXPECT_NE(stalled.find("no quorum"), std::string::npos);
+}
+
+TEST(Replicas, ThePromiseTravelsInTheStreamDescription) {
+  EXPECT_EQ(wanted_replicas(replicas_description(3).c_str(), 1), 3);
+  EXPECT_EQ(wanted_replicas(nullptr, 2), 2);          // a stream made by an older loopfleet
+  EXPECT_EQ(wanted_replicas("something else", 1), 1);
+  EXPECT_EQ(wanted_replicas("loopfleet: replicas wanted x", 1), 1);
+}
