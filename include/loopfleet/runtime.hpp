@@ -58,6 +58,12 @@ class service {
   virtual void close() = 0;
   // Extra text for the STATUS= line sent to the supervisor; empty for none.
   virtual std::string status() const { return {}; }
+  // Connections the supervisor accepted for this worker from the queue of a slot whose loop
+  // stalled or died (reuseport mode), as if accepted from listener number `listener`. A
+  // service that returns true from takes_connections() gets them through adopt(), which owns
+  // the fd.
+  virtual bool takes_connections() const { return false; }
+  virtual void adopt(std::size_t listener, int fd) { (void)listener, (void)fd; }
 };
 
 // What a service reports about its load. Under `loopfleet run` these live in the shared

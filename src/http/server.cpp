@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 
 #include <ctime>
+#include <unistd.h>
 
 namespace loopfleet::http::detail {
 namespace {
@@ -51,6 +52,7 @@ void server::start(asio::io_context& loop, std::vector<listener> listeners) {
   tick_ = std::make_unique<asio::steady_timer>(loop);
   arm_tick();
   for (auto& l : listeners) {
+    families_.push_back(l.family);
     auto a = std::make_unique<acceptor_type>(loop, asio::generic::stream_protocol(l.family, SOCK_STREAM), l.fd);
     asio::co_spawn(loop, accept_loop(*a, l.family), [](std::exception_ptr e) {
       if (e) std::rethrow_exception(e);  // a bug: let it be seen
@@ -71,26 +73,46 @@ asio::awaitable<void> server::accept_loop(acceptor_type& acceptor, int family) {
       co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       continue;
     }
-    if (connections_ >= options_.max_connections) {
-      boost::system::error_code ignored;
-      sock.non_blocking(true, ignored);
-      sock.write_some(asio::buffer(overloaded_response), ignored);
-      sock.shutdown(socket_type::shutdown_both, ignored);
-      continue;
-    }
-    if (family == AF_INET || family == AF_INET6) {
-      int one = 1;  // responses are written whole; Nagle would only delay them
-      ::setsockopt(sock.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    asio::co_spawn(*loop_, serve_connection(*this, std::move(sock)), [](std::exception_ptr e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        log::error(std::string("connection ended by an exception: ") + ex.what());
-      }
-    });
+    serve_accepted(std::move(sock), family);
   }
+}
+
+void server::serve_accepted(socket_type sock, int family) {
+  if (connections_ >= options_.max_connections) {
+    boost::system::error_code ignored;
+    sock.non_blocking(true, ignored);
+    sock.write_some(asio::buffer(overloaded_response), ignored);
+    sock.shutdown(socket_type::shutdown_both, ignored);
+    return;
+  }
+  if (family == AF_INET || family == AF_INET6) {
+    int one = 1;  // responses are written whole; Nagle would only delay them
+    ::setsockopt(sock.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  asio::co_spawn(*loop_, serve_connection(*this, std::move(sock)), [](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      log::error(std::string("connection ended by an exception: ") + ex.what());
+    }
+  });
+}
+
+void server::adopt(std::size_t listener, int fd) {
+  if (listener >= families_.size()) {  // not one of ours: the supervisor and worker disagree
+    ::close(fd);
+    return;
+  }
+  int family = families_[listener];
+  boost::system::error_code ec;
+  socket_type sock(*loop_);
+  sock.assign(asio::generic::stream_protocol(family, SOCK_STREAM), fd, ec);
+  if (ec) {
+    ::close(fd);
+    return;
+  }
+  serve_accepted(std::move(sock), family);
 }
 
 void server::attach(connection& c) {

@@ -68,6 +68,8 @@ class server final : public loopfleet::service {
   void drain(std::function<void()> done) override;
   void close() override;
   std::string status() const override;
+  bool takes_connections() const override { return true; }
+  void adopt(std::size_t listener, int fd) override;
 
   const server_options& options() const { return options_; }
   const router_impl& routes() const { return routes_.impl(); }
@@ -80,6 +82,8 @@ class server final : public loopfleet::service {
 
  private:
   asio::awaitable<void> accept_loop(acceptor_type& acceptor, int family);
+  // An accepted connection, from an acceptor or handed over: limits, then its protocol loop.
+  void serve_accepted(socket_type sock, int family);
   void arm_tick();
   void on_tick();
   void update_date();
@@ -89,6 +93,7 @@ class server final : public loopfleet::service {
   server_options options_;
   asio::io_context* loop_ = nullptr;
   std::vector<std::unique_ptr<acceptor_type>> acceptors_;
+  std::vector<int> families_;  // per listener, for connections handed over
   std::unique_ptr<asio::steady_timer> tick_;
   connection* head_ = nullptr;
   std::size_t connections_ = 0;

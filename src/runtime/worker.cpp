@@ -3,6 +3,7 @@
 #include <loopfleet/runtime.hpp>
 
 #include "runtime/address.hpp"
+#include "runtime/handoff.hpp"
 #include "runtime/error.hpp"
 #include "runtime/flags.hpp"
 #include "runtime/heartbeat.hpp"
@@ -117,9 +118,15 @@ int run_worker(const worker_options& options, service& svc) {
   std::string addresses;
   for (const auto& l : listeners) addresses += (addresses.empty() ? "" : ", ") + l.address;
   svc.start(loop, std::move(listeners));
+  std::unique_ptr<handoff::receiver> handoffs;
+  if (svc.takes_connections())
+    handoffs = handoff::receiver::from_environment(loop, [&svc](std::uint32_t l, int fd) { svc.adopt(l, fd); });
+  else
+    handoff::decline_from_environment();
   log::info("serving on " + addresses);
   std::string status = svc.status();
-  note.send("READY=1\nSTATUS=serving on " + addresses + (status.empty() ? "" : "; " + status));
+  note.send(std::string("READY=1\n") + (handoffs ? std::string(handoff::ready_key) + "\n" : "") +
+            "STATUS=serving on " + addresses + (status.empty() ? "" : "; " + status));
 
   asio::steady_timer watchdog(loop);
   if (auto every = note.watchdog_interval(); every.count() > 0) pet_watchdog(watchdog, note, every / 2);
@@ -139,6 +146,7 @@ int run_worker(const worker_options& options, service& svc) {
       log::info(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + ": draining (at most " +
                 std::to_string(options.drain_timeout.count()) + " ms)");
       note.send("STOPPING=1\nSTATUS=draining");
+      if (handoffs) handoffs->stop();
       // The service and every drain hook must finish; the last one to do so stops the loop.
       auto remaining = std::make_shared<std::size_t>(1 + drain_hooks().size());
       auto one_done = [&loop, remaining] {

@@ -27,6 +27,11 @@ std::string agent_check_reply(int workers, int serving, bool stopping) {
   return "up ready " + std::to_string(percent) + "% # " + counts + "\n";  // ready: lifts an earlier drain
 }
 
+bool queue_needs_taking(const queue_view& v, std::int64_t late_ns) {
+  if (!v.worker || !v.ready || v.stalled) return true;
+  return v.silent_ns >= late_ns;
+}
+
 std::string describe_exit(int status) {
   if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {

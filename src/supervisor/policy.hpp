@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 
 namespace loopfleet::supervisor {
@@ -32,6 +33,19 @@ restart_decision decide_restart(const backoff_policy& p, int failures_before, mi
 // when no worker serves, else "up" with a weight in proportion to the workers serving, so a
 // node with a crash-looping slot gets less. A comment after '#' shows in HAProxy's stats.
 std::string agent_check_reply(int workers, int serving, bool stopping);
+
+// A slot as the queue handoff sees it (reuseport mode): is anyone accepting from its queue?
+struct queue_view {
+  bool worker = false;           // a current worker fills the slot
+  bool ready = false;            // and has said READY
+  bool stalled = false;          // and is past the watchdog, being replaced
+  std::int64_t silent_ns = -1;   // since its loop last beat; -1 when it has no heartbeat region
+};
+// Whether the supervisor should take the connections queued on this slot's own sockets and
+// hand them to serving workers: nobody is there to accept them (no worker, not ready yet,
+// stalled), or its loop has been silent for `late_ns` (two missed beats), so a connection
+// queued there would wait for the loop to come back or for its replacement.
+bool queue_needs_taking(const queue_view& v, std::int64_t late_ns);
 
 // "exit code 3", "signal 9 (SIGKILL)", from a waitpid status.
 std::string describe_exit(int wait_status);

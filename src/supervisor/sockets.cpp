@@ -1,5 +1,7 @@
 #include "supervisor/sockets.hpp"
 
+#include "supervisor/queue_handoff.hpp"
+
 #include "runtime/address.hpp"
 #include "runtime/error.hpp"
 
@@ -109,6 +111,20 @@ void listen_sockets::steer(const std::vector<int>& serving) {
     // One program serves the whole group; attaching to any member replaces it.
     ::setsockopt(fds_[a].front(), SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &fprog, sizeof fprog);
   }
+}
+
+std::vector<std::pair<std::uint32_t, int>> listen_sockets::own_queues(int slot) const {
+  std::vector<std::pair<std::uint32_t, int>> out;
+  for (std::size_t a = 0; a < fds_.size(); ++a)
+    if (reusable_[a] && slot >= 0 && static_cast<std::size_t>(slot) < fds_[a].size())
+      out.emplace_back(static_cast<std::uint32_t>(a), fds_[a][static_cast<std::size_t>(slot)]);
+  return out;
+}
+
+int listen_sockets::queued(int slot) const {
+  int n = 0;
+  for (auto [index, fd] : own_queues(slot)) n += accept_queue_length(fd);
+  return n;
 }
 
 std::string listen_sockets::describe() const {

@@ -16,7 +16,9 @@
 
 #include <linux/filter.h>
 
+#include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace loopfleet::supervisor {
@@ -45,6 +47,11 @@ class listen_sockets {
   void steer(const std::vector<int>& serving);
   // Printable local addresses, for logs.
   std::string describe() const;
+  // The slot's own queues (reuseport sockets; not those every slot shares), each with the
+  // listener index a worker knows it by (its place in LISTEN_FDS).
+  std::vector<std::pair<std::uint32_t, int>> own_queues(int slot) const;
+  // Connections waiting in those queues to be accepted now.
+  int queued(int slot) const;
 
  private:
   int bind_one(std::size_t address_index, bool reuseport);

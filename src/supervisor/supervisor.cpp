@@ -2,11 +2,13 @@
 
 #include "cluster/node.hpp"
 #include "runtime/error.hpp"
+#include "runtime/handoff.hpp"
 #include "runtime/heartbeat.hpp"
 #include "runtime/address.hpp"
 #include "runtime/listen_fds.hpp"
 #include "runtime/log.hpp"
 #include "supervisor/policy.hpp"
+#include "supervisor/queue_handoff.hpp"
 #include "supervisor/sockets.hpp"
 #include "supervisor/spawn.hpp"
 #include "supervisor/stack.hpp"
@@ -142,6 +144,11 @@ struct heartbeat_map {
 
 struct process {
   process(asio::io_context& loop) : timer(loop) {}
+  ~process() {
+    if (handoff >= 0) ::close(handoff);
+  }
+  process(const process&) = delete;
+  process& operator=(const process&) = delete;
   pid_t pid = 0;
   int slot = 0;
   int generation = 0;
@@ -158,6 +165,8 @@ struct process {
   bool suspect = false;                      // beats late: new connections steered elsewhere
   bool stalled = false;                      // past the watchdog: being killed
   bool serves() const { return ready && !suspect && !stalled; }
+  int handoff = -1;                          // our end of its handoff channel
+  bool takes_connections = false;            // it said X_LOOPFLEET_HANDOFF=1 with READY=1
   std::uint64_t request_limit = 0;           // --max-requests plus jitter; 0 = none
 
   // The region, once the worker has beaten at least once (a native worker's loop is live).
@@ -174,6 +183,8 @@ struct slot_state {
   bool degraded = false;
   bool failed_first_start = false;
   std::string last_exit;
+  std::uint64_t handed_over = 0;  // connections taken from its queue for other workers
+  clock::time_point handoff_logged{};
   std::unique_ptr<asio::steady_timer> restart;
   clock::time_point recycle_after{};  // after a failed recycle, wait before trying again
 };
@@ -233,6 +244,8 @@ class master {
   void arm_checks();
   void check_workers();
   void on_stall(process& p, std::int64_t silent_ns);
+  // Hands the connections queued on slots nobody accepts from to workers that serve.
+  void hand_over_queues(std::int64_t now);
   void on_stack(pid_t pid, int slot, std::vector<std::string> lines);
   void recycle(int slot, const std::string& why);
 
@@ -288,6 +301,7 @@ class master {
   asio::steady_timer nats_timer_{loop_};
   std::unique_ptr<cluster::node_agent> agent_;
   int heartbeat_ticks_ = 0;
+  queue_handoff handoff_;
   clock::time_point next_rss_check_{};
   std::mt19937 rng_{std::random_device{}()};
 
@@ -481,9 +495,16 @@ void master::start_worker(int slot, role r) {
       log::warn(std::string("cannot create a heartbeat region: ") + std::strerror(errno));
     }
   }
+  // A channel for connections the supervisor accepts on behalf of a stalled slot.
+  int channel[2] = {-1, -1};
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, channel) == 0) {
+    spec.env.push_back(std::string(handoff::fd_env) + "=" + std::to_string(3 + spec.fds.size()));
+    spec.fds.push_back(channel[1]);
+  }
   auto close_extra = [&] {
     if (notify_fd >= 0) ::close(notify_fd);
     if (heartbeat_fd >= 0) ::close(heartbeat_fd);
+    if (channel[1] >= 0) ::close(channel[1]);
   };
   spawned s;
   try {
@@ -491,6 +512,7 @@ void master::start_worker(int slot, role r) {
     close_extra();
   } catch (const std::exception& e) {
     close_extra();
+    if (channel[0] >= 0) ::close(channel[0]);
     log::error("slot " + std::to_string(slot) + ": cannot start a worker: " + e.what());
     if (r == role::candidate) fail_reload(std::string("cannot start a worker: ") + e.what());
     else schedule_restart(slot, cfg_.backoff_max);
@@ -498,6 +520,7 @@ void master::start_worker(int slot, role r) {
   }
   auto p = std::make_unique<process>(loop_);
   p->pid = s.pid;
+  p->handoff = channel[0];
   p->slot = slot;
   p->generation = gen;
   p->r = r;
@@ -763,6 +786,7 @@ void master::on_notify(pid_t pid, std::string_view message) {
     std::string_view line = message.substr(0, nl);
     if (line == "READY=1" && !p.ready) mark_ready(p);
     else if (line == "WATCHDOG=1") p.last_ping_ns = monotonic_ns();
+    else if (line == handoff::ready_key) p.takes_connections = true;
     else if (line.starts_with("STATUS=")) p.status = std::string(line.substr(7));
     if (nl == std::string_view::npos) break;
     message.remove_prefix(nl + 1);
@@ -826,10 +850,13 @@ void master::update_steering() {
   sockets_->steer(serving);
 }
 
-// How often the watchdog looks. Detection comes at most this long after --watchdog expires.
-constexpr auto check_interval = std::chrono::milliseconds(50);
+// How often the watchdog looks. Detection comes at most this long after --watchdog expires,
+// and a connection queued on a silent slot waits at most this long after it is seen silent.
+constexpr auto check_interval = std::chrono::milliseconds(25);
 // A native loop beats every 50 ms; this late, stop sending it new connections.
 constexpr std::int64_t suspect_after_ns = 250'000'000;
+// Two beats missed: what waits in its queue is handed to serving workers.
+constexpr std::int64_t queue_late_ns = 2 * std::chrono::nanoseconds(heartbeat_interval).count();
 
 void master::arm_checks() {
   checks_.expires_after(check_interval);
@@ -875,10 +902,51 @@ void master::check_workers() {
     }
   }
   if (steer) update_steering();
-  if (++heartbeat_ticks_ % 10 == 0) publish_heartbeat();  // every half second
+  if (++heartbeat_ticks_ % (500 / check_interval.count()) == 0) publish_heartbeat();  // every half second
   for (auto& [pid, silent] : to_stall)
     if (procs_.count(pid)) on_stall(*procs_.at(pid), silent);
   for (auto& [slot, why] : to_recycle) recycle(slot, why);
+  hand_over_queues(now);
+}
+
+void master::hand_over_queues(std::int64_t now) {
+  if (cfg_.distribution != distribution::reuseport) return;  // shared: every worker takes from one queue
+  auto view = [&](int slot) {
+    queue_view v;
+    auto it = procs_.find(slots_[slot].current);
+    if (!slots_[slot].current || it == procs_.end()) return v;
+    const process& p = *it->second;
+    v.worker = true;
+    v.ready = p.ready;
+    v.stalled = p.stalled;
+    if (const heartbeat_region* beat = p.beating()) v.silent_ns = now - beat->last_beat_ns.load(std::memory_order_acquire);
+    return v;
+  };
+  std::vector<int> targets, needy;
+  for (int i = 0; i < workers_; ++i) {
+    queue_view v = view(i);
+    if (queue_needs_taking(v, queue_late_ns)) {
+      needy.push_back(i);
+    } else {
+      const process& p = *procs_.at(slots_[i].current);
+      if (p.serves() && p.takes_connections && p.handoff >= 0) targets.push_back(p.handoff);
+    }
+  }
+  if (targets.empty()) return;
+  if (needy.empty() && handoff_.kept()) handoff_.take({}, targets);
+  for (int i : needy) {
+    std::size_t n = handoff_.take(sockets_->own_queues(i), targets);
+    if (n == 0) continue;
+    auto& s = slots_[i];
+    s.handed_over += n;
+    if (clock::now() - s.handoff_logged > std::chrono::seconds(1)) {
+      s.handoff_logged = clock::now();
+      log::info("slot " + std::to_string(i) + ": handed " + std::to_string(n) +
+                " queued connection(s) to the serving workers (" +
+                (view(i).worker ? (view(i).ready ? "its loop is silent" : "its worker is not ready") : "no worker") +
+                "); " + std::to_string(s.handed_over) + " so far");
+    }
+  }
 }
 
 void master::on_stall(process& p, std::int64_t silent_ns) {
@@ -1139,6 +1207,10 @@ json::object master::status_json() {
     if (degraded && p && !p->ready) state = "degraded";
     j["state"] = state;
     j["restarts"] = s.restarts;
+    if (cfg_.distribution == distribution::reuseport) {
+      j["queued"] = sockets_->queued(i);
+      j["handed_over"] = s.handed_over;
+    }
     j["failures_in_a_row"] = s.failures;
     j["last_exit"] = s.last_exit;
     slots.push_back(std::move(j));

@@ -94,8 +94,9 @@ def test_blocked_loop_is_detected_named_and_replaced(supervise, mode):
     assert "was blocked in block_the_loop(int)" in culprit
     assert not steady.failures and steady.p99_ms() < 10 * SLOW
     assert not fresh.failures, fresh.failures
-    # No connection waited for the stall to end (5 s); the worst waited for the replacement.
-    assert slowest_new < 2.0 * SLOW
+    # No connection waited for the stall to end (5 s), nor for the replacement: in reuseport
+    # mode the supervisor hands what queued on the silent slot to the other worker.
+    assert slowest_new < 0.2 * SLOW, f"a new connection waited {slowest_new * 1000:.0f} ms"
     blocked.close()
     healthy.close()
 
