@@ -49,9 +49,10 @@ request make_request(std::string method, std::string target);
 class request {
  public:
   std::string_view method() const { return method_; }
-  // The request-target as sent, e.g. "/users/7?full=1".
+  // The request-target as sent, e.g. "/users/7?full=1" (or "http://host/users/7?full=1": the
+  // absolute form, which a server must accept, RFC 9112 3.2.2).
   std::string_view target() const { return target_; }
-  // The target up to '?', not percent-decoded.
+  // The path of the target up to '?', not percent-decoded ("/" for "http://host").
   std::string_view path() const;
   // The target after '?', empty if none.
   std::string_view query() const;
@@ -59,7 +60,8 @@ class request {
   std::string_view query_param(std::string_view name) const;
   // A path parameter captured by a "{name}" segment of the route, or empty.
   std::string_view param(std::string_view name) const;
-  // The first value of header `name` (case-insensitive), or empty.
+  // The first value of header `name` (case-insensitive), or empty. For an absolute-form
+  // target, "Host" is the target's authority, whatever the Host field says (RFC 9112 3.2.2).
   std::string_view header(std::string_view name) const;
   bool has_header(std::string_view name) const;
   // Every header field, in order received.
@@ -75,12 +77,16 @@ class request {
   friend class detail::router_impl;
   friend request detail::make_request(std::string, std::string);
   void clear();
+  // Finds the path (and the authority of an absolute-form target) once target_ is set.
+  void locate_path();
 
   struct field {
     std::uint32_t name_at, name_len, value_at, value_len;
   };
   std::string method_;
   std::string target_;
+  // Where the path begins in target_ and the authority of an absolute-form target.
+  std::uint32_t path_at_ = 0, authority_at_ = 0, authority_len_ = 0;
   std::string fields_text_;  // every name and value back to back; `fields_` indexes it
   std::vector<field> fields_;
   std::vector<std::pair<std::string_view, std::string_view>> params_;

@@ -15,6 +15,7 @@
 
 #include <strings.h>
 
+#include <cctype>
 #include <charconv>
 #include <cstring>
 #include <optional>
@@ -30,6 +31,10 @@ class request_parser final : public beast::http::basic_parser<true> {
   // Starts a new request in `r`, reusing its buffers.
   explicit request_parser(request& r) : req_(r) { req_.clear(); }
   bool expects_continue = false;
+  // The status for a request refused after its header (0: Beast's error decides), and whether
+  // the connection must close after the response even if the request asked to keep it.
+  int reject_status = 0;
+  bool must_close = false;
 
  private:
   void on_request_impl(beast::http::verb, beast::string_view method, beast::string_view target, int version,
@@ -37,6 +42,7 @@ class request_parser final : public beast::http::basic_parser<true> {
     req_.method_.assign(method.data(), method.size());
     req_.target_.assign(target.data(), target.size());
     req_.version_ = version;
+    req_.locate_path();
   }
   void on_response_impl(int, beast::string_view, int, beast::error_code&) override {}
   void on_field_impl(field f, beast::string_view name, beast::string_view value, beast::error_code&) override {
@@ -45,13 +51,71 @@ class request_parser final : public beast::http::basic_parser<true> {
     req_.fields_text_.append(value.data(), value.size());
     req_.fields_.push_back({at, static_cast<std::uint32_t>(name.size()), at + static_cast<std::uint32_t>(name.size()),
                             static_cast<std::uint32_t>(value.size())});
-    if (f == field::host) has_host_ = true;
-    if (f == field::expect && value.size() == 12 && ::strncasecmp(value.data(), "100-continue", 12) == 0)
+    if (f == field::host) {
+      ++hosts_;
+      host_valid_ = host_valid_ && valid_host({value.data(), value.size()});
+    }
+    if (f == field::transfer_encoding) {
+      if (!codings_.empty()) codings_ += ',';  // several fields are one list (RFC 9110 5.3)
+      codings_.append(value.data(), value.size());
+    }
+    // RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue is ignored (it cannot read a 1xx).
+    if (f == field::expect && req_.version_ >= 11 && value.size() == 12 &&
+        ::strncasecmp(value.data(), "100-continue", 12) == 0)
       expects_continue = true;
   }
   void on_header_impl(beast::error_code& ec) override {
-    // RFC 9112 §3.2: a server must answer 400 to an HTTP/1.1 request without Host.
-    if (req_.version_ >= 11 && !has_host_) ec = beast::http::error::bad_field;
+    // RFC 9112 3.2: 400 to an HTTP/1.1 request without Host, with more than one, or with an
+    // invalid one.
+    if ((req_.version_ >= 11 && hosts_ == 0) || hosts_ > 1 || !host_valid_) {
+      ec = beast::http::error::bad_field;
+      return;
+    }
+    if (!codings_.empty()) check_codings(ec);
+  }
+  // RFC 9112 6.1 and 6.3: a request whose transfer codings do not end in chunked has no
+  // reliable length (400, then close: what follows could be a smuggled request); a coding we
+  // do not implement is 501; an HTTP/1.0 message with Transfer-Encoding closes after it.
+  void check_codings(beast::error_code& ec) {
+    std::string_view list = codings_, last;
+    bool other = false;
+    while (!list.empty()) {
+      auto comma = list.find(',');
+      std::string_view coding = list.substr(0, comma);
+      coding = coding.substr(0, coding.find(';'));  // parameters
+      while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t')) coding.remove_prefix(1);
+      while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t')) coding.remove_suffix(1);
+      if (!coding.empty()) {
+        last = coding;
+        if (!(coding.size() == 7 && ::strncasecmp(coding.data(), "chunked", 7) == 0)) other = true;
+      }
+      list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+    }
+    bool chunked_last = last.size() == 7 && ::strncasecmp(last.data(), "chunked", 7) == 0;
+    if (!chunked_last) {
+      reject_status = 400;
+      ec = beast::http::error::bad_transfer_encoding;
+    } else if (other) {
+      reject_status = 501;
+      ec = beast::http::error::bad_transfer_encoding;
+    }
+    if (req_.version_ < 11) must_close = true;
+  }
+  // RFC 9110 7.2 / RFC 3986 3.2.2: host [":" port], with a reg-name, IPv4 or "[IPv6]" host.
+  // Empty is allowed (a target without an authority).
+  static bool valid_host(std::string_view v) {
+    for (char c : v) {
+      auto u = static_cast<unsigned char>(c);
+      if (std::isalnum(u)) continue;
+      switch (c) {
+        case '-': case '.': case '_': case '~': case '%': case '!': case '$': case '&': case '\'':
+        case '(': case ')': case '*': case '+': case ',': case ';': case '=': case ':': case '[': case ']':
+          continue;
+        default:
+          return false;
+      }
+    }
+    return true;
   }
   void on_body_init_impl(boost::optional<std::uint64_t> const& length, beast::error_code&) override {
     if (length) req_.body_.reserve(*length);  // already checked against body_limit by Beast
@@ -68,7 +132,9 @@ class request_parser final : public beast::http::basic_parser<true> {
   void on_finish_impl(beast::error_code&) override {}
 
   request& req_;
-  bool has_host_ = false;
+  int hosts_ = 0;
+  bool host_valid_ = true;
+  std::string codings_;  // every Transfer-Encoding value, comma-joined
 };
 
 namespace {
@@ -208,6 +274,9 @@ asio::awaitable<void> serve_connection(server& srv, socket_type socket) {
     // answered in order and their responses leave in one write.
     while (!close_after && begin < end) {
       if (!parser) {
+        // RFC 9112 2.2: empty lines before a request line are ignored, not an error.
+        while (begin < end && (in[begin] == '\r' || in[begin] == '\n')) ++begin;
+        if (begin == end) break;
         parser.emplace(req);
         parser->eager(true);
         parser->header_limit(static_cast<std::uint32_t>(opt.max_header_bytes));
@@ -225,13 +294,14 @@ asio::awaitable<void> serve_connection(server& srv, socket_type socket) {
         continue;
       }
       if (ec) {
-        append_response(out, error_response(status_for(ec)), srv.date(), false, true, false);
+        int status = parser->reject_status ? parser->reject_status : status_for(ec);
+        append_response(out, error_response(status), srv.date(), false, true, false);
         close_after = true;
         break;
       }
       if (!parser->is_done()) continue;
 
-      bool keep = parser->keep_alive() && !srv.draining();
+      bool keep = parser->keep_alive() && !parser->must_close && !srv.draining();
       bool head = req.method() == "HEAD";
       conn.enter(phase::handling, clock::duration::zero());
       match_result m = srv.routes().match(req);

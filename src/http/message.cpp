@@ -5,11 +5,31 @@
 
 #include <strings.h>
 
+#include <cctype>
+
 namespace loopfleet::http {
 
-std::string_view request::path() const {
+void request::locate_path() {
+  path_at_ = authority_at_ = authority_len_ = 0;
   std::string_view t = target_;
-  return t.substr(0, t.find('?'));
+  if (t.empty() || t.front() == '/') return;  // origin form, the usual case
+  // Absolute form: scheme "://" authority [path]. The scheme is letters, digits, + - . only.
+  auto colon = t.find("://");
+  if (colon == std::string_view::npos || colon == 0) return;
+  for (char c : t.substr(0, colon))
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.') return;
+  auto at = colon + 3;
+  auto end = t.find_first_of("/?", at);
+  if (end == std::string_view::npos) end = t.size();
+  authority_at_ = static_cast<std::uint32_t>(at);
+  authority_len_ = static_cast<std::uint32_t>(end - at);
+  path_at_ = static_cast<std::uint32_t>(end);
+}
+
+std::string_view request::path() const {
+  std::string_view t = std::string_view(target_).substr(path_at_);
+  t = t.substr(0, t.find('?'));
+  return t.empty() ? std::string_view("/") : t;
 }
 
 std::string_view request::query() const {
@@ -38,6 +58,8 @@ std::string_view request::param(std::string_view name) const {
 }
 
 std::string_view request::header(std::string_view name) const {
+  if (authority_len_ && name.size() == 4 && ::strncasecmp(name.data(), "host", 4) == 0)
+    return std::string_view(target_).substr(authority_at_, authority_len_);
   for (const auto& f : fields_) {
     std::string_view n(fields_text_.data() + f.name_at, f.name_len);
     if (n.size() == name.size() && ::strncasecmp(n.data(), name.data(), n.size()) == 0)
@@ -66,6 +88,7 @@ std::vector<std::pair<std::string_view, std::string_view>> request::headers() co
 void request::clear() {
   method_.clear();
   target_.clear();
+  path_at_ = authority_at_ = authority_len_ = 0;
   fields_text_.clear();
   fields_.clear();
   params_.clear();
@@ -93,6 +116,7 @@ request make_request(std::string method, std::string target) {
   request r;
   r.method_ = std::move(method);
   r.target_ = std::move(target);
+  r.locate_path();
   return r;
 }
 }  // namespace detail

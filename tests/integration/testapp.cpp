@@ -47,6 +47,9 @@ int main(int argc, char** argv) {
   app.get("/throw", [](http::request&) -> http::response { throw std::runtime_error("boom on purpose"); });
   app.get("/users/{id}", [](http::request& req) { return http::text("user " + std::string(req.param("id"))); });
   app.get("/pid", [](http::request&) { return http::text(std::to_string(::getpid())); });
-  app.get("/header", [](http::request& req) { return http::text(std::string(req.header("x-probe"))); });
+  app.get("/header", [](http::request& req) {
+    std::string_view name = req.query_param("name");
+    return http::text(std::string(req.header(name.empty() ? "x-probe" : name)));
+  });
   return http::run(argc, argv, std::move(app));
 }

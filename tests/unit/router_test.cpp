@@ -76,3 +76,17 @@ TEST(Request, QueryParameters) {
   EXPECT_EQ(q.query_param("c"), "");
   EXPECT_EQ(q.query_param("zz"), "");
 }
+
+TEST(Router, AbsoluteFormTargetsRouteByTheirPath) {
+  auto r = sample();
+  auto q = detail::make_request("GET", "http://example.com:8080/users/7?full=1");
+  EXPECT_EQ(q.path(), "/users/7");
+  EXPECT_EQ(q.query_param("full"), "1");
+  EXPECT_EQ(q.header("Host"), "example.com:8080");  // RFC 9112 3.2.2: the target's authority
+  EXPECT_EQ(call(r, q), "user 7");
+  auto bare = detail::make_request("GET", "http://example.com");
+  EXPECT_EQ(bare.path(), "/");
+  EXPECT_EQ(call(r, bare), "root");
+  auto odd = detail::make_request("GET", "*");  // asterisk form: no path to find
+  EXPECT_EQ(odd.path(), "*");
+}
