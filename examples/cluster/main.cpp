@@ -5,7 +5,9 @@
 //   GET /call               calls "whoami" on some worker of some node
 //   GET /run?payload=P      submits one job and waits for its result
 // Job and call handlers say on which node and pid they ran: each job prints
-// "job-done <payload> <id> node=<node> pid=<pid> attempt=<n>" on stdout.
+// "job-done <payload> <id> node=<node> pid=<pid> attempt=<n>" on stdout, and appends it to the
+// file named by JOBS_DONE_FILE if set: a line still in the pipe when the whole node is killed
+// is lost with the supervisor, and the chaos soak must not count such a job as lost.
 #include <loopfleet/cluster.hpp>
 #include <loopfleet/loopfleet.hpp>
 
@@ -13,7 +15,10 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <charconv>
 #include <cstdlib>
@@ -45,8 +50,16 @@ boost::asio::awaitable<void> work(cluster::job& j) {
                                 std::chrono::milliseconds(std::atoi(j.payload.c_str() + colon + 1)));
     co_await t.async_wait(boost::asio::use_awaitable);
   }
-  std::printf("job-done %s %llu %s attempt=%d\n", shown(j.payload).c_str(), static_cast<unsigned long long>(j.id),
-              where().c_str(), j.attempt);
+  char line[512];
+  int n = std::snprintf(line, sizeof line, "job-done %s %llu %s attempt=%d\n", shown(j.payload).c_str(),
+                        static_cast<unsigned long long>(j.id), where().c_str(), j.attempt);
+  std::fputs(line, stdout);
+  static const int journal = [] {
+    const char* path = std::getenv("JOBS_DONE_FILE");
+    return path && *path ? ::open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
+  }();
+  // One write(2) per line with O_APPEND: lines of several workers never interleave.
+  if (journal >= 0 && n > 0) [[maybe_unused]] auto w = ::write(journal, line, std::min<std::size_t>(n, sizeof line - 1));
   j.result = "done " + j.payload + " on " + where();
   std::fflush(stdout);
   co_return;
