@@ -4,6 +4,7 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -72,25 +73,27 @@ std::optional<std::string> resolve_user(std::string_view spec, run_as& out) {
         return quoted + ": no such group '" + *group + "' (create it, or use a numeric gid)";
       out.gid = gr.gr_gid;
     }
-    out.groups = {out.gid};
-    return std::nullopt;
+    return std::nullopt;  // that group only: no supplementary groups
   }
   if (!known)
     return quoted + ": uid " + user + " has no entry in the user database, so its group is unknown: give one, e.g. --user " +
            user + ":" + user;
   out.gid = pw.pw_gid;
-  // The user's groups as the group database lists them (its primary group included).
-  int n = 16;
+  // The user's groups as the group database lists them. getgrouplist includes the primary
+  // group, which the gid grants anyway: leaving it out, a user with no other groups has an
+  // empty supplementary list, as /proc/PID/status shows for a login of that user.
+  std::vector<gid_t> listed(16);
   for (;;) {
-    out.groups.resize(n);
-    int got = n;
-    if (::getgrouplist(pw.pw_name, out.gid, out.groups.data(), &got) >= 0) {
-      out.groups.resize(got);
+    int got = static_cast<int>(listed.size());
+    if (::getgrouplist(pw.pw_name, out.gid, listed.data(), &got) >= 0) {
+      listed.resize(got);
       break;
     }
-    n = got > n ? got : n * 2;
-    if (n > 65536) return quoted + ": cannot list its groups (too many)";
+    if (listed.size() > 65536) return quoted + ": cannot list its groups (too many)";
+    listed.resize(std::max<std::size_t>(got, listed.size() * 2));
   }
+  for (gid_t g : listed)
+    if (g != out.gid) out.groups.push_back(g);
   return std::nullopt;
 }
 

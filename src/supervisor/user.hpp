@@ -18,14 +18,14 @@ struct run_as {
   std::string name;           // the user's name ("" for a uid with no entry in the user database)
   uid_t uid = 0;
   gid_t gid = 0;
-  std::vector<gid_t> groups;  // the supplementary groups, set with setgroups
+  std::vector<gid_t> groups;  // the supplementary groups, set with setgroups (the gid not repeated)
 };
 
 // Resolves "USER", "USER:GROUP", "UID:GID" (numbers need no database entry). Supplementary
 // groups: USER alone gets the user's groups from the group database (what login, nginx's
 // initgroups and systemd's User= give), so group-granted access (a key readable by
-// ssl-cert) keeps working; USER:GROUP gets that one group only. Either way nothing of the
-// supervisor's own groups survives. Returns a one-line error naming the fix.
+// ssl-cert) keeps working; USER:GROUP gets that group and no supplementary ones. Either way
+// nothing of the supervisor's own groups survives. Returns a one-line error naming the fix.
 std::optional<std::string> resolve_user(std::string_view spec, run_as& out);
 
 // In a forked child, before exec: groups, then gid, then uid (after setuid it could change
