@@ -24,9 +24,8 @@ std::optional<std::string> locate(const std::string& explicit_path, const std::s
   }
   // A socket in a directory another user controls may be theirs, answering in our name.
   std::string dir = supervisor::runtime_dir();
-  if (auto err = supervisor::check_private_dir("runtime directory", dir,
-                                               "remove it (rm -r " + dir + ") or set XDG_RUNTIME_DIR to a directory of yours"))
-    return err;
+  std::string fix = "remove it (rm -r " + dir + ") or set XDG_RUNTIME_DIR to a directory of yours";
+  if (auto err = supervisor::check_private_dir("runtime directory", dir, fix)) return err;
   if (!name.empty()) {
     path = supervisor::default_control_path(name);
     return std::nullopt;

@@ -147,8 +147,8 @@ std::optional<std::string> check(config& c) {
     run_as who;
     if (auto err = resolve_user(c.user, who)) return err;
     if (::geteuid() != 0 && who.uid != ::geteuid())
-      return "--user '" + c.user + "' needs the supervisor to run as root (it runs as uid " + std::to_string(::geteuid()) +
-             "): start it as root, or leave --user out to run the workers as yourself";
+      return "--user '" + c.user + "' needs the supervisor to run as root (it runs as uid " +
+             std::to_string(::geteuid()) + "): start it as root, or leave --user out to run the workers as yourself";
     c.run_user = std::move(who);
   }
   if (!c.agent_check.empty())

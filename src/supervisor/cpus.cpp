@@ -1,7 +1,5 @@
 #include "supervisor/cpus.hpp"
 
-#include "supervisor/config.hpp"
-
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -9,6 +7,8 @@
 #include <fstream>
 #include <sstream>
 #include <vector>
+
+#include "supervisor/config.hpp"
 
 namespace loopfleet::supervisor {
 namespace {
@@ -163,8 +163,8 @@ worker_count auto_worker_count() {
   int n = auto_workers(affinity, quota ? std::optional(quota->cpus) : std::nullopt);
   std::string cpus = std::to_string(affinity) + (affinity == 1 ? " CPU" : " CPUs") + " in the affinity mask";
   if (!quota) return {n, "auto: " + cpus};
-  std::string limit = "CPU quota " + cpus_text(quota->cpus) + " of cgroup " + quota->cgroup +
-                      (quota->version == 1 ? " (v1)" : " (v2)");
+  std::string limit =
+      "CPU quota " + cpus_text(quota->cpus) + " of cgroup " + quota->cgroup + (quota->version == 1 ? " (v1)" : " (v2)");
   if (n < affinity) return {n, "auto: " + limit + ", below the " + cpus};
   return {n, "auto: " + cpus + " (" + limit + " is no tighter)"};
 }

@@ -32,7 +32,7 @@ std::string user_name(uid_t uid) {
 
 path_facts facts_of(const std::string& path, bool follow) {
   path_facts f;
-  struct stat st{};
+  struct stat st {};
   if ((follow ? ::stat(path.c_str(), &st) : ::lstat(path.c_str(), &st)) != 0) return f;
   f.kind = S_ISLNK(st.st_mode) ? path_facts::symlink : S_ISDIR(st.st_mode) ? path_facts::directory : path_facts::other;
   f.uid = st.st_uid;
@@ -45,8 +45,10 @@ path_facts facts_of(const std::string& path, bool follow) {
 // "/a/b/c" -> "/", "/a", "/a/b" (relative paths start from ".").
 std::vector<std::string> ancestors(const std::string& path) {
   std::vector<std::string> out;
-  if (path.starts_with("/")) out.push_back("/");
-  else out.push_back(".");
+  if (path.starts_with("/"))
+    out.push_back("/");
+  else
+    out.push_back(".");
   for (std::size_t at = 1; at < path.size(); ++at)
     if (path[at] == '/' && path[at - 1] != '/') out.push_back(path.substr(0, at));
   return out;
@@ -77,8 +79,7 @@ std::optional<std::string> private_dir_problem(std::string_view what, const std:
   if (f.uid != want.uid)
     return it + " is owned by " + who(f.uid, f.owner) + ", mode " + octal(f.mode) + ", not by " +
            who(want.uid, want.name) + ": another user could take it over; " + std::string(fix_owner);
-  if (f.mode & 022)
-    return it + " is mode " + octal(f.mode) + ": others may write into it; chmod 700 " + path;
+  if (f.mode & 022) return it + " is mode " + octal(f.mode) + ": others may write into it; chmod 700 " + path;
   return std::nullopt;
 }
 
@@ -90,8 +91,8 @@ std::optional<std::string> ancestor_problem(std::string_view what, const std::st
     return it + " is owned by " + who(f.uid, f.owner) + ", who could replace " + path +
            "; choose a place whose parents belong to root or to " + who(want.uid, want.name);
   if ((f.mode & 022) && !(f.mode & S_ISVTX))
-    return it + " is mode " + octal(f.mode) + " without the sticky bit, so anyone may replace " + path + "; chmod go-w " +
-           ancestor;
+    return it + " is mode " + octal(f.mode) + " without the sticky bit, so anyone may replace " + path +
+           "; chmod go-w " + ancestor;
   return std::nullopt;
 }
 

@@ -212,7 +212,10 @@ class master {
  private:
   // The worker count for `c`, and where it came from (shown by status).
   static int resolve_workers(const config& c, std::string& from) {
-    if (c.workers > 0) return from = "configured", c.workers;
+    if (c.workers > 0) {
+      from = "set by --workers or the config file";
+      return c.workers;
+    }
     auto count = auto_worker_count();
     from = std::move(count.why);
     return count.workers;
@@ -335,8 +338,10 @@ int master::run() {
   accept_agent_check();
   read_notify();
   log::info("instance '" + cfg_.name + "' serving " + sockets_->describe() + " with " + std::to_string(workers_) +
-            " workers, " + (cfg_.distribution == distribution::reuseport ? "reuseport" : "shared") +
-            " distribution; control socket " + cfg_.control);
+            " workers" + (cfg_.workers > 0 ? "" : " (" + workers_from_ + ")") +
+            (cfg_.run_user ? " as " + cfg_.user : "") + ", " +
+            (cfg_.distribution == distribution::reuseport ? "reuseport" : "shared") + " distribution; control socket " +
+            cfg_.control);
   slots_.resize(workers_);
   if (cfg_.cluster && cfg_.nats.empty()) {
     // Workers start once the node's NATS server answers: they connect to it at start-up.

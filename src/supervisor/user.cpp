@@ -68,16 +68,17 @@ std::optional<std::string> resolve_user(std::string_view spec, run_as& out) {
     } else {
       ::group gr{};
       std::vector<char> gbuf;
-      if (!look_up([&](::group* e, char* b, std::size_t n, ::group** r) { return ::getgrnam_r(group->c_str(), e, b, n, r); },
-                   gr, gbuf))
+      if (!look_up(
+              [&](::group* e, char* b, std::size_t n, ::group** r) { return ::getgrnam_r(group->c_str(), e, b, n, r); },
+              gr, gbuf))
         return quoted + ": no such group '" + *group + "' (create it, or use a numeric gid)";
       out.gid = gr.gr_gid;
     }
     return std::nullopt;  // that group only: no supplementary groups
   }
   if (!known)
-    return quoted + ": uid " + user + " has no entry in the user database, so its group is unknown: give one, e.g. --user " +
-           user + ":" + user;
+    return quoted + ": uid " + user +
+           " has no entry in the user database, so its group is unknown: give one, e.g. --user " + user + ":" + user;
   out.gid = pw.pw_gid;
   // The user's groups as the group database lists them. getgrouplist includes the primary
   // group, which the gid grants anyway: leaving it out, a user with no other groups has an

@@ -14,8 +14,8 @@
 namespace loopfleet::supervisor {
 
 struct run_as {
-  std::string spec;           // as given, for messages
-  std::string name;           // the user's name ("" for a uid with no entry in the user database)
+  std::string spec;  // as given, for messages
+  std::string name;  // the user's name ("" for a uid with no entry in the user database)
   uid_t uid = 0;
   gid_t gid = 0;
   std::vector<gid_t> groups;  // the supplementary groups, set with setgroups (the gid not repeated)

@@ -64,7 +64,8 @@ read_file_fn fake(std::map<std::string, std::string> files) {
 TEST(CpuQuota, TightestLimitOverAncestorsAndVersions) {
   auto read = fake({
       {"/proc/self/cgroup", "2:cpu:/outer/inner\n0::/svc\n"},
-      {"/proc/self/mountinfo", "1 0 0:1 / /cg/cpu rw - cgroup cgroup rw,cpu\n2 0 0:2 / /cg/v2 rw - cgroup2 cgroup2 rw\n"},
+      {"/proc/self/mountinfo",
+       "1 0 0:1 / /cg/cpu rw - cgroup cgroup rw,cpu\n2 0 0:2 / /cg/v2 rw - cgroup2 cgroup2 rw\n"},
       {"/cg/cpu/cpu.cfs_quota_us", "-1\n"},
       {"/cg/cpu/cpu.cfs_period_us", "100000\n"},
       {"/cg/cpu/outer/cpu.cfs_quota_us", "150000\n"},
