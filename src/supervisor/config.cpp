@@ -126,6 +126,21 @@ std::optional<std::string> check_cluster(config& c) {
   return std::nullopt;
 }
 
+std::optional<std::string> check_user(config& c) {
+  c.run_user.reset();
+  if (c.user.empty()) return std::nullopt;
+  run_as who;
+  if (auto err = resolve_user(c.user, who)) return err;
+  if (::geteuid() == 0) {
+    c.run_user = std::move(who);
+    return std::nullopt;
+  }
+  // Without root the children cannot change identity: naming ourselves is fine, anyone else is not.
+  if (who.uid == ::geteuid() && who.gid == ::getegid()) return std::nullopt;
+  return "--user '" + c.user + "' needs the supervisor to run as root (it runs as uid " + std::to_string(::geteuid()) +
+         "): start it as root, or leave --user out to run the workers as yourself";
+}
+
 std::optional<std::string> check(config& c) {
   if (c.command.empty())
     return "no worker command: put it after --, e.g. loopfleet run --workers 2 -- ./build/bin/hello";
@@ -142,15 +157,7 @@ std::optional<std::string> check(config& c) {
   for (char ch : c.name)
     if (ch == '/' || ch == '\0') return "--name '" + c.name + "' must not contain '/'";
   if (c.control.empty()) c.control = default_control_path(c.name);
-  c.run_user.reset();
-  if (!c.user.empty()) {
-    run_as who;
-    if (auto err = resolve_user(c.user, who)) return err;
-    if (::geteuid() != 0 && who.uid != ::geteuid())
-      return "--user '" + c.user + "' needs the supervisor to run as root (it runs as uid " +
-             std::to_string(::geteuid()) + "): start it as root, or leave --user out to run the workers as yourself";
-    c.run_user = std::move(who);
-  }
+  if (auto err = check_user(c)) return err;
   if (!c.agent_check.empty())
     if (auto err = check_tcp_address("--agent-check", c.agent_check)) return err;
   return check_cluster(c);

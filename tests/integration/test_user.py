@@ -235,3 +235,12 @@ def test_cli_refuses_a_runtime_dir_another_user_controls(xdg):
     e = dict(os.environ, XDG_RUNTIME_DIR=xdg)
     r = subprocess.run(AS_NOBODY + [binary("loopfleet"), "status"], env=e, capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "is owned by root (uid 0)" in r.stderr, r.stderr
+
+
+def test_user_other_than_ourselves_without_root_is_one_line_and_exit_2(xdg):
+    e = dict(os.environ, XDG_RUNTIME_DIR=xdg)
+    r = subprocess.run(AS_NOBODY + [binary("loopfleet"), "run", "--user", "root", "--", binary("loopfleet-testapp")],
+                       env=e, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.startswith("loopfleet: error: --user 'root' needs the supervisor to run as root (it runs as uid "
+                               "65534)") and r.stderr.count("\n") == 1, r.stderr
