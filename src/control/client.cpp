@@ -116,8 +116,8 @@ std::string format_status(const std::string& reply_json) {
   std::string out = "instance " + fixed(o.if_contains("name"), 0) + "  pid " + fixed(o.if_contains("pid"), 0) +
                     "  generation " + fixed(o.if_contains("generation"), 0) + "  " +
                     fixed(o.if_contains("distribution"), 0) + "  " + fixed(o.if_contains("listen"), 0) +
-                    (o.contains("reloading") && o.at("reloading").as_bool() ? "  (reloading)" : "") + "\n";
-  out += "workers " + fixed(o.if_contains("workers"), 0) + " (" + fixed(o.if_contains("workers_from"), 0) + ")\n";
+                    "  workers " + fixed(o.if_contains("workers"), 0) + " (" + fixed(o.if_contains("workers_from"), 0) +
+                    ")" + (o.contains("reloading") && o.at("reloading").as_bool() ? "  (reloading)" : "") + "\n";
   out += "SLOT      PID  GEN  STATE       UPTIME_S  RESTARTS  RSS_MIB  BEAT_MS  LAG99_MS  CONNS  INFLIGHT    REQUESTS"
          "  LAST_EXIT\n";
   for (const auto& s : o.at("slots").as_array()) {
