@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import Lines, Supervisor, binary, exchange, free_port, stop_process, wait_until
+from conftest import Lines, Supervisor, binary, free_port, get, pid_alive, stop_process, wait_until
 
 NOBODY = 65534
 
@@ -33,20 +33,6 @@ def assert_nobody(pid):
     assert uids == [NOBODY] * 4, (pid, uids)  # real, effective, saved, filesystem
     assert gids == [NOBODY] * 4, (pid, gids)
     assert groups == [], (pid, groups)  # none of root's, none at all for nobody
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def get(sup, path):
-    with sup.connect() as s:
-        (r,) = exchange(s, f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
-        return r
 
 
 def test_workers_and_helpers_run_as_the_user_serve_reload_and_die_with_the_supervisor(tmp_path):
@@ -75,7 +61,7 @@ def test_workers_and_helpers_run_as_the_user_serve_reload_and_die_with_the_super
         victims = new + [h["pid"] for s in sup.status()["slots"] for h in s["helpers"]]
         os.kill(sup.proc.pid, signal.SIGKILL)
         sup.proc.wait()
-        wait_until(lambda: not any(alive(p) for p in victims), timeout=10, what="the workers to die with it")
+        wait_until(lambda: not any(pid_alive(p) for p in victims), timeout=10, what="the workers to die with it")
     finally:
         sup.stop()
 
