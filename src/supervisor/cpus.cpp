@@ -1,5 +1,7 @@
 #include "supervisor/cpus.hpp"
 
+#include "supervisor/config.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -7,8 +9,6 @@
 #include <fstream>
 #include <sstream>
 #include <vector>
-
-#include "supervisor/config.hpp"
 
 namespace loopfleet::supervisor {
 namespace {

@@ -6,13 +6,13 @@
 // with one line naming the path, what was found and the fix. The verdicts are pure.
 #pragma once
 
+#include "supervisor/user.hpp"
+
 #include <sys/types.h>
 
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include "supervisor/user.hpp"
 
 namespace loopfleet::supervisor {
 

@@ -1,9 +1,8 @@
 #include "supervisor/private_dir.hpp"
+#include "supervisor/user.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-
-#include "supervisor/user.hpp"
 
 using namespace loopfleet::supervisor;
 
