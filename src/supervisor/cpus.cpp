@@ -120,8 +120,10 @@ std::optional<cpu_quota> find_cpu_quota(const read_file_fn& read) {
     std::string_view controller = version == 2 ? "" : "cpu";
     auto path = own_cgroup(*cgroups, controller);
     auto mount = find_cgroup_mount(*mounts, controller);
+    if (!path || !mount) continue;
     // Outside the mount's root the hierarchy shows nothing of ours (another namespace).
-    if (!path || !mount || !path->starts_with(mount->root)) continue;
+    bool under_root = mount->root == "/" || *path == mount->root || path->starts_with(mount->root + "/");
+    if (!under_root) continue;
     // Every ancestor up to the mount's root may limit: a container's quota usually sits on
     // the container's cgroup while the process runs in a child of it.
     std::string level = *path;
@@ -139,7 +141,6 @@ std::optional<cpu_quota> find_cpu_quota(const read_file_fn& read) {
       if (level.size() <= mount->root.size() || level == "/") break;
       auto slash = level.rfind('/');
       level = slash == 0 ? "/" : level.substr(0, slash);
-      if (level.size() < mount->root.size()) break;
     }
   }
   return tightest;

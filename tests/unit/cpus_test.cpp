@@ -105,6 +105,18 @@ TEST(CpuQuota, ContainerWithoutCgroupNamespaceSeesItsCgroupAtTheMountPoint) {
   EXPECT_EQ(q->cgroup, "/docker/abc");
 }
 
+TEST(CpuQuota, ACgroupOutsideTheMountsRootIsNotLookedUp) {
+  // "/docker/abcdef" is not under the mount's root "/docker/abc", though it starts with it.
+  EXPECT_FALSE(find_cpu_quota(fake({
+      {"/proc/self/cgroup", "5:cpu:/docker/abcdef\n"},
+      {"/proc/self/mountinfo", "7 1 0:5 /docker/abc /sys/fs/cgroup/cpu ro - cgroup cgroup rw,cpu\n"},
+      {"/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "50000\n"},
+      {"/sys/fs/cgroup/cpu/cpu.cfs_period_us", "100000\n"},
+      {"/sys/fs/cgroup/cpuef/cpu.cfs_quota_us", "50000\n"},
+      {"/sys/fs/cgroup/cpuef/cpu.cfs_period_us", "100000\n"},
+  })));
+}
+
 TEST(CpuQuota, NoLimitAnywhere) {
   EXPECT_FALSE(find_cpu_quota(fake({})));
   EXPECT_FALSE(find_cpu_quota(fake({
