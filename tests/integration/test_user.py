@@ -122,6 +122,25 @@ def test_data_dir_the_user_cannot_reach_is_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "nobody (uid 65534) cannot reach it" in lines[0] and "chmod o+x" in lines[0], r.stderr
 
 
+def test_data_dir_left_by_a_run_without_user_is_refused_with_the_chown(tmp_path, reachable_dir):
+    data = os.path.join(reachable_dir, "solo")
+    os.mkdir(data, 0o700)  # root's, as a run without --user leaves it
+
+    def run():
+        return subprocess.run([binary("loopfleet"), "run", "--user", "nobody", "--cluster", "--nats-listen",
+                               f"127.0.0.1:{free_port()}", "--data-dir", data, "--control", str(tmp_path / "c.sock"),
+                               "--", binary("loopfleet-testapp")], capture_output=True, text=True, timeout=30)
+    r = run()
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "is owned by root (uid 0)" in r.stderr and f"chown -R 65534:65534 {data}" in r.stderr, r.stderr
+    # The directory handed over but its store still root's: the same advice.
+    os.chown(data, NOBODY, NOBODY)
+    os.mkdir(os.path.join(data, "jetstream"))
+    r = run()
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "jetstream belongs to uid 0, but nats-server runs as uid 65534" in r.stderr and "chown -R" in r.stderr
+
+
 # --- the runtime directory, as a user without root ---
 
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
