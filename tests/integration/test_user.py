@@ -75,7 +75,7 @@ def test_unknown_user_is_one_line_and_exit_2(tmp_path):
 
 @pytest.fixture
 def reachable_dir():
-    """A directory nobody can pass through (root's, 0711), for what nats-server must open."""
+    """A directory of root's that the user nobody may pass through (0711), for what nats-server opens."""
     d = tempfile.mkdtemp(prefix="loopfleet-user-test-", dir="/tmp")
     os.chmod(d, 0o711)
     yield d
