@@ -10,8 +10,9 @@ packages=(
   libtomlplusplus-dev libnats-dev
   # the cluster layer's server, and the front (load balancer across nodes)
   nats-server haproxy keepalived
-  # tests, and the Node example
-  libgtest-dev python3 python3-pytest nodejs
+  # tests (setpriv from util-linux runs test_user.py's unprivileged supervisors; curl asks
+  # the cluster tests' workers), and the Node example
+  libgtest-dev python3 python3-pytest util-linux curl nodejs
   # load and peers for bench/ and the load tests
   wrk nginx-light gunicorn python3-aiohttp python3-uvloop
   python3-celery python3-redis redis-server

@@ -1,6 +1,7 @@
 #include "control/client.hpp"
 
 #include "supervisor/config.hpp"
+#include "supervisor/private_dir.hpp"
 
 #include <boost/json.hpp>
 
@@ -21,12 +22,14 @@ std::optional<std::string> locate(const std::string& explicit_path, const std::s
     path = explicit_path;
     return std::nullopt;
   }
+  // A socket in a directory another user controls may be theirs, answering in our name.
+  std::string dir = supervisor::runtime_dir();
+  std::string fix = "remove it (rm -r " + dir + ") or set XDG_RUNTIME_DIR to a directory of yours";
+  if (auto err = supervisor::check_private_dir("runtime directory", dir, fix)) return err;
   if (!name.empty()) {
     path = supervisor::default_control_path(name);
     return std::nullopt;
   }
-  std::string probe = supervisor::default_control_path("x");
-  std::string dir = probe.substr(0, probe.rfind('/'));
   std::vector<std::string> found;
   if (DIR* d = ::opendir(dir.c_str())) {
     while (dirent* e = ::readdir(d)) {
@@ -113,7 +116,8 @@ std::string format_status(const std::string& reply_json) {
   std::string out = "instance " + fixed(o.if_contains("name"), 0) + "  pid " + fixed(o.if_contains("pid"), 0) +
                     "  generation " + fixed(o.if_contains("generation"), 0) + "  " +
                     fixed(o.if_contains("distribution"), 0) + "  " + fixed(o.if_contains("listen"), 0) +
-                    (o.contains("reloading") && o.at("reloading").as_bool() ? "  (reloading)" : "") + "\n";
+                    "  workers " + fixed(o.if_contains("workers"), 0) + " (" + fixed(o.if_contains("workers_from"), 0) +
+                    ")" + (o.contains("reloading") && o.at("reloading").as_bool() ? "  (reloading)" : "") + "\n";
   out += "SLOT      PID  GEN  STATE       UPTIME_S  RESTARTS  RSS_MIB  BEAT_MS  LAG99_MS  CONNS  INFLIGHT    REQUESTS"
          "  LAST_EXIT\n";
   for (const auto& s : o.at("slots").as_array()) {

@@ -5,6 +5,7 @@
 #include "runtime/error.hpp"
 #include "runtime/flags.hpp"
 #include "supervisor/config.hpp"
+#include "supervisor/private_dir.hpp"
 #include "supervisor/spawn.hpp"
 
 #include <arpa/inet.h>
@@ -282,7 +283,12 @@ int run(const config& c) {
       return 2;
     }
   }
-  supervisor::make_private_dirs(c.state_dir);
+  if (auto err = supervisor::ensure_private_dir(
+          "state directory", c.state_dir, supervisor::current_user(),
+          "remove it (rm -r " + c.state_dir + ") or choose another --state-dir")) {
+    std::fprintf(stderr, "loopfleet: error: %s\n", err->c_str());
+    return 2;
+  }
   std::string file = c.state_dir + "/" + c.name + ".haproxy.cfg";
   {
     std::ofstream out(file);

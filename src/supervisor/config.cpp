@@ -2,6 +2,7 @@
 
 #include "runtime/address.hpp"
 #include "runtime/flags.hpp"
+#include "supervisor/private_dir.hpp"
 
 #include <sched.h>
 #include <sys/stat.h>
@@ -24,7 +25,9 @@ struct raw_values {
 
 void register_flags(flag_set& f, config& c, raw_values& raw) {
   f.add_string("--config", &c.config_file, "TOML file with any of these settings (flags win)");
-  f.add_string("--workers", &raw.workers, "worker processes: a number, or auto = CPUs available [default: auto]");
+  f.add_string("--workers", &raw.workers,
+               "worker processes: a number, or auto = CPUs available (the affinity mask, or the cgroup's CPU quota "
+               "if lower) [default: auto]");
   f.add_list("--listen", &c.listen, "address to serve: HOST:PORT, [IPV6]:PORT or unix:PATH [default: 127.0.0.1:8080]");
   f.add_string("--name", &c.name, "instance name (control socket, logs) [default: the command's file name]");
   f.add_string("--distribution", &raw.distribution,
@@ -63,6 +66,9 @@ void register_flags(flag_set& f, config& c, raw_values& raw) {
   f.add_duration("--front-drain", &c.front_drain,
                  "with --agent-check: how long a graceful stop says drain before stopping the workers");
   f.add_string("--control", &c.control, "control socket path [default: $XDG_RUNTIME_DIR/loopfleet/NAME.sock]");
+  f.add_string("--user", &c.user,
+               "run the workers, their helpers and nats-server as USER[:GROUP] or UID:GID; the supervisor keeps root "
+               "to bind sockets and signal them (USER alone: the user's groups; USER:GROUP: that group only)");
 }
 
 std::optional<std::string> apply_raw(const raw_values& raw, config& c, std::string_view where) {
@@ -120,6 +126,21 @@ std::optional<std::string> check_cluster(config& c) {
   return std::nullopt;
 }
 
+std::optional<std::string> check_user(config& c) {
+  c.run_user.reset();
+  if (c.user.empty()) return std::nullopt;
+  run_as who;
+  if (auto err = resolve_user(c.user, who)) return err;
+  if (::geteuid() == 0) {
+    c.run_user = std::move(who);
+    return std::nullopt;
+  }
+  // Without root the children cannot change identity: naming ourselves is fine, anyone else is not.
+  if (who.uid == ::geteuid() && who.gid == ::getegid()) return std::nullopt;
+  return "--user '" + c.user + "' needs the supervisor to run as root (it runs as uid " + std::to_string(::geteuid()) +
+         "): start it as root, or leave --user out to run the workers as yourself";
+}
+
 std::optional<std::string> check(config& c) {
   if (c.command.empty())
     return "no worker command: put it after --, e.g. loopfleet run --workers 2 -- ./build/bin/hello";
@@ -136,6 +157,7 @@ std::optional<std::string> check(config& c) {
   for (char ch : c.name)
     if (ch == '/' || ch == '\0') return "--name '" + c.name + "' must not contain '/'";
   if (c.control.empty()) c.control = default_control_path(c.name);
+  if (auto err = check_user(c)) return err;
   if (!c.agent_check.empty())
     if (auto err = check_tcp_address("--agent-check", c.agent_check)) return err;
   return check_cluster(c);
@@ -247,6 +269,7 @@ std::optional<std::string> load_config_file(const std::string& path, config& c) 
     else if (k == "healthy_after") err = duration(c.healthy_after);
     else if (k == "degraded_after") err = integer(c.degraded_after, 1, 1000);
     else if (k == "control") err = text(c.control);
+    else if (k == "user") err = text(c.user);
     else if (k == "watchdog") err = duration(c.watchdog);
     else if (k == "cluster") {
       if (auto b = node.value<bool>()) c.cluster = *b;
@@ -271,7 +294,7 @@ std::optional<std::string> load_config_file(const std::string& path, config& c) 
             "' (known: workers, listen, name, distribution, backlog, ready, ready_delay, ready_timeout, "
             "graceful_timeout, backoff_initial, backoff_max, healthy_after, degraded_after, watchdog, "
             "max_requests, max_requests_jitter, max_memory, cluster, node, nats, nats_listen, cluster_listen, join, "
-            "data_dir, max_store, replicas, replicas_wait, agent_check, front_drain, control, command)";
+            "data_dir, max_store, replicas, replicas_wait, agent_check, front_drain, control, user, command)";
     if (err) return err;
     if (auto e = apply_raw(raw, c, where)) return e;
   }
@@ -333,6 +356,8 @@ std::string runtime_dir() {
 }
 
 std::string default_control_path(const std::string& name) { return runtime_dir() + "/" + name + ".sock"; }
+
+run_as children_user(const config& c) { return c.run_user ? *c.run_user : current_user(); }
 
 void make_private_dirs(const std::string& path) {
   for (std::size_t at = 1; at <= path.size(); ++at)

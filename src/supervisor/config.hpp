@@ -2,6 +2,8 @@
 // underscores). Flags override the file; a reload re-reads the file and re-applies the flags.
 #pragma once
 
+#include "supervisor/user.hpp"
+
 #include <chrono>
 #include <optional>
 #include <span>
@@ -16,7 +18,7 @@ enum class readiness { notify, started };
 
 struct config {
   std::string config_file;                 // --config
-  int workers = 0;                         // 0 = auto: CPUs this process may run on
+  int workers = 0;                         // 0 = auto: CPUs this process may run on, or its cgroup's quota
   std::vector<std::string> listen;         // HOST:PORT, [IPV6]:PORT, unix:PATH
   std::string name;                        // instance name; default: the command's file name
   enum distribution distribution = distribution::reuseport;
@@ -34,6 +36,10 @@ struct config {
   int max_requests_jitter = 0;             // plus up to this many, so workers do not recycle together
   int max_memory = 0;                      // recycle a worker above this RSS, in MiB; 0 = never
   std::string control;                     // control socket path; default under the runtime dir
+  // Every child (workers, their offload helpers, nats-server) runs as this USER[:GROUP];
+  // resolved when the configuration is read, because after fork nothing may look names up.
+  std::string user;                        // empty = as the supervisor's own user
+  std::optional<run_as> run_user;          // the resolved --user
   // The front: HAProxy's agent check asks this address how the node is (up and a weight,
   // drain, down). A graceful stop answers "drain" for front_drain before stopping workers.
   std::string agent_check;                 // HOST:PORT; empty = off
@@ -83,8 +89,13 @@ std::string runtime_dir();
 // Default control socket path for an instance name: in runtime_dir().
 std::string default_control_path(const std::string& name);
 
-// Creates `path` and its missing parents, mode 0700 (errors surface when the path is used).
+// Creates `path` and its missing parents, mode 0700, for a path the user chose (--control);
+// errors surface when the path is used. Directories of our own go through
+// ensure_private_dir (private_dir.hpp), which also refuses one another user controls.
 void make_private_dirs(const std::string& path);
+
+// Who owns the files the children must open (the NATS data dir): the --user, or us.
+run_as children_user(const config& c);
 
 // The NATS client URL workers and tools use: the given --nats URLs, or the local server.
 std::string nats_url(const config& c);

@@ -7,6 +7,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -77,7 +78,17 @@ spawned spawn_worker(const spawn_spec& spec) {
     throw std::system_error(e, std::generic_category(), "fork");
   }
   if (pid == 0) {
+    if (spec.user && !become_user(*spec.user)) {
+      char msg[256];
+      int m = std::snprintf(msg, sizeof msg, "loopfleet: cannot become uid %u gid %u (--user %s): %s\n",
+                            static_cast<unsigned>(spec.user->uid), static_cast<unsigned>(spec.user->gid),
+                            spec.user->spec.c_str(), std::strerror(errno));
+      [[maybe_unused]] auto w = ::write(err[1], msg, m > 0 ? std::min(static_cast<size_t>(m), sizeof msg - 1) : 0);
+      ::_exit(126);
+    }
     // A worker must not outlive a supervisor killed with SIGKILL: it gets SIGTERM (a drain).
+    // After become_user: changing uid or gid clears the parent-death signal, and getppid()
+    // there catches a supervisor that died before it was set.
     become_child_of(parent, SIGTERM);
     // Own process group: a Ctrl-C at the terminal reaches the supervisor, which drains the
     // workers in order, instead of every worker at once.
@@ -101,7 +112,7 @@ spawned spawn_worker(const spawn_spec& spec) {
     ::execve(argv[0], argv.data(), envp.data());
     char msg[512];
     int m = std::snprintf(msg, sizeof msg, "loopfleet: cannot run %s: %s\n", argv[0], std::strerror(errno));
-    [[maybe_unused]] auto w = ::write(STDERR_FILENO, msg, m > 0 ? static_cast<size_t>(m) : 0);
+    [[maybe_unused]] auto w = ::write(STDERR_FILENO, msg, m > 0 ? std::min(static_cast<size_t>(m), sizeof msg - 1) : 0);
     ::_exit(127);
   }
   ::close(out[1]);

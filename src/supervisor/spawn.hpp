@@ -3,6 +3,8 @@
 // and its stdout/stderr on pipes the supervisor reads.
 #pragma once
 
+#include "supervisor/user.hpp"
+
 #include <string>
 #include <sys/types.h>
 #include <vector>
@@ -13,6 +15,7 @@ struct spawn_spec {
   std::vector<std::string> argv;
   std::vector<int> fds;               // become 3, 4, ...
   std::vector<std::string> env;       // extra "KEY=VALUE" entries (LISTEN_FDS etc.)
+  const run_as* user = nullptr;       // --user: the child drops to it before exec
 };
 
 struct spawned {
@@ -22,7 +25,8 @@ struct spawned {
 };
 
 // Throws std::system_error when fork or pipe fails. An exec failure shows up as the child's
-// stderr line "cannot run ...: reason" and exit code 127.
+// stderr line "cannot run ...: reason" and exit code 127; a failure to become spec.user as
+// "cannot become ...: reason" and exit code 126.
 spawned spawn_worker(const spawn_spec& spec);
 
 // The absolute path `command` would run as (PATH search for a bare name), or empty.

@@ -7,7 +7,9 @@
 #include "runtime/address.hpp"
 #include "runtime/listen_fds.hpp"
 #include "runtime/log.hpp"
+#include "supervisor/cpus.hpp"
 #include "supervisor/policy.hpp"
+#include "supervisor/private_dir.hpp"
 #include "supervisor/queue_handoff.hpp"
 #include "supervisor/sockets.hpp"
 #include "supervisor/spawn.hpp"
@@ -219,7 +221,17 @@ class master {
   int run();
 
  private:
-  int resolve_workers(const config& c) const { return c.workers > 0 ? c.workers : available_cpus(); }
+  // The worker count for `c`, and where it came from (shown by status).
+  static int resolve_workers(const config& c, std::string& from) {
+    if (c.workers > 0) {
+      from = "set by --workers or the config file";
+      return c.workers;
+    }
+    auto count = auto_worker_count();
+    from = std::move(count.why);
+    return count.workers;
+  }
+  void prepare_nats_dir();
   void open_control();
   void open_notify();
   int connected_notify_socket() const;
@@ -284,6 +296,7 @@ class master {
   asio::steady_timer front_drain_{loop_};
   std::vector<slot_state> slots_;  // [0, workers_) are active; the rest keep their sockets only
   int workers_ = 0;
+  std::string workers_from_;
   std::map<pid_t, std::unique_ptr<process>> procs_;
   int generation_ = 1;
   bool stopping_ = false;
@@ -309,6 +322,7 @@ class master {
     int generation;
     config old_cfg;
     int old_workers;
+    std::string workers_from;  // the new generation's, until it commits
     std::vector<done_fn> waiters;
   };
   std::optional<reload_state> reload_;
@@ -320,9 +334,10 @@ int master::run() {
   // Orphans of our workers (offload helpers whose worker died) become our children, so they
   // are reaped here and never linger as zombies of an init that does not reap.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
-  workers_ = resolve_workers(cfg_);
+  workers_ = resolve_workers(cfg_, workers_from_);
   try {
     open_control();
+    if (cfg_.cluster && cfg_.nats.empty()) prepare_nats_dir();
     auto inherited = adopt_listen_fds();
     sockets_ = std::make_unique<listen_sockets>(cfg_.distribution, cfg_.listen, cfg_.backlog, workers_, inherited);
     open_notify();
@@ -337,8 +352,10 @@ int master::run() {
   accept_agent_check();
   read_notify();
   log::info("instance '" + cfg_.name + "' serving " + sockets_->describe() + " with " + std::to_string(workers_) +
-            " workers, " + (cfg_.distribution == distribution::reuseport ? "reuseport" : "shared") +
-            " distribution; control socket " + cfg_.control);
+            " workers" + (cfg_.workers > 0 ? "" : " (" + workers_from_ + ")") +
+            (cfg_.run_user ? " as " + cfg_.user : "") + ", " +
+            (cfg_.distribution == distribution::reuseport ? "reuseport" : "shared") + " distribution; control socket " +
+            cfg_.control);
   slots_.resize(workers_);
   if (cfg_.cluster && cfg_.nats.empty()) {
     // Workers start once the node's NATS server answers: they connect to it at start-up.
@@ -365,7 +382,13 @@ void master::open_control() {
   sockaddr_un sun{};
   if (path.size() >= sizeof sun.sun_path)
     throw startup_error("control socket path " + path + " is too long (use a shorter --control)");
-  if (auto dir = path.substr(0, path.rfind('/')); !dir.empty()) make_private_dirs(dir);
+  if (auto dir = path.substr(0, path.rfind('/')); dir == runtime_dir()) {
+    if (auto err = ensure_private_dir("runtime directory", dir, current_user(),
+                                      "remove it (rm -r " + dir + ") or set XDG_RUNTIME_DIR to a directory of yours"))
+      throw startup_error(*err);
+  } else if (!dir.empty()) {
+    make_private_dirs(dir);
+  }
   asio::local::stream_protocol::endpoint ep(path);
   struct stat st{};
   if (::lstat(path.c_str(), &st) == 0) {
@@ -462,6 +485,7 @@ void master::start_worker(int slot, role r) {
   spec.argv = cfg_.command;
   if (!exe.empty()) spec.argv.front() = exe;
   spec.fds = sockets_->for_slot(slot);
+  if (cfg_.run_user) spec.user = &*cfg_.run_user;
   int gen = reload_ && r == role::candidate ? reload_->generation : generation_;
   spec.env = {"LISTEN_FDS=" + std::to_string(spec.fds.size()), "LISTEN_FDNAMES=" + sockets_->fd_names(),
               "NOTIFY_SOCKET=" + notify_name_, "LOOPFLEET_SLOT=" + std::to_string(slot),
@@ -577,16 +601,31 @@ void master::reap() {
   }
 }
 
+// The data dir belongs to the user nats-server runs as (--user, or ours): it writes there.
+void master::prepare_nats_dir() {
+  run_as owner = children_user(cfg_);
+  std::string chown = "chown -R " + std::to_string(owner.uid) + ":" + std::to_string(owner.gid) + " " + cfg_.data_dir;
+  std::string fix = chown + " if its jobs are yours, or choose another --data-dir";
+  if (auto err = ensure_private_dir("data directory", cfg_.data_dir, owner, fix)) throw startup_error(*err);
+  // A store written by another user earlier (a run without --user) is not nats-server's now.
+  std::string store = cfg_.data_dir + "/jetstream";
+  if (struct stat st{}; ::lstat(store.c_str(), &st) == 0 && st.st_uid != owner.uid)
+    throw startup_error("JetStream store " + store + " belongs to uid " + std::to_string(st.st_uid) +
+                        ", but nats-server runs as uid " + std::to_string(owner.uid) + ": " + fix);
+}
+
 void master::start_nats() {
-  make_private_dirs(cfg_.data_dir);
   std::string conf = cfg_.data_dir + "/nats.conf";
-  {
-    std::ofstream out(conf);
-    out << cluster::server_config(
-        {cfg_.node, cfg_.nats_listen, cfg_.cluster_listen, cfg_.join, cfg_.data_dir + "/jetstream", cfg_.max_store});
+  if (auto err = write_private_file(conf, cluster::server_config({cfg_.node, cfg_.nats_listen, cfg_.cluster_listen,
+                                                                   cfg_.join, cfg_.data_dir + "/jetstream",
+                                                                   cfg_.max_store}),
+                                    children_user(cfg_))) {
+    log::error("cluster: " + *err);
+    return;
   }
   spawn_spec spec;
   spec.argv = {find_executable("nats-server"), "-c", conf};
+  if (cfg_.run_user) spec.user = &*cfg_.run_user;
   spawned s;
   try {
     s = spawn_worker(spec);
@@ -1005,7 +1044,8 @@ void master::begin_reload(done_fn done) {
     log::error("reload refused: " + err);
     return done(false, err);
   }
-  int n = resolve_workers(fresh);
+  std::string from;
+  int n = resolve_workers(fresh, from);
   try {
     sockets_->ensure_slots(n);
   } catch (const startup_error& e) {
@@ -1016,7 +1056,7 @@ void master::begin_reload(done_fn done) {
       procs_.at(s.candidate)->r = role::rejected;
       ::kill(std::exchange(s.candidate, 0), SIGKILL);
     }
-  reload_ = reload_state{generation_ + 1, cfg_, workers_, {std::move(done)}};
+  reload_ = reload_state{generation_ + 1, cfg_, workers_, std::move(from), {std::move(done)}};
   generation_ = reload_->generation;
   cfg_ = std::move(fresh);
   if (static_cast<int>(slots_.size()) < n) slots_.resize(n);
@@ -1046,6 +1086,7 @@ void master::commit_reload() {
     }
   }
   workers_ = n;
+  workers_from_ = std::move(reload_->workers_from);
   ever_ready_ = true;
   update_steering();
   std::string msg = "generation " + std::to_string(generation_) + " serving with " + std::to_string(n) +
@@ -1090,6 +1131,7 @@ std::optional<std::string> master::scale(int n) {
   }
   int old = workers_;
   workers_ = n;
+  workers_from_ = "loopfleet scale";
   cfg_.workers = n;
   if (static_cast<int>(slots_.size()) < n) slots_.resize(n);
   for (int i = old; i < n; ++i) {
@@ -1158,6 +1200,7 @@ json::object master::status_json() {
   o["pid"] = ::getpid();
   o["generation"] = generation_;
   o["workers"] = workers_;
+  o["workers_from"] = workers_from_;
   o["distribution"] = cfg_.distribution == distribution::reuseport ? "reuseport" : "shared";
   o["listen"] = sockets_->describe();
   o["uptime_s"] = duration_cast<milliseconds>(clock::now() - started_).count() / 1000.0;

@@ -295,6 +295,15 @@ def supervise(tmp_path):
         s.stop()
 
 
+def pid_alive(pid):
+    """Running (a zombie counts as gone: it only waits to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def established_connections(pid, port):
     """TCP connections of process `pid` in state ESTABLISHED on local port `port`."""
     return established([pid], port)

@@ -7,16 +7,7 @@ import time
 
 import pytest
 
-from conftest import SLOW, Wrk, binary, exchange, wait_until
-
-
-def pid_alive(pid):
-    """Running (a zombie counts as gone: it only waits to be reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+from conftest import SLOW, Wrk, binary, exchange, pid_alive, wait_until
 
 
 def get(sup, path):

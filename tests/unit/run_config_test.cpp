@@ -99,3 +99,20 @@ TEST(RunConfig, ClusterFlagsAndStoreLimit) {
   EXPECT_EQ(f.max_store, 64);
   ::unlink(path.c_str());
 }
+
+TEST(RunConfig, UserIsResolvedWhenTheConfigurationIsRead) {
+  config c;
+  ASSERT_FALSE(parse({"--user", "nobody", "--", "app"}, c));
+  ASSERT_TRUE(c.run_user);
+  EXPECT_EQ(c.run_user->uid, 65534u);
+  config d;
+  EXPECT_EQ(*parse({"--user", "nosuch-loopfleet", "--", "app"}, d),
+            "--user 'nosuch-loopfleet': no such user (create it, or use a numeric uid:gid)");
+  auto path = write_file("user = \"65534:65534\"\ncommand = [\"app\"]\n");
+  config e;
+  std::string arg = "--config=" + path;
+  ASSERT_FALSE(parse({arg}, e));
+  ASSERT_TRUE(e.run_user);
+  EXPECT_EQ(e.run_user->gid, 65534u);
+  ::unlink(path.c_str());
+}
