@@ -140,6 +140,9 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
   flags.add_duration("--retry-for", &retry_for,
                      "keep retrying, with backoff, jobs JetStream cannot take now (storage full, election)");
   flags.add_string("--key", &key, "idempotency key (with --count: KEY-0, KEY-1, ...)");
+  loopfleet::cluster::job_limits limits;
+  flags.add_int("--max-attempts", &limits.max_attempts, 1, 1000, "runs of a failing job before its dead letter [5]");
+  flags.add_duration("--time-limit", &limits.time_limit, "how long one run of the job may take [30s]");
   flags.add_bool("--json", &as_json, "machine-readable output");
   std::vector<std::string_view> flag_args, rest;
   for (std::size_t i = 0; i < args.size(); ++i) {
@@ -170,7 +173,7 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
     out = loopfleet::cluster::cluster_status(url, down_after.count() / 1000.0, as_json, error);
   } else if (group == "job" && sub == "submit") {
     if (rest.size() != 2) return fail("job submit needs NAME and PAYLOAD, e.g. loopfleet job submit work hello");
-    out = loopfleet::cluster::submit_jobs(url, std::string(rest[0]), std::string(rest[1]), count, key, retry_for, error);
+    out = loopfleet::cluster::submit_jobs(url, std::string(rest[0]), std::string(rest[1]), count, key, retry_for, limits, error);
   } else if (group == "job" && sub == "stats") {
     out = loopfleet::cluster::job_stats(url, error);
   } else {

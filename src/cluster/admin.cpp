@@ -114,11 +114,11 @@ std::optional<std::string> cluster_status(const std::string& url, double down_af
 
 namespace {
 
-natsMsg* job_message(const std::string& name, const std::string& body) {
+natsMsg* job_message(const std::string& name, const std::string& body, const job_limits& limits) {
   natsMsg* m = nullptr;
   natsMsg_Create(&m, ("loopfleet.job." + name).c_str(), nullptr, body.data(), static_cast<int>(body.size()));
-  natsMsgHeader_Set(m, "Loopfleet-Max-Attempts", "5");
-  natsMsgHeader_Set(m, "Loopfleet-Time-Limit-Ms", "30000");
+  natsMsgHeader_Set(m, "Loopfleet-Max-Attempts", std::to_string(limits.max_attempts).c_str());
+  natsMsgHeader_Set(m, "Loopfleet-Time-Limit-Ms", std::to_string(limits.time_limit.count()).c_str());
   return m;
 }
 
@@ -143,7 +143,8 @@ struct refused {
 // What JetStream refuses for a reason that passes (storage full, election) is sent again with
 // backoff, for as long as each round stores something or `retry_for` has not passed.
 std::optional<std::string> submit_many(session& ss, const std::string& name, const std::string& payload, int count,
-                                       std::chrono::milliseconds retry_for, std::string& error) {
+                                       std::chrono::milliseconds retry_for, const job_limits& limits,
+                                       std::string& error) {
   refused back;
   jsOptions jo;
   jsOptions_Init(&jo);
@@ -186,7 +187,7 @@ std::optional<std::string> submit_many(session& ss, const std::string& name, con
         std::lock_guard lock(back.mutex);
         if (!back.msgs.empty()) break;
       }
-      to_send.push_back(job_message(name, payload + "-" + std::to_string(next)));
+      to_send.push_back(job_message(name, payload + "-" + std::to_string(next), limits));
       if (natsStatus s = js_PublishMsgAsync(js, &to_send.back(), nullptr); s != NATS_OK) {
         error = "job " + std::to_string(next) + " not sent: " + natsStatus_GetText(s);
         return std::nullopt;
@@ -242,10 +243,10 @@ std::optional<std::string> submit_many(session& ss, const std::string& name, con
 
 std::optional<std::string> submit_jobs(const std::string& url, const std::string& name, const std::string& payload,
                                        int count, const std::string& key, std::chrono::milliseconds retry_for,
-                                       std::string& error) {
+                                       const job_limits& limits, std::string& error) {
   session ss;
   if (!ss.open(url, error, retry_for)) return std::nullopt;
-  if (count > 1 && key.empty()) return submit_many(ss, name, payload, count, retry_for, error);
+  if (count > 1 && key.empty()) return submit_many(ss, name, payload, count, retry_for, limits, error);
   int stored = 0, duplicates = 0, retries = 0;
   std::uint64_t first = 0, last = 0;
   for (int i = 0; i < count; ++i) {
@@ -256,7 +257,7 @@ std::optional<std::string> submit_jobs(const std::string& url, const std::string
     bool retried = false;
     for (int attempt = 0; !ack; ++attempt) {
       retried = attempt > 0;
-      natsMsg* m = job_message(name, body);
+      natsMsg* m = job_message(name, body, limits);
       jsPubOptions po;
       jsPubOptions_Init(&po);
       if (!id.empty()) po.MsgId = id.c_str();

@@ -8,6 +8,7 @@
 #include <loopfleet/runtime.hpp>
 
 #include "cluster/node.hpp"
+#include "cluster/sweeper.hpp"
 #include "runtime/log.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -39,9 +40,7 @@ namespace {
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
-// How long a job may go without an acknowledgement or an in-progress signal before JetStream
-// delivers it again: the time until a dead node's jobs run elsewhere.
-constexpr auto ack_wait = 4s;
+constexpr auto ack_wait = job_ack_wait;  // sweeper.hpp: the stranded-job sweeper reckons with it too
 constexpr auto in_progress_every = 1s;
 
 struct job_def {

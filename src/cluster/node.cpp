@@ -1,5 +1,7 @@
 #include "cluster/node.hpp"
 
+#include "cluster/sweeper.hpp"
+
 #include "runtime/log.hpp"
 
 #include <boost/json.hpp>
@@ -309,6 +311,7 @@ void node_agent::run() {
   auto last_waiting_note = clock::time_point{};
   int failures = 0;  // in a row, for the backoff
   bool warned = false;
+  int ticks = 0;
   for (;;) {
     {
       std::lock_guard lock(mutex_);
@@ -392,6 +395,12 @@ void node_agent::run() {
       // durability tests check that the jobs' consumer reaches the stream's replicas).
       for (const auto& d : standing)
         if (d.kind != "consumer" && d.has > 0 && d.has < replicas_.want) raise(js, d.name, replicas_.want);
+      if (++ticks % 5 == 0) {
+        std::string which;
+        if (int n = sweep_stranded_jobs(js, 256, which); n > 0)
+          log::warn("cluster: " + std::to_string(n) + " stored job(s) were delivered but JetStream no longer " +
+                    "tracked them (they would never run); queued again: " + which);
+      }
       std::lock_guard lock(mutex_);
       streams_ = std::move(standing);
     }

@@ -230,3 +230,39 @@ def test_jobs_submitted_while_a_busy_cluster_forms_survive_a_node_kill_five_time
                 nodes.stop(tag=f"round{round}-")
     finally:
         busy.end()
+
+
+def test_a_job_its_consumer_lost_track_of_is_queued_again(tmp_path):
+    """Stored, delivered, no longer awaited: nothing would run it. Made on purpose here (a
+    consumer that delivers once and gives up after 1 s); nats-server can leave jobs so when
+    nodes die. The node agent's sweeper queues such jobs again once no attempt can still be
+    running, keeping a single copy."""
+    port = free_port()
+    node = Supervisor(1, ["--cluster", "--node", "solo", "--nats-listen", f"127.0.0.1:{port}", "--data-dir",
+                          str(tmp_path / "solo")], [binary("cluster-example")], tmp=str(tmp_path))
+    url = f"nats://127.0.0.1:{port}"
+
+    def lf(*args):
+        return subprocess.run([binary("loopfleet"), *args, "--nats", url], capture_output=True, text=True,
+                              timeout=60 * SLOW)
+    try:
+        node.log.wait_for(r"cluster: node solo joined", timeout=60)
+        r = lf("job", "submit", "orphan", "lost", "--count", "3", "--max-attempts", "1", "--time-limit", "1s")
+        assert r.returncode == 0, r.stderr
+        probe = subprocess.run([binary("nats_probe"), "strand", url, "orphan", "3"], capture_output=True, text=True,
+                               timeout=60 * SLOW)
+        assert probe.returncode == 0 and "stranded 3" in probe.stdout, probe.stdout + probe.stderr
+        stats = lf("job", "stats")
+        # Not pending, never to be delivered again (nats-server still counts them as in flight),
+        # yet stored.
+        assert re.search(r"orphan\s+0\s+\d+ ", stats.stdout), stats.stdout
+        assert "waiting 3 " in stats.stdout, stats.stdout
+        # One attempt of 1 s, the ack wait and the margins: about 20 s, then the next sweep.
+        (line,) = node.log.wait_for(r"3 stored job\(s\) were delivered but JetStream no longer tracked them.*"
+                                    r"queued again: orphan #", timeout=60)
+        stats = lf("job", "stats")
+        assert re.search(r"orphan\s+3\s+", stats.stdout), stats.stdout  # deliverable again
+        assert "waiting 3 " in stats.stdout, stats.stdout                    # one copy each
+        print(f"stranded jobs found and queued again: {line.split('cluster: ')[-1]}")
+    finally:
+        node.stop()

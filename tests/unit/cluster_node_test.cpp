@@ -1,5 +1,6 @@
 // The pure parts of a cluster node: its nats-server config and how publish failures are read.
 #include "cluster/node.hpp"
+#include "cluster/sweeper.hpp"
 
 #include <gtest/gtest.h>
 
@@ -93,4 +94,18 @@ TEST(Replicas, ThePromiseTravelsInTheStreamDescription) {
   EXPECT_EQ(wanted_replicas(nullptr, 2), 2);          // a stream made by an older loopfleet
   EXPECT_EQ(wanted_replicas("something else", 1), 1);
   EXPECT_EQ(wanted_replicas("loopfleet: replicas wanted x", 1), 1);
+}
+
+TEST(StrandedJobs, OnlyAJobDeliveredLongerAgoThanEveryAttemptCouldTake) {
+  using std::chrono::seconds;
+  // 5 attempts of 30 s, each followed by the 4 s ack wait, the 5 s dead-letter pause, 10 s margin.
+  EXPECT_EQ(stored_lifetime(5, milliseconds(30000)), milliseconds(5 * 34000 + 15000));
+  EXPECT_EQ(stored_lifetime(0, milliseconds(1000)), milliseconds(5000 + 15000));  // at least one attempt
+  stored_job j{7, seconds(21), true, 1, milliseconds(1000)};
+  EXPECT_TRUE(stranded(j));
+  j.age = seconds(20);
+  EXPECT_FALSE(stranded(j));  // exactly at the bound: an attempt may still end now
+  j.age = seconds(3600);
+  j.delivered = false;  // old but never delivered: waiting for a worker, not stranded
+  EXPECT_FALSE(stranded(j));
 }
