@@ -23,6 +23,7 @@
 #include <boost/json.hpp>
 
 #include <dirent.h>
+#include <cstdlib>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -35,6 +36,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -89,6 +91,7 @@ struct output_reader : std::enable_shared_from_this<output_reader> {
       take(n);
       if (ec) break;
     }
+    if (stack && python_stack) finish_stack();
   }
   void take(std::size_t n) {
     partial.append(chunk.data(), n);
@@ -101,19 +104,31 @@ struct output_reader : std::enable_shared_from_this<output_reader> {
   }
   void flush_partial() {
     if (!partial.empty()) emit(std::exchange(partial, {}));
+    if (stack && python_stack) finish_stack();  // the worker was killed right after its dump
+  }
+  void finish_stack() {
+    if (on_stack) on_stack(std::move(*stack));
+    stack.reset();
   }
   void emit(const std::string& line) {
-    if (line == stack_begin_marker) {
+    if (line == stack_begin_marker || (stack_asked && !stack && is_python_stack_header(line))) {
       stack.emplace();
+      python_stack = line != stack_begin_marker;
+      stack_asked = false;
       return;
     }
-    if (stack) {
+    if (stack && python_stack) {
+      if (is_python_stack_line(line)) {
+        stack->push_back(line);
+        return;
+      }
+      finish_stack();  // a faulthandler traceback has no end marker: its first other line ends it
+    } else if (stack) {
       if (line != stack_end_marker) {
         stack->push_back(line);
         return;
       }
-      if (on_stack) on_stack(std::move(*stack));
-      stack.reset();
+      finish_stack();
       return;
     }
     if (line.empty()) return;
@@ -130,6 +145,10 @@ struct output_reader : std::enable_shared_from_this<output_reader> {
   std::array<char, 4096> chunk{};
   std::string partial;
   std::optional<std::vector<std::string>> stack;
+  bool python_stack = false;  // the open stack is a faulthandler traceback
+  // Set when the supervisor sent the stack signal: only then is a faulthandler header read as
+  // the stalled loop's stack (an app's own faulthandler dump on a crash is just logged).
+  bool stack_asked = false;
 };
 
 // The supervisor's mapping of a worker's heartbeat region.
@@ -174,6 +193,7 @@ struct slot_state {
   bool degraded = false;
   bool failed_first_start = false;
   std::string last_exit;
+  std::string last_error;  // the last stderr line of a worker that died before READY (why it could not start)
   std::unique_ptr<asio::steady_timer> restart;
   clock::time_point recycle_after{};  // after a failed recycle, wait before trying again
 };
@@ -455,6 +475,9 @@ void master::start_worker(int slot, role r) {
               "LOOPFLEET_NATS_URL=" + (cfg_.cluster ? nats_url(cfg_) : std::string()),
               "LOOPFLEET_NODE=" + cfg_.node,
               "LOOPFLEET_GENERATION=" + std::to_string(gen)};
+  // Python workers import the loopfleet package (its launchers) with nothing set by the user.
+  static const std::string python_path = worker_python_path(std::getenv("PYTHONPATH"));
+  if (!python_path.empty()) spec.env.push_back("PYTHONPATH=" + python_path);
   // Also a datagram socket already connected to NOTIFY_SOCKET, after the listening sockets:
   // runtimes that cannot send to a Unix socket by name (Node) write(2) "READY=1" to it.
   int notify_fd = connected_notify_socket();
@@ -686,6 +709,7 @@ void master::on_exit(pid_t pid, int status) {
   } else if (p->r == role::current) {
     slot.current = 0;
     slot.last_exit = reason;
+    if (!p->ready && !p->last_stderr->empty()) slot.last_error = p->last_stderr->back();
     update_steering();
     if (!stopping_ && p->slot < workers_) {
       if (!ever_ready_ && !p->ready && first_start_failed(*p, reason)) return;
@@ -890,6 +914,7 @@ void master::on_stall(process& p, std::int64_t silent_ns) {
     return;
   }
   // The stack signal goes to the loop thread itself, not to whichever thread the kernel picks.
+  p.err->stack_asked = true;
   ::syscall(SYS_tgkill, p.pid, beat->loop_tid.load(), beat->stack_signal.load());
   p.timer.cancel();
   p.timer.expires_after(std::chrono::milliseconds(100));
@@ -1138,6 +1163,7 @@ json::object master::status_json() {
     j["restarts"] = s.restarts;
     j["failures_in_a_row"] = s.failures;
     j["last_exit"] = s.last_exit;
+    j["last_error"] = s.last_error;
     slots.push_back(std::move(j));
   }
   o["slots"] = std::move(slots);

@@ -1,0 +1,146 @@
+"""A worker's life under `loopfleet run` or systemd, shared by every launcher: the inherited
+sockets, READY / STOPPING / WATCHDOG on NOTIFY_SOCKET, the heartbeat region and the stack
+signal. Everything here is a no-op when the process runs alone.
+"""
+import asyncio
+import faulthandler
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+from . import heartbeat
+
+# An idle keep-alive connection may send one more request this long into a drain: closing it
+# at once fails the request its client is sending right then.
+DRAIN_IDLE_TIMEOUT = 1.0
+BEAT_INTERVAL = 0.05  # the supervisor reads the region every 50 ms
+# The supervisor asks a stalled loop for its stack with this signal (tgkill to the loop
+# thread); faulthandler prints the Python stack from the C signal handler, so it works while
+# the loop is blocked.
+STACK_SIGNAL = signal.SIGUSR2
+
+
+def fail(message, code=2):
+    """Exits with one line, as the supervisor's own start-up errors do."""
+    print(f"loopfleet: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def inherited_sockets():
+    """The listening sockets passed by systemd's rules (fd 3 on), or [] when none are meant
+    for this process. TCP and Unix alike: each socket learns its family from its fd."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    count = int(os.environ.get("LISTEN_FDS") or 0)
+    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(var, None)  # not for processes the app starts
+    return [socket.socket(fileno=3 + i) for i in range(count)]
+
+
+def bound_sockets(addresses):
+    """Sockets for `HOST:PORT` or `unix:PATH` addresses, for a worker run alone."""
+    out = []
+    for addr in addresses:
+        if addr.startswith("unix:"):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(addr[5:])
+            s.listen(1024)
+        else:
+            host, _, port = addr.rpartition(":")
+            s = socket.create_server((host.strip("[]") or "0.0.0.0", int(port)), backlog=1024)
+        out.append(s)
+    return out
+
+
+def describe(socks):
+    return ", ".join(str(s.getsockname()) for s in socks)
+
+
+class Life:
+    """READY and STOPPING, and the beats that prove the loop turns.
+
+    `sample` returns (connections open, requests in flight, requests served); the beat copies
+    it into the heartbeat region, where `loopfleet status` and --max-requests read it.
+    """
+
+    def __init__(self, sample=lambda: (0, 0, 0)):
+        self.sample = sample
+        self.region = heartbeat.open_region()
+        self._notify_to = self._notify_address()
+        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if self._notify_to else None
+        self._lags = []
+        self._next_lag = 0
+        self._expected = 0.0
+
+    @staticmethod
+    def _notify_address():
+        path = os.environ.get("NOTIFY_SOCKET")
+        if not path:
+            return None
+        return "\0" + path[1:] if path.startswith("@") else path
+
+    def notify(self, message):
+        if self._notify:
+            try:
+                self._notify.sendto(message.encode(), self._notify_to)
+            except OSError:
+                pass  # a supervisor gone away is seen by PDEATHSIG, not here
+
+    def start(self):
+        """Starts beating from the running loop. Call it on the loop, before the app's
+        startup: a startup that blocks the loop then shows as a stall, not as silence."""
+        loop = asyncio.get_running_loop()
+        if self.region is not None:
+            try:
+                faulthandler.register(STACK_SIGNAL, file=sys.stderr, all_threads=False)
+                self.region.stack_signal = STACK_SIGNAL
+            except (ValueError, OSError, AttributeError):
+                pass  # no usable stderr: beat anyway, the stall is still caught
+            self.region.loop_tid = threading.get_native_id()
+            self._expected = time.monotonic()
+            self._beat(loop)
+        usec = int(os.environ.get("WATCHDOG_USEC") or 0)
+        if usec and os.environ.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid()):
+            self._ping(loop, usec / 2e6)
+
+    def _ping(self, loop, interval):
+        self.notify("WATCHDOG=1")
+        loop.call_later(interval, self._ping, loop, interval)
+
+    def _beat(self, loop):
+        now = time.monotonic()
+        late_us = max(0, int((now - self._expected) * 1e6))
+        if len(self._lags) < 200:  # 10 s of beats, as the C++ worker keeps
+            self._lags.append(late_us)
+        else:
+            self._lags[self._next_lag] = late_us
+            self._next_lag = (self._next_lag + 1) % 200
+        ordered = sorted(self._lags)
+        n = len(ordered)
+        r = self.region
+        r.lag_p50_us = min(ordered[n // 2], 0xFFFFFFFF)
+        r.lag_p99_us = min(ordered[min(n - 1, n * 99 // 100)], 0xFFFFFFFF)
+        r.lag_max_us = min(ordered[-1], 0xFFFFFFFF)
+        r.connections, r.in_flight, r.requests = self.sample()
+        r.beats += 1
+        r.last_beat_ns = time.monotonic_ns()  # last: the reader takes it as "all of the above is fresh"
+        self._expected = now + BEAT_INTERVAL
+        loop.call_later(BEAT_INTERVAL, self._beat, loop)
+
+    def ready(self, status):
+        self.notify(f"READY=1\nSTATUS={status}")
+
+    def stopping(self):
+        self.notify("STOPPING=1\nSTATUS=draining")
+
+
+async def stop_requested():
+    """Returns on the first SIGTERM or SIGINT (a drain under loopfleet and systemd)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
