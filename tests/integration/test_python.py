@@ -1,0 +1,214 @@
+"""Unchanged Python apps under `loopfleet run`: FastAPI on uvicorn and aiohttp, through the
+loopfleet package's launchers, get a C++ worker's guarantees: no refused connection when a
+worker is killed, no failed request on reload or recycle under keep-alive load, a blocked
+loop caught, named and steered around, READY only after the app's own startup, and one-line
+errors for an app that cannot start."""
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import ROOT, SLOW, Wrk, exchange, log_time, read_response, wait_until
+from test_supervisor import kill_one_worker_under_load, reload_under_load
+from test_watchdog import Probe, connection_to
+
+PYTHON = sys.executable if sys.executable.startswith("/usr/") else "/usr/bin/python3"
+EXAMPLES = os.path.join(ROOT, "examples", "python")
+# Access logs off: under wrk they would be most of the work of both the workers and the
+# supervisor that forwards their output.
+APPS = {
+    "fastapi": [PYTHON, "-m", "loopfleet", "uvicorn", "fastapi_app:app", "--app-dir", EXAMPLES, "--no-access-log"],
+    "aiohttp": [PYTHON, "-m", "loopfleet", "aiohttp", "aiohttp_app:app", "--app-dir", EXAMPLES],
+}
+FRAMEWORKS = list(APPS)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_sigkill_under_load_fails_only_what_the_worker_held(supervise, framework):
+    sup = supervise(2, command=APPS[framework])
+    kill_one_worker_under_load(sup, interpreted=True)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_reload_under_keep_alive_load_fails_no_request(supervise, framework):
+    sup = supervise(2, command=APPS[framework])
+    reload_under_load(sup, reloads=1)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_blocked_handler_is_named_and_new_connections_go_elsewhere(supervise, framework):
+    sup = supervise(2, ["--watchdog", "1"], command=APPS[framework])
+    first, second = sup.worker_pids()
+    blocked = connection_to(sup, second)
+    fresh = Probe(sup, pause=0.02)  # new connections during the stall
+    began = time.time()
+    blocked.sendall(b"GET /block?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n")
+    fresh.start()
+    (stalled,) = sup.log.wait_for(rf"slot 1: pid {second} loop stalled")
+    (culprit,) = sup.log.wait_for(rf"pid {second} was blocked in")
+    sup.log.wait_for(rf"slot 1: pid (?!{second}\b)\d+ ready in")
+    fresh.stop()
+    detect_ms = (log_time(stalled) - began) * 1000
+    print(f"{framework}: stall detected {detect_ms:.0f} ms after the request; {culprit.split(']')[-1].strip()}; "
+          f"{len(fresh.latencies)} new connections meanwhile, slowest {max(fresh.latencies) * 1000:.0f} ms")
+    assert detect_ms <= (1000 + 250) * SLOW
+    assert re.search(rf"was blocked in block\(\) at {framework}_app\.py:\d+$", culprit), culprit
+    assert not fresh.failures, fresh.failures
+    assert max(fresh.latencies) < 2.0 * SLOW  # none waited for the 5 s stall to end
+    with connection_to(sup, first) as s:
+        assert exchange(s, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0].status == 200
+    blocked.close()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_max_requests_recycles_without_failures(supervise, framework):
+    sup = supervise(2, ["--max-requests", "8000", "--max-requests-jitter", "2000"], command=APPS[framework])
+    pids = sup.worker_pids()
+    load = Wrk(sup.port, duration=4, connections=32)
+    recycled = sup.log.wait_for(r"took over from pid", count=2, timeout=30)
+    r = load.result()
+    print(f"{framework} max-requests: {len(re.findall('took over', sup.log.text()))} recycles during "
+          f"{r['requests']} requests, failed {r['failed']}")
+    assert r["requests"] > 0 and r["failed"] == 0, r["text"]
+    assert recycled and set(pids) - set(sup.worker_pids())
+
+
+# Apps written for one test each: a startup that takes 2 s, a startup that fails.
+SLOW_STARTUP = {
+    "fastapi": """
+        import asyncio
+        from fastapi import FastAPI
+        from fastapi.responses import PlainTextResponse
+        app = FastAPI()
+        started = []
+
+        @app.on_event("startup")
+        async def warm_up():
+            await asyncio.sleep(2)
+            started.append(True)
+
+        @app.get("/", response_class=PlainTextResponse)
+        async def hello():
+            return "after startup" if started else "before startup"
+        """,
+    "aiohttp": """
+        import asyncio
+        from aiohttp import web
+        started = []
+
+        async def warm_up(app):
+            await asyncio.sleep(2)
+            started.append(True)
+
+        async def hello(request):
+            return web.Response(text="after startup" if started else "before startup")
+
+        app = web.Application()
+        app.on_startup.append(warm_up)
+        app.router.add_get("/", hello)
+        """,
+}
+FAILING_STARTUP = {
+    "fastapi": """
+        from fastapi import FastAPI
+        app = FastAPI()
+
+        @app.on_event("startup")
+        async def connect():
+            raise RuntimeError("the database is unreachable")
+        """,
+    "aiohttp": """
+        from aiohttp import web
+
+        async def connect(app):
+            raise RuntimeError("the database is unreachable")
+
+        app = web.Application()
+        app.on_startup.append(connect)
+        """,
+}
+
+
+def launcher(framework, module_dir, app="app:app"):
+    return [PYTHON, "-m", "loopfleet", "uvicorn" if framework == "fastapi" else "aiohttp", app,
+            "--app-dir", str(module_dir)]
+
+
+def write_app(tmp_path, source):
+    (tmp_path / "app.py").write_text(textwrap.dedent(source))
+    return tmp_path
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_no_request_reaches_an_app_before_its_startup_finished(supervise, tmp_path, framework):
+    sup = supervise(1, command=launcher(framework, write_app(tmp_path, SLOW_STARTUP[framework])),
+                    wait_ready=False)
+    sup.log.wait_for(r"slot 0: started pid")
+    with sup.connect() as s:  # queued in the supervisor's socket while the app starts
+        (r,) = exchange(s, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    (ready,) = sup.log.wait_for(r"slot 0: pid \d+ ready in (\d+) ms")
+    ready_ms = int(re.search(r"ready in (\d+) ms", ready).group(1))
+    print(f"{framework}: READY {ready_ms} ms after the start (a 2 s startup); the early request got {r.body!r}")
+    assert r.status == 200 and r.body == b"after startup"
+    assert ready_ms >= 2000
+
+
+def run_launcher(args, cwd):
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    return subprocess.run(args, capture_output=True, text=True, timeout=30 * SLOW, cwd=cwd, env=env)
+
+
+BAD_APPS = [
+    ("fastapi", "nosuch:app", r"cannot load the ASGI app 'nosuch:app': Could not import module \"nosuch\""),
+    ("fastapi", "app:nosuch", r"cannot load the ASGI app 'app:nosuch': Attribute \"nosuch\" not found"),
+    ("fastapi", "app:app", r"the app's startup failed: RuntimeError: the database is unreachable \(app\.py:\d+ in connect\)"),
+    ("aiohttp", "nosuch:app", r"cannot load the app 'nosuch:app': no module named 'nosuch'"),
+    ("aiohttp", "app:nosuch", r"cannot load the app 'app:nosuch': module 'app' has no attribute 'nosuch'"),
+    ("aiohttp", "app:web", r"'app:web' is module, not an aiohttp.web.Application"),
+    ("aiohttp", "app:app", r"the app's startup failed: RuntimeError: the database is unreachable \(app\.py:\d+ in connect\)"),
+]
+
+
+@pytest.mark.parametrize("framework,app,message", BAD_APPS)
+def test_an_app_that_cannot_start_exits_with_one_line(tmp_path, framework, app, message):
+    r = run_launcher(launcher(framework, write_app(tmp_path, FAILING_STARTUP[framework]), app), tmp_path)
+    errors = [l for l in r.stderr.splitlines() if l.startswith("loopfleet: error: ")]
+    assert r.returncode == 2, r.stderr
+    assert len(errors) == 1 and re.search(message, errors[0]), r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+
+
+def test_the_supervisor_shows_why_a_python_app_could_not_start(supervise, tmp_path):
+    sup = supervise(1, command=launcher("aiohttp", write_app(tmp_path, FAILING_STARTUP["aiohttp"])),
+                    wait_ready=False)
+    sup.log.wait_for(r"no worker became ready")
+    assert "  loopfleet: error: the app's startup failed: RuntimeError: the database is unreachable" in sup.log.text()
+
+
+def test_the_asyncio_example_shows_its_heartbeat_and_counters(supervise):
+    sup = supervise(1, ["--watchdog", "1"], command=[PYTHON, os.path.join(EXAMPLES, "app.py")])
+    with sup.connect() as s:
+        for _ in range(10):
+            exchange(s, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        # The beat copies the counters every 50 ms: wait for the one after the tenth request.
+        slot = wait_until(lambda: next((s for s in sup.status()["slots"] if s.get("requests", 0) >= 10), None),
+                          what="the tenth request in the heartbeat region")
+    assert slot["connections"] == 1 and slot["requests"] == 10 and slot["in_flight"] == 0, slot
+    assert 0 <= slot["heartbeat_age_ms"] < 1000 and slot["lag_p99_ms"] >= 0, slot
+
+
+def test_a_unix_socket_is_served_beside_tcp(supervise, tmp_path):
+    path = str(tmp_path / "app.sock")
+    sup = supervise(1, ["--listen", f"unix:{path}"], command=APPS["fastapi"])
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10 * SLOW)
+        s.connect(path)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(s.makefile("rb")).body == b"Hello, World!"
+    with sup.connect() as s:
+        assert exchange(s, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0].body == b"Hello, World!"
