@@ -5,11 +5,13 @@ signal. Everything here is a no-op when the process runs alone.
 import asyncio
 import faulthandler
 import os
+import re
 import signal
 import socket
 import sys
 import threading
 import time
+import traceback
 
 from . import heartbeat
 
@@ -27,6 +29,18 @@ def fail(message, code=2):
     """Exits with one line, as the supervisor's own start-up errors do."""
     print(f"loopfleet: error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(code)
+
+
+def where(failure):
+    """" (file:line in function)" of the innermost frame of an exception or a traceback text."""
+    if isinstance(failure, BaseException):
+        frames = [(f.filename, f.lineno, f.name) for f in traceback.extract_tb(failure.__traceback__)]
+    else:
+        frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', failure)
+    if not frames:
+        return ""
+    file, line, function = frames[-1]
+    return f" ({os.path.basename(file)}:{line} in {function})"
 
 
 def inherited_sockets():

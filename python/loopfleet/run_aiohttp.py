@@ -16,8 +16,7 @@ import time
 
 from aiohttp import hdrs, web
 
-from .life import DRAIN_IDLE_TIMEOUT, Life, bound_sockets, describe, fail, inherited_sockets, stop_requested
-from .run_uvicorn import where
+from .life import DRAIN_IDLE_TIMEOUT, Life, bound_sockets, describe, fail, inherited_sockets, stop_requested, where
 
 
 def main(argv):

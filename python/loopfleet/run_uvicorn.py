@@ -14,12 +14,11 @@ import asyncio
 import importlib
 import os
 import sys
-import traceback
 
 import uvicorn
 from uvicorn.importer import ImportFromStringError, import_from_string
 
-from .life import DRAIN_IDLE_TIMEOUT, Life, describe, fail, inherited_sockets
+from .life import DRAIN_IDLE_TIMEOUT, Life, describe, fail, inherited_sockets, where
 
 CLOSE = (b"connection", b"close")
 
@@ -30,20 +29,6 @@ def main(argv):
     cli = importlib.import_module("uvicorn.main")  # the module: the package's `main` is the command
     cli.run = serve
     cli.main.main(args=argv, prog_name="python3 -m loopfleet uvicorn")
-
-
-def where(tb_text_or_exc):
-    """`file:line in function` of the innermost frame of an exception or a traceback text."""
-    if isinstance(tb_text_or_exc, BaseException):
-        frames = traceback.extract_tb(tb_text_or_exc.__traceback__)
-        return f" ({os.path.basename(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
-    lines = [l.strip() for l in tb_text_or_exc.splitlines() if l.strip().startswith("File ")]
-    if not lines:
-        return ""
-    # File "/srv/app.py", line 12, in startup
-    file, _, rest = lines[-1][6:].partition('", line ')
-    line, _, func = rest.partition(", in ")
-    return f" ({os.path.basename(file.strip(chr(34)))}:{line} in {func})"
 
 
 def load(spec, factory):

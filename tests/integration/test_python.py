@@ -5,6 +5,7 @@ loop caught, named and steered around, READY only after the app's own startup, a
 errors for an app that cannot start."""
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -27,6 +28,8 @@ APPS = {
     "aiohttp": [PYTHON, "-m", "loopfleet", "aiohttp", "aiohttp_app:app", "--app-dir", EXAMPLES],
 }
 FRAMEWORKS = list(APPS)
+# uvicorn picks httptools when installed; its other protocol class gets the same drain.
+H11 = APPS["fastapi"] + ["--http", "h11"]
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -35,9 +38,9 @@ def test_sigkill_under_load_fails_only_what_the_worker_held(supervise, framework
     kill_one_worker_under_load(sup, interpreted=True)
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS + ["fastapi-h11"])
 def test_reload_under_keep_alive_load_fails_no_request(supervise, framework):
-    sup = supervise(2, command=APPS[framework])
+    sup = supervise(2, command=H11 if framework == "fastapi-h11" else APPS[framework])
     reload_under_load(sup, reloads=1)
 
 
@@ -225,6 +228,16 @@ def test_the_supervisor_shows_why_a_python_app_could_not_start(supervise, tmp_pa
                     wait_ready=False)
     sup.log.wait_for(r"no worker became ready")
     assert "  loopfleet: error: the app's startup failed: RuntimeError: the database is unreachable" in sup.log.text()
+
+
+def test_status_keeps_why_a_slot_could_not_start(supervise, tmp_path):
+    bad = shlex.join(launcher("aiohttp", write_app(tmp_path, FAILING_STARTUP["aiohttp"])))
+    command = ["/bin/sh", "-c", f'if [ "$LOOPFLEET_SLOT" = 1 ]; then exec {bad}; fi; exec {shlex.join(APPS["aiohttp"])}']
+    sup = supervise(2, command=command, wait_ready=False)
+    sup.log.wait_for(r"slot 1: restarting in")
+    slot = sup.status()["slots"][1]
+    assert slot["last_error"].startswith(
+        "loopfleet: error: the app's startup failed: RuntimeError: the database is unreachable"), slot
 
 
 def test_the_asyncio_example_shows_its_heartbeat_and_counters(supervise):
