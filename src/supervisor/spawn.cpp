@@ -61,9 +61,9 @@ spawned spawn_worker(const spawn_spec& spec) {
     // Drop what we set per worker (and what systemd may have set for us); keep the rest,
     // LOOPFLEET_OFFLOAD_* included.
     static constexpr std::string_view ours[] = {
-        "LISTEN_PID=",  "LISTEN_FDS=",     "LISTEN_FDNAMES=",     "NOTIFY_SOCKET=",          "WATCHDOG_USEC=",
-        "WATCHDOG_PID=", "LOOPFLEET_SLOT=", "LOOPFLEET_WORKERS=", "LOOPFLEET_GENERATION=", "LOOPFLEET_NOTIFY_FD=",
-        "LOOPFLEET_HEARTBEAT_FD=", "PYTHONPATH="};
+        "LISTEN_PID=",           "LISTEN_FDS=",          "LISTEN_FDNAMES=",         "NOTIFY_SOCKET=",
+        "WATCHDOG_USEC=",        "WATCHDOG_PID=",        "LOOPFLEET_SLOT=",         "LOOPFLEET_WORKERS=",
+        "LOOPFLEET_GENERATION=", "LOOPFLEET_NOTIFY_FD=", "LOOPFLEET_HEARTBEAT_FD=", "PYTHONPATH="};
     bool set_here = false;
     for (auto prefix : ours) set_here |= kv.starts_with(prefix);
     if (!set_here) env_strings.emplace_back(kv);

@@ -49,9 +49,9 @@ frame parse_native_frame(const std::string& line) {
 // sit between the loop and the app's handler.
 bool python_library(std::string_view file) {
   if (file.empty() || file.front() == '<') return true;  // <frozen runpy>, <string>
-  static constexpr std::array<std::string_view, 12> runners = {
-      "loopfleet", "uvicorn", "aiohttp", "starlette", "fastapi", "anyio",
-      "h11",       "httptools", "uvloop", "click",    "asgiref", "yarl"};
+  static constexpr std::array<std::string_view, 12> runners = {"loopfleet", "uvicorn", "aiohttp", "starlette",
+                                                               "fastapi",   "anyio",   "h11",     "httptools",
+                                                               "uvloop",    "click",   "asgiref", "yarl"};
   for (std::string_view tree : {std::string_view("-packages/"), std::string_view("/python/")}) {
     auto at = file.find(tree);
     if (at == std::string_view::npos) continue;
@@ -81,15 +81,18 @@ std::vector<frame> parse_stack(const std::vector<std::string>& lines) {
   std::vector<frame> out;
   for (const auto& line : lines) {
     frame f;
-    if (parse_python_frame(line, f)) out.push_back(std::move(f));
-    else if (!is_python_stack_header(line) && !is_python_stack_line(line)) out.push_back(parse_native_frame(line));
+    if (parse_python_frame(line, f))
+      out.push_back(std::move(f));
+    else if (!is_python_stack_header(line) && !is_python_stack_line(line))
+      out.push_back(parse_native_frame(line));
   }
   return out;
 }
 
 std::string blocking_frame(const std::vector<frame>& frames) {
   for (const frame& f : frames)
-    if (f.line > 0 && !python_library(f.object)) return f.symbol + "() at " + base_name(f.object) + ":" + std::to_string(f.line);
+    if (f.line > 0 && !python_library(f.object))
+      return f.symbol + "() at " + base_name(f.object) + ":" + std::to_string(f.line);
   // Frames up to the signal trampoline belong to the handler that printed the stack.
   std::size_t start = 0;
   for (std::size_t i = 0; i < frames.size(); ++i)

@@ -14,7 +14,7 @@ namespace loopfleet::supervisor {
 struct frame {
   std::string object;  // the binary or shared library; the source file of a Python frame
   std::string symbol;  // demangled; empty when the object exports no name for it
-  std::string text;    // "symbol (object)" for logs
+  std::string text;    // for logs: "symbol (object)", or "function() at file:line"
   int line = 0;        // a Python frame's line number; 0 for native frames
 };
 

@@ -23,7 +23,6 @@
 #include <boost/json.hpp>
 
 #include <dirent.h>
-#include <cstdlib>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>

@@ -23,8 +23,7 @@ TEST(PythonStack, NamesTheInnermostFrameOfTheApp) {
 
 TEST(PythonStack, SkipsTheStandardLibraryAndTheServers) {
   std::vector<std::string> lines = {
-      "Stack (most recent call first):",
-      "  File \"/usr/lib/python3.11/json/decoder.py\", line 337 in decode",
+      "Stack (most recent call first):", "  File \"/usr/lib/python3.11/json/decoder.py\", line 337 in decode",
       "  File \"/usr/lib/python3/dist-packages/aiohttp/web_protocol.py\", line 433 in _handle_request",
       "  File \"/usr/lib/python3/dist-packages/myapp/views.py\", line 21 in parse",
       "  File \"/usr/lib/python3/dist-packages/aiohttp/web_app.py\", line 504 in _handle"};
@@ -46,10 +45,9 @@ TEST(PythonStack, NothingNamedWhenOnlyLibrariesRan) {
 }
 
 TEST(NativeStack, NamesTheFirstFrameOfTheProgram) {
-  std::vector<std::string> lines = {
-      "/usr/bin/chaos(print_stack+0x2a) [0x55d0c0a1b2c3]",
-      "/lib/x86_64-linux-gnu/libc.so.6(+0x3bfd0) [0x7f0a2b43bfd0]",
-      "/lib/x86_64-linux-gnu/libc.so.6(clock_nanosleep+0x65) [0x7f0a2b4e0c25]",
-      "/usr/bin/chaos(_Z14block_the_loopi+0x3e) [0x55d0c0a1b300]"};
+  std::vector<std::string> lines = {"/usr/bin/chaos(print_stack+0x2a) [0x55d0c0a1b2c3]",
+                                    "/lib/x86_64-linux-gnu/libc.so.6(+0x3bfd0) [0x7f0a2b43bfd0]",
+                                    "/lib/x86_64-linux-gnu/libc.so.6(clock_nanosleep+0x65) [0x7f0a2b4e0c25]",
+                                    "/usr/bin/chaos(_Z14block_the_loopi+0x3e) [0x55d0c0a1b300]"};
   EXPECT_EQ(blocking_frame(parse_stack(lines)), "block_the_loop(int)");
 }
