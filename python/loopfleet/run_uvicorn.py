@@ -12,7 +12,6 @@ Written against uvicorn 0.17 (Debian 12). What it changes in uvicorn, and why:
 """
 import asyncio
 import importlib
-import os
 import sys
 
 import uvicorn
