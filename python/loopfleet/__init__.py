@@ -114,10 +114,10 @@ class Worker:
         """Serves until SIGTERM or SIGINT, then drains: STOPPING=1, stop accepting, close
         idle connections after `drain_idle_timeout`, wait up to `drain_timeout` for the rest."""
         await stop_requested()
-        self._life.stopping()
         self.draining = True
         for server in self._servers:
             server.close()  # the supervisor keeps the queue for the next worker
+        self._life.stopping()
         loop = asyncio.get_running_loop()
         loop.call_later(self._drain_idle_timeout, self._close_idle)
         deadline = loop.time() + drain_timeout

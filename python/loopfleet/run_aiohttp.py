@@ -102,10 +102,10 @@ async def serve(args):
     life.ready(f"serving on {describe(socks)}")
 
     await stop_requested()
-    life.stopping()
     draining = True
     for server in servers:
         server.close()  # stop accepting; the supervisor keeps the queue for the next worker
+    life.stopping()
 
     def close_idle():  # idle connections had their chance to send one more request
         for handler in connections():

@@ -53,6 +53,8 @@ def draining(protocol_class):
         _heard = False  # bytes arrived during the drain (a request may be half read)
 
         def shutdown(self):
+            if self._draining:
+                return
             self._draining = True
             if self.cycle is not None and not self.cycle.response_complete:
                 close_after(self.cycle)
@@ -100,9 +102,15 @@ class Server(uvicorn.Server):
         self.life.ready(f"serving on {describe(listeners)}")
 
     async def shutdown(self, sockets=None):
+        # Stop accepting and tell every connection before STOPPING=1, so a request sent after
+        # it is surely answered as the last one (uvicorn does both again, harmlessly).
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        self.life.stopping()
         # uvicorn 0.17 then waits for every connection without a limit: the supervisor's
         # --graceful-timeout is the limit.
-        self.life.stopping()
         await super().shutdown(sockets=sockets)
 
 

@@ -6,6 +6,7 @@ errors for an app that cannot start."""
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import time
 
 import pytest
 
-from conftest import ROOT, SLOW, Wrk, exchange, log_time, read_response, wait_until
+from conftest import (ROOT, SLOW, NotifySocket, Wrk, exchange, free_port, log_time, peer_closed, read_response,
+                      wait_until)
 from test_supervisor import kill_one_worker_under_load, reload_under_load
 from test_watchdog import connection_to
 
@@ -116,6 +118,47 @@ def test_max_requests_recycles_without_failures(supervise, framework):
           f"{r['requests']} requests, failed {r['failed']}")
     assert r["requests"] > 0 and r["failed"] == 0, r["text"]
     assert recycled and set(pids) - set(sup.worker_pids())
+
+
+def alone(framework, port, notify):
+    """A launcher run without a supervisor (binding its own port), reporting to `notify`."""
+    bind = {"fastapi": ["--port", str(port)], "aiohttp": ["--listen", f"127.0.0.1:{port}"],
+            "asyncio": ["--listen", f"127.0.0.1:{port}"]}[framework]
+    command = [PYTHON, os.path.join(EXAMPLES, "app.py")] if framework == "asyncio" else APPS[framework]
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"), NOTIFY_SOCKET=notify.name)
+    return subprocess.Popen(command + bind, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS + ["asyncio"])
+def test_drain_answers_a_last_request_on_an_idle_connection_then_closes(framework):
+    notify, port = NotifySocket(), free_port()
+    proc = alone(framework, port, notify)
+    try:
+        notify.wait_for("READY=1", proc=proc)
+        s, quiet = (socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW) for _ in range(2))
+        for c in (s, quiet):
+            assert exchange(c, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0].status == 200
+        proc.send_signal(signal.SIGTERM)
+        notify.wait_for("STOPPING=1", proc=proc)
+        # The request a keep-alive client sends just as the drain begins must not fail.
+        (r,) = exchange(s, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert (r.status, r.body, r.header("connection")) == (200, b"Hello, World!", "close")
+        assert peer_closed(s, 3)
+        # A connection that stays silent is closed after its second of grace.
+        began = time.monotonic()
+        assert peer_closed(quiet, 3)
+        print(f"{framework}: the silent keep-alive connection was closed {time.monotonic() - began:.2f} s "
+              "after STOPPING=1")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        assert proc.wait(timeout=10 * SLOW) == 0, proc.stderr.read().decode()
+        s.close()
+        quiet.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
 
 
 # Apps written for one test each: a startup that takes 2 s, a startup that fails.
