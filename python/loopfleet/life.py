@@ -104,8 +104,9 @@ class Life:
                 pass  # a supervisor gone away is seen by PDEATHSIG, not here
 
     def start(self):
-        """Starts beating from the running loop. Call it on the loop, before the app's
-        startup: a startup that blocks the loop then shows as a stall, not as silence."""
+        """Starts beating from the running loop. Call it before the app's startup, so the
+        beats and the stack signal are in place when READY goes out (the supervisor watches
+        a worker from READY on; until then --ready-timeout bounds the startup)."""
         loop = asyncio.get_running_loop()
         if self.region is not None:
             try:
