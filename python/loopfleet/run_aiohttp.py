@@ -87,10 +87,17 @@ async def serve(args):
 
     app.on_response_prepare.append(last_response)  # before setup: the app freezes there
     runner = web.AppRunner(app, handle_signals=False)
-    connections = lambda: runner.server.connections if runner.server else []
-    life = Life(sample=lambda: (len(connections()), sum(map(in_flight, connections())),
-                                runner.server.requests_count - sum(map(in_flight, connections()))
-                                if runner.server else 0))
+
+    def connections():
+        return runner.server.connections if runner.server else []
+
+    def sample():
+        handlers = connections()
+        busy = sum(map(in_flight, handlers))
+        # requests_count counts requests as they start; the served ones are those not busy.
+        return len(handlers), busy, (runner.server.requests_count - busy) if runner.server else 0
+
+    life = Life(sample=sample)
     life.start()
     try:
         await runner.setup()  # runs on_startup and cleanup contexts

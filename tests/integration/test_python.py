@@ -283,8 +283,10 @@ def test_status_keeps_why_a_slot_could_not_start(supervise, tmp_path):
         "loopfleet: error: the app's startup failed: RuntimeError: the database is unreachable"), slot
 
 
-def test_the_asyncio_example_shows_its_heartbeat_and_counters(supervise):
-    sup = supervise(1, ["--watchdog", "1"], command=[PYTHON, os.path.join(EXAMPLES, "app.py")])
+@pytest.mark.parametrize("framework", FRAMEWORKS + ["asyncio"])
+def test_status_shows_the_heartbeat_and_counters(supervise, framework):
+    command = [PYTHON, os.path.join(EXAMPLES, "app.py")] if framework == "asyncio" else APPS[framework]
+    sup = supervise(1, ["--watchdog", "1"], command=command)
     with sup.connect() as s:
         for _ in range(10):
             exchange(s, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
