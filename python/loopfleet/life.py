@@ -32,7 +32,7 @@ def fail(message, code=2):
 
 
 def where(failure):
-    """" (file:line in function)" of the innermost frame of an exception or a traceback text."""
+    """The innermost frame of an exception or of a traceback's text, as " (file:line in f)"."""
     if isinstance(failure, BaseException):
         frames = [(f.filename, f.lineno, f.name) for f in traceback.extract_tb(failure.__traceback__)]
     else:
@@ -64,7 +64,9 @@ def bound_sockets(addresses):
             s.listen(1024)
         else:
             host, _, port = addr.rpartition(":")
-            s = socket.create_server((host.strip("[]") or "0.0.0.0", int(port)), backlog=1024)
+            host = host.strip("[]") or "0.0.0.0"
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            s = socket.create_server((host, int(port)), family=family, backlog=1024)
         out.append(s)
     return out
 
