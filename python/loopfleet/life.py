@@ -98,12 +98,16 @@ class Life:
             return None
         return "\0" + path[1:] if path.startswith("@") else path
 
-    def notify(self, message):
+    def notify(self, message, wait=False):
+        """Sends one datagram. A receiver that reads slowly must not stall the loop: a ping
+        that does not fit is dropped (the next follows in WATCHDOG_USEC / 2); a state change
+        (`wait`) is worth waiting a second for."""
         if self._notify:
+            self._notify.settimeout(1.0 if wait else 0)
             try:
                 self._notify.sendto(message.encode(), self._notify_to)
             except OSError:
-                pass  # a supervisor gone away is seen by PDEATHSIG, not here
+                pass  # full, or a supervisor gone away: PDEATHSIG tells us that
 
     def start(self):
         """Starts beating from the running loop. Call it before the app's startup, so the
@@ -148,10 +152,10 @@ class Life:
         loop.call_later(BEAT_INTERVAL, self._beat, loop)
 
     def ready(self, status):
-        self.notify(f"READY=1\nSTATUS={status}")
+        self.notify(f"READY=1\nSTATUS={status}", wait=True)
 
     def stopping(self):
-        self.notify("STOPPING=1\nSTATUS=draining")
+        self.notify("STOPPING=1\nSTATUS=draining", wait=True)
 
 
 async def stop_requested():

@@ -125,16 +125,19 @@ def alone(framework, port, notify):
     bind = {"fastapi": ["--port", str(port)], "aiohttp": ["--listen", f"127.0.0.1:{port}"],
             "asyncio": ["--listen", f"127.0.0.1:{port}"]}[framework]
     command = [PYTHON, os.path.join(EXAMPLES, "app.py")] if framework == "asyncio" else APPS[framework]
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"), NOTIFY_SOCKET=notify.name)
+    # systemd's watchdog: WATCHDOG=1 every WATCHDOG_USEC / 2, here 50 ms.
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"), NOTIFY_SOCKET=notify.name,
+               WATCHDOG_USEC="100000")
     return subprocess.Popen(command + bind, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS + ["asyncio"])
-def test_drain_answers_a_last_request_on_an_idle_connection_then_closes(framework):
+def test_alone_it_pings_systemd_and_drains_an_idle_connection_with_one_more_request(framework):
     notify, port = NotifySocket(), free_port()
     proc = alone(framework, port, notify)
     try:
         notify.wait_for("READY=1", proc=proc)
+        notify.wait_for("WATCHDOG=1", proc=proc)
         s, quiet = (socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW) for _ in range(2))
         for c in (s, quiet):
             assert exchange(c, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0].status == 200
