@@ -30,8 +30,14 @@ APPS = {
     "aiohttp": [PYTHON, "-m", "loopfleet", "aiohttp", "aiohttp_app:app", "--app-dir", EXAMPLES],
 }
 FRAMEWORKS = list(APPS)
-# uvicorn picks httptools when installed; its other protocol class gets the same drain.
-H11 = APPS["fastapi"] + ["--http", "h11"]
+# Reload variants: uvicorn's other protocol class (it picks httptools when installed), and
+# one socket shared by every worker instead of one reuseport socket per slot.
+RELOADS = {
+    "fastapi": ([], APPS["fastapi"]),
+    "aiohttp": ([], APPS["aiohttp"]),
+    "fastapi-h11": ([], APPS["fastapi"] + ["--http", "h11"]),
+    "aiohttp-shared": (["--distribution", "shared"], APPS["aiohttp"]),
+}
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -40,9 +46,10 @@ def test_sigkill_under_load_fails_only_what_the_worker_held(supervise, framework
     kill_one_worker_under_load(sup, interpreted=True)
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS + ["fastapi-h11"])
-def test_reload_under_keep_alive_load_fails_no_request(supervise, framework):
-    sup = supervise(2, command=H11 if framework == "fastapi-h11" else APPS[framework])
+@pytest.mark.parametrize("variant", RELOADS)
+def test_reload_under_keep_alive_load_fails_no_request(supervise, variant):
+    args, command = RELOADS[variant]
+    sup = supervise(2, args, command=command)
     reload_under_load(sup, reloads=1)
 
 
