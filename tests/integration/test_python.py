@@ -293,6 +293,8 @@ def test_status_keeps_why_a_slot_could_not_start(supervise, tmp_path):
     slot = sup.status()["slots"][1]
     assert slot["last_error"].startswith(
         "loopfleet: error: the app's startup failed: RuntimeError: the database is unreachable"), slot
+    table = sup.cli("status").stdout
+    assert re.search(r"\n +1 .*exit code 2: loopfleet: error: the app's startup failed", table), table
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS + ["asyncio"])
