@@ -46,7 +46,6 @@ class Worker:
     """
 
     def __init__(self, listen=("127.0.0.1:8080",), drain_idle_timeout=DRAIN_IDLE_TIMEOUT):
-        self.connections = 0  # open now
         self.in_flight = 0    # requests being handled now
         self.requests = 0     # served since start
         self.draining = False
@@ -60,8 +59,8 @@ class Worker:
         self._started = False
 
     async def start_server(self, client_connected_cb, **kwargs):
-        """asyncio.start_server on every inherited socket (or the `listen` addresses); the
-        connection is counted, and its writer closed when the callback returns."""
+        """asyncio.start_server on every inherited socket (or the `listen` addresses); call it
+        once. Each connection is counted, and its writer closed when the callback returns."""
         if not self._started:
             self._life.start()
             self._started = True
@@ -69,11 +68,9 @@ class Worker:
 
         async def tracked(reader, writer):
             self._writers.add(writer)
-            self.connections += 1
             try:
                 await client_connected_cb(reader, writer)
             finally:
-                self.connections -= 1
                 self._writers.discard(writer)
                 self._idle.discard(writer)
                 writer.close()
@@ -81,6 +78,11 @@ class Worker:
         for sock in socks:
             self._servers.append(await asyncio.start_server(tracked, sock=sock, **kwargs))
         return self._servers
+
+    @property
+    def connections(self):
+        """Connections open now."""
+        return len(self._writers)
 
     def sockets(self):
         return [s for server in self._servers for s in server.sockets]
