@@ -2,6 +2,7 @@
 
     loopfleet run --workers 2 -- python3 -m loopfleet aiohttp aiohttp_app:app --app-dir examples/python
 """
+import asyncio
 import os
 import time
 
@@ -16,6 +17,12 @@ async def pid(request):
     return web.Response(text=f"{os.getpid()}\n")
 
 
+async def slow(request):
+    ms = int(request.query.get("ms", "1000"))
+    await asyncio.sleep(ms / 1000)  # waits without blocking: the loop serves others meanwhile
+    return web.Response(text=f"slept {ms} ms\n")
+
+
 async def block(request):
     ms = int(request.query.get("ms", "1000"))
     time.sleep(ms / 1000)  # blocks the loop on purpose: the watchdog names this function
@@ -23,4 +30,5 @@ async def block(request):
 
 
 app = web.Application()
-app.add_routes([web.get("/", hello), web.get("/pid", pid), web.get("/block", block)])
+app.add_routes([web.get("/", hello), web.get("/pid", pid), web.get("/slow", slow),
+                web.get("/block", block)])

@@ -2,6 +2,7 @@
 
     loopfleet run --workers 2 -- python3 -m loopfleet uvicorn fastapi_app:app --app-dir examples/python
 """
+import asyncio
 import os
 import time
 
@@ -19,6 +20,12 @@ async def hello():
 @app.get("/pid", response_class=PlainTextResponse)
 async def pid():
     return f"{os.getpid()}\n"
+
+
+@app.get("/slow", response_class=PlainTextResponse)
+async def slow(ms: int = 1000):
+    await asyncio.sleep(ms / 1000)  # waits without blocking: the loop serves others meanwhile
+    return f"slept {ms} ms\n"
 
 
 @app.get("/block", response_class=PlainTextResponse)

@@ -32,7 +32,7 @@ status` and --max-requests, and a drain on SIGTERM that fails no request.
 import asyncio
 import contextlib
 
-from .life import DRAIN_IDLE_TIMEOUT, Life, bound_sockets, describe, inherited_sockets, stop_requested
+from .life import DRAIN_IDLE_TIMEOUT, Life, bound_sockets, describe, drain_timeout_reached, inherited_sockets, stop_requested
 
 __all__ = ["Worker", "inherited_sockets"]
 
@@ -54,6 +54,7 @@ class Worker:
         self._idle_closed = False  # the drain has closed the idle connections
         self._idle = set()
         self._writers = set()
+        self._heard = set()  # connections that received bytes during the drain
         self._servers = []
         self._life = Life(sample=lambda: (self.connections, self.in_flight, self.requests))
         self._started = False
@@ -68,11 +69,23 @@ class Worker:
 
         async def tracked(reader, writer):
             self._writers.add(writer)
+            feed = reader.feed_data
+
+            def heard(data):
+                # Bytes that arrive take the connection out of the idle ones at once: the app
+                # leaves its idle() block only when its task runs again, maybe after the drain
+                # has closed the idle connections.
+                if self.draining:
+                    self._heard.add(writer)
+                feed(data)
+
+            reader.feed_data = heard
             try:
                 await client_connected_cb(reader, writer)
             finally:
                 self._writers.discard(writer)
                 self._idle.discard(writer)
+                self._heard.discard(writer)
                 writer.close()
 
         for sock in socks:
@@ -125,8 +138,12 @@ class Worker:
         deadline = loop.time() + drain_timeout
         while self._writers and loop.time() < deadline:
             await asyncio.sleep(0.05)
+        if self._writers:
+            drain_timeout_reached()
+            for writer in list(self._writers):
+                writer.close()
 
     def _close_idle(self):
         self._idle_closed = True
-        for writer in list(self._idle):
+        for writer in self._idle - self._heard:
             writer.close()

@@ -1,4 +1,4 @@
-"""python3 -m loopfleet uvicorn MODULE:APP [uvicorn options]
+"""python3 -m loopfleet uvicorn MODULE:APP [--drain-timeout S] [uvicorn options]
 python3 -m loopfleet aiohttp MODULE:APP [--app-dir DIR] [--drain-timeout S]
 
 Runs an unchanged app as a loopfleet worker (see loopfleet/__init__.py)."""

@@ -31,6 +31,10 @@ def fail(message, code=2):
     raise SystemExit(code)
 
 
+def drain_timeout_reached():
+    print("loopfleet: drain timeout reached; closing the connections still open", file=sys.stderr, flush=True)
+
+
 def where(failure):
     """The innermost frame of an exception or of a traceback's text, as " (file:line in f)"."""
     if isinstance(failure, BaseException):

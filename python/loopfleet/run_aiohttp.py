@@ -16,7 +16,8 @@ import time
 
 from aiohttp import hdrs, web
 
-from .life import DRAIN_IDLE_TIMEOUT, Life, bound_sockets, describe, fail, inherited_sockets, stop_requested, where
+from .life import (DRAIN_IDLE_TIMEOUT, Life, bound_sockets, describe, drain_timeout_reached, fail, inherited_sockets,
+                   stop_requested, where)
 
 
 def main(argv):
@@ -73,7 +74,10 @@ def in_flight(handler):
 
 def idle(handler):
     # Waiting for the next request: the handler's task awaits its `_waiter` (aiohttp 3.8).
-    return handler._waiter is not None and not in_flight(handler)
+    # A request that arrived completes the waiter and queues the message before the task
+    # runs again: that connection is not idle, closing it would lose the request.
+    waiter = handler._waiter
+    return waiter is not None and not waiter.done() and not handler._messages and not in_flight(handler)
 
 
 async def serve(args):
@@ -123,6 +127,8 @@ async def serve(args):
     deadline = time.monotonic() + args.drain_timeout
     while connections() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+    if connections():
+        drain_timeout_reached()
     await runner.shutdown()  # on_shutdown
     await runner.server.shutdown(0.1)  # what outlived the drain timeout
     await runner.cleanup()  # on_cleanup

@@ -17,16 +17,28 @@ import sys
 import uvicorn
 from uvicorn.importer import ImportFromStringError, import_from_string
 
-from .life import DRAIN_IDLE_TIMEOUT, Life, describe, fail, inherited_sockets, where
+from .life import DRAIN_IDLE_TIMEOUT, Life, describe, drain_timeout_reached, fail, inherited_sockets, where
 
 CLOSE = (b"connection", b"close")
 
 
+DRAIN_TIMEOUT = 30.0  # as a C++ worker's --drain-timeout
+
+
 def main(argv):
-    # uvicorn's own command line parses the options (same names, defaults and errors); its
-    # last step, run(), is where we take over.
+    # --drain-timeout is ours (uvicorn 0.17 has no limit on its drain); the rest is uvicorn's
+    # own command line, which parses the options (same names, defaults and errors) and ends
+    # in run(), where we take over.
+    drain_timeout = DRAIN_TIMEOUT
+    if "--drain-timeout" in argv:
+        at = argv.index("--drain-timeout")
+        try:
+            drain_timeout = float(argv[at + 1])
+        except (IndexError, ValueError):
+            fail("--drain-timeout takes seconds, e.g. --drain-timeout 30")
+        del argv[at:at + 2]
     cli = importlib.import_module("uvicorn.main")  # the module: the package's `main` is the command
-    cli.run = serve
+    cli.run = lambda app, **kwargs: serve(app, drain_timeout, **kwargs)
     cli.main.main(args=argv, prog_name="python3 -m loopfleet uvicorn")
 
 
@@ -87,9 +99,10 @@ def close_after(cycle):
 
 
 class Server(uvicorn.Server):
-    def __init__(self, config, life):
+    def __init__(self, config, life, drain_timeout):
         super().__init__(config)
         self.life = life
+        self.drain_timeout = drain_timeout
         self.failure = None
 
     async def startup(self, sockets=None):
@@ -109,9 +122,16 @@ class Server(uvicorn.Server):
         for connection in list(self.server_state.connections):
             connection.shutdown()
         self.life.stopping()
-        # uvicorn 0.17 then waits for every connection without a limit: the supervisor's
-        # --graceful-timeout is the limit.
+        asyncio.get_running_loop().call_later(self.drain_timeout, self.drain_timed_out)
         await super().shutdown(sockets=sockets)
+
+    def drain_timed_out(self):
+        if not self.server_state.connections and not self.server_state.tasks:
+            return
+        drain_timeout_reached()
+        for connection in list(self.server_state.connections):
+            connection.transport.close()
+        self.force_exit = True  # uvicorn's own wait for connections and tasks ends here
 
 
 def watched_lifespan(base):
@@ -131,7 +151,7 @@ def watched_lifespan(base):
     return Watched
 
 
-def serve(app, **kwargs):
+def serve(app, drain_timeout, **kwargs):
     app_dir = kwargs.pop("app_dir", None)
     if app_dir is not None:
         sys.path.insert(0, app_dir)
@@ -146,7 +166,7 @@ def serve(app, **kwargs):
         config.lifespan_class = watched_lifespan(config.lifespan_class)
     server = Server(config, Life(sample=lambda: (len(server.server_state.connections),
                                                  len(server.server_state.tasks),
-                                                 server.server_state.total_requests)))
+                                                 server.server_state.total_requests)), drain_timeout)
     sockets = inherited_sockets()
     config.setup_event_loop()
     asyncio.run(server.serve(sockets=sockets or None))

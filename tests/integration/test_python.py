@@ -129,7 +129,7 @@ def test_max_requests_recycles_without_failures(supervise, framework):
     assert recycled and set(pids) - set(sup.worker_pids())
 
 
-def alone(framework, port, notify):
+def alone(framework, port, notify, args=()):
     """A launcher run without a supervisor (binding its own port), reporting to `notify`."""
     bind = {"fastapi": ["--port", str(port)], "aiohttp": ["--listen", f"127.0.0.1:{port}"],
             "asyncio": ["--listen", f"127.0.0.1:{port}"]}[framework]
@@ -137,7 +137,7 @@ def alone(framework, port, notify):
     # systemd's watchdog: WATCHDOG=1 every WATCHDOG_USEC / 2, here 50 ms.
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"), NOTIFY_SOCKET=notify.name,
                WATCHDOG_USEC="100000")
-    return subprocess.Popen(command + bind, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(command + bind + list(args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS + ["asyncio"])
@@ -166,6 +166,37 @@ def test_alone_it_pings_systemd_and_drains_an_idle_connection_with_one_more_requ
         assert proc.wait(timeout=10 * SLOW) == 0, proc.stderr.read().decode()
         s.close()
         quiet.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS + ["asyncio"])
+def test_alone_a_drain_finishes_requests_in_flight_within_its_timeout(framework):
+    notify, port = NotifySocket(), free_port()
+    proc = alone(framework, port, notify, ["--drain-timeout", "2"])
+    try:
+        notify.wait_for("READY=1", proc=proc)
+        short, long = (socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW) for _ in range(2))
+        for c in (short, long):  # accepted before the drain closes the listening socket
+            assert exchange(c, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0].status == 200
+        short.sendall(b"GET /slow?ms=500 HTTP/1.1\r\nHost: t\r\n\r\n")
+        long.sendall(b"GET /slow?ms=20000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        proc.send_signal(signal.SIGTERM)
+        notify.wait_for("STOPPING=1", proc=proc)
+        began = time.monotonic()
+        r = read_response(short.makefile("rb"))
+        assert (r.status, r.body, r.header("connection")) == (200, b"slept 500 ms\n", "close")
+        assert peer_closed(long, 5)  # cut at the drain timeout, not after its 20 s
+        assert proc.wait(timeout=10 * SLOW) == 0
+        took = time.monotonic() - began
+        print(f"{framework}: exited {took:.2f} s into the drain (--drain-timeout 2)")
+        assert 1.5 < took < 2 + 2 * SLOW
+        assert "drain timeout reached" in proc.stderr.read().decode()
+        short.close()
+        long.close()
     finally:
         if proc.poll() is None:
             proc.kill()
