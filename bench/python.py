@@ -83,7 +83,8 @@ def main():
 
     print(f"FastAPI hello ({APP}), 2 workers, wrk -t2 -c64 keep-alive, {args.duration} s load; "
           "client and servers share 2 cores")
-    print(f"{'server':<26} {'req/s':>8} {'req/CPU-s':>10} {'RSS MiB':>8} {'kill: failed/held':>18} {'reload: failed':>15}")
+    print(f"{'server':<26} {'req/s':>8} {'req/CPU-s':>10} {'RSS MiB':>8} {'kill: failed/held':>18} "
+          f"{'reload: failed':>15}")
     for name, load, kill, reload in rows:
         print(f"{name:<26} {load['rps']:>8.0f} {load['per_cpu']:>10.0f} {load['rss_mib']:>8.1f} "
               f"{str(kill['failed']) + '/' + str(kill['held']):>18} {reload['failed']:>15}")

@@ -32,7 +32,8 @@ status` and --max-requests, and a drain on SIGTERM that fails no request.
 import asyncio
 import contextlib
 
-from .life import DRAIN_IDLE_TIMEOUT, Life, bound_sockets, describe, drain_timeout_reached, inherited_sockets, stop_requested
+from .life import (DRAIN_IDLE_TIMEOUT, Life, bound_sockets, describe, drain_timeout_reached, inherited_sockets,
+                   stop_requested)
 
 __all__ = ["Worker", "inherited_sockets"]
 

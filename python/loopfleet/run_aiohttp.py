@@ -43,7 +43,8 @@ def find(spec):
     except ModuleNotFoundError as e:
         if e.name != module_name:
             fail(f"cannot load the app {spec!r}: {e}{where(e)}")
-        fail(f"cannot load the app {spec!r}: no module named {module_name!r} (run from the app's folder, or pass --app-dir)")
+        fail(f"cannot load the app {spec!r}: no module named {module_name!r} "
+             "(run from the app's folder, or pass --app-dir)")
     except Exception as e:
         fail(f"cannot load the app {spec!r}: {type(e).__name__}: {e}{where(e)}")
     obj = module

@@ -30,6 +30,10 @@ APPS = {
     "aiohttp": [PYTHON, "-m", "loopfleet", "aiohttp", "aiohttp_app:app", "--app-dir", EXAMPLES],
 }
 FRAMEWORKS = list(APPS)
+# For the tests of kills, reloads and recycling, not of the watchdog: under wrk on a loaded
+# 2-core machine an interpreter can go unscheduled past a 1 s watchdog while serving (seen:
+# 1.05 s silent in the middle of a write), and the watchdog rightly replaces it.
+PATIENT = ["--watchdog", "5"]
 # Reload variants: uvicorn's other protocol class (it picks httptools when installed), and
 # one socket shared by every worker instead of one reuseport socket per slot.
 RELOADS = {
@@ -42,14 +46,14 @@ RELOADS = {
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_sigkill_under_load_fails_only_what_the_worker_held(supervise, framework):
-    sup = supervise(2, command=APPS[framework])
+    sup = supervise(2, PATIENT, command=APPS[framework])
     kill_one_worker_under_load(sup, interpreted=True)
 
 
 @pytest.mark.parametrize("variant", RELOADS)
 def test_reload_under_keep_alive_load_fails_no_request(supervise, variant):
     args, command = RELOADS[variant]
-    sup = supervise(2, args, command=command)
+    sup = supervise(2, PATIENT + args, command=command)
     reload_under_load(sup, reloads=1)
 
 
@@ -112,13 +116,16 @@ def test_blocked_handler_is_named_and_new_connections_go_elsewhere(supervise, fr
     assert re.search(rf"was blocked in block\(\) at {framework}_app\.py:\d+$", culprit), culprit
     assert not failed, failed
     assert steered and all(c[2] == first for c in steered), steered
-    assert max(c[1] for c in fresh.done) < 2.0 * SLOW  # none waited for the 5 s stall to end
+    # Those that reached the blocked worker before it was steered around waited for its
+    # replacement (an interpreter's start-up), not for the 5 s stall to end.
+    assert all(c[0] + c[1] < began + 5.0 for c in fresh.done), fresh.done
     blocked.close()
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_max_requests_recycles_without_failures(supervise, framework):
-    sup = supervise(2, ["--max-requests", "8000", "--max-requests-jitter", "2000"], command=APPS[framework])
+    sup = supervise(2, PATIENT + ["--max-requests", "8000", "--max-requests-jitter", "2000"],
+                    command=APPS[framework])
     pids = sup.worker_pids()
     load = Wrk(sup.port, duration=4, connections=32)
     recycled = sup.log.wait_for(r"took over from pid", count=2, timeout=30)
@@ -289,14 +296,15 @@ def run_launcher(args, cwd):
     return subprocess.run(args, capture_output=True, text=True, timeout=30 * SLOW, cwd=cwd, env=env)
 
 
+STARTUP_FAILED = r"the app's startup failed: RuntimeError: the database is unreachable \(app\.py:\d+ in connect\)"
 BAD_APPS = [
     ("fastapi", "nosuch:app", r"cannot load the ASGI app 'nosuch:app': Could not import module \"nosuch\""),
     ("fastapi", "app:nosuch", r"cannot load the ASGI app 'app:nosuch': Attribute \"nosuch\" not found"),
-    ("fastapi", "app:app", r"the app's startup failed: RuntimeError: the database is unreachable \(app\.py:\d+ in connect\)"),
+    ("fastapi", "app:app", STARTUP_FAILED),
     ("aiohttp", "nosuch:app", r"cannot load the app 'nosuch:app': no module named 'nosuch'"),
     ("aiohttp", "app:nosuch", r"cannot load the app 'app:nosuch': module 'app' has no attribute 'nosuch'"),
     ("aiohttp", "app:web", r"'app:web' is module, not an aiohttp.web.Application"),
-    ("aiohttp", "app:app", r"the app's startup failed: RuntimeError: the database is unreachable \(app\.py:\d+ in connect\)"),
+    ("aiohttp", "app:app", STARTUP_FAILED),
 ]
 
 
@@ -318,7 +326,8 @@ def test_the_supervisor_shows_why_a_python_app_could_not_start(supervise, tmp_pa
 
 def test_status_keeps_why_a_slot_could_not_start(supervise, tmp_path):
     bad = shlex.join(launcher("aiohttp", write_app(tmp_path, FAILING_STARTUP["aiohttp"])))
-    command = ["/bin/sh", "-c", f'if [ "$LOOPFLEET_SLOT" = 1 ]; then exec {bad}; fi; exec {shlex.join(APPS["aiohttp"])}']
+    good = shlex.join(APPS["aiohttp"])
+    command = ["/bin/sh", "-c", f'if [ "$LOOPFLEET_SLOT" = 1 ]; then exec {bad}; fi; exec {good}']
     sup = supervise(2, command=command, wait_ready=False)
     sup.log.wait_for(r"slot 1: restarting in")
     slot = sup.status()["slots"][1]
