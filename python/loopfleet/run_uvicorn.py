@@ -74,8 +74,9 @@ def draining(protocol_class):
                 self.loop.call_later(DRAIN_IDLE_TIMEOUT, self._close_if_idle)
 
         def _close_if_idle(self):
-            idle = self.cycle.response_complete if self.cycle is not None else not self._heard
-            if idle:
+            # A connection that heard from its client since is either answering that request
+            # (and closes after it) or reading it: not idle.
+            if not self._heard and (self.cycle is None or self.cycle.response_complete):
                 protocol_class.shutdown(self)  # idle: uvicorn's own shutdown closes it
 
         def data_received(self, data):
