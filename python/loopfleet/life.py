@@ -120,7 +120,9 @@ class Life:
         loop = asyncio.get_running_loop()
         if self.region is not None:
             try:
-                faulthandler.register(STACK_SIGNAL, file=sys.stderr, all_threads=False)
+                # chain: then the signal's default action ends the process, so the supervisor
+                # sees the end of the stack at once instead of waiting to kill it.
+                faulthandler.register(STACK_SIGNAL, file=sys.stderr, all_threads=False, chain=True)
                 self.region.stack_signal = STACK_SIGNAL
             except (ValueError, OSError, AttributeError):
                 pass  # no usable stderr: beat anyway, the stall is still caught

@@ -915,8 +915,10 @@ void master::on_stall(process& p, std::int64_t silent_ns) {
   // The stack signal goes to the loop thread itself, not to whichever thread the kernel picks.
   p.err->stack_asked = true;
   ::syscall(SYS_tgkill, p.pid, beat->loop_tid.load(), beat->stack_signal.load());
+  // Killed as soon as its stack is read (on_stack); this is for a worker that prints none.
+  // An interpreter on a loaded machine may take more than 100 ms to be scheduled for it.
   p.timer.cancel();
-  p.timer.expires_after(std::chrono::milliseconds(100));
+  p.timer.expires_after(std::chrono::milliseconds(500));
   pid_t pid = p.pid;
   p.timer.async_wait([pid](boost::system::error_code ec) {
     if (!ec) ::kill(pid, SIGKILL);
@@ -930,6 +932,7 @@ void master::on_stack(pid_t pid, int slot, std::vector<std::string> lines) {
   for (std::size_t i = 0; i < frames.size(); ++i) log::warn("  #" + std::to_string(i) + " " + frames[i].text);
   std::string culprit = blocking_frame(frames);
   log::warn(who + " was blocked in " + (culprit.empty() ? "an unnamed frame (see the stack above)" : culprit));
+  if (auto it = procs_.find(pid); it != procs_.end() && it->second->stalled) ::kill(pid, SIGKILL);
 }
 
 void master::recycle(int slot, const std::string& why) {
