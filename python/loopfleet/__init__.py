@@ -32,8 +32,8 @@ status` and --max-requests, and a drain on SIGTERM that fails no request.
 import asyncio
 import contextlib
 
-from .life import (DRAIN_IDLE_TIMEOUT, Life, bound_sockets, describe, drain_timeout_reached, inherited_sockets,
-                   stop_requested)
+from .life import (DRAIN_IDLE_TIMEOUT, Life, accepted_ones_settle, bound_sockets, describe, drain_timeout_reached,
+                   inherited_sockets, stop_requested)
 
 __all__ = ["Worker", "inherited_sockets"]
 
@@ -133,6 +133,7 @@ class Worker:
         self.draining = True
         for server in self._servers:
             server.close()  # the supervisor keeps the queue for the next worker
+        await accepted_ones_settle()
         self._life.stopping()
         loop = asyncio.get_running_loop()
         loop.call_later(self._drain_idle_timeout, self._close_idle)

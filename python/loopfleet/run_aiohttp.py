@@ -16,8 +16,8 @@ import time
 
 from aiohttp import hdrs, web
 
-from .life import (DRAIN_IDLE_TIMEOUT, Life, bound_sockets, describe, drain_timeout_reached, fail, inherited_sockets,
-                   stop_requested, where)
+from .life import (DRAIN_IDLE_TIMEOUT, Life, accepted_ones_settle, bound_sockets, describe, drain_timeout_reached, fail,
+                   inherited_sockets, stop_requested, where)
 
 
 def main(argv):
@@ -117,6 +117,7 @@ async def serve(args):
     draining = True
     for server in servers:
         server.close()  # stop accepting; the supervisor keeps the queue for the next worker
+    await accepted_ones_settle()
     life.stopping()
 
     def close_idle():  # idle connections had their chance to send one more request

@@ -64,6 +64,12 @@ def draining(protocol_class):
         _draining = False
         _heard = False  # bytes arrived during the drain (a request may be half read)
 
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            # Accepted just before the listeners closed, made after the drain began.
+            if getattr(self.server_state, "draining", False):
+                self.shutdown()
+
         def shutdown(self):
             if self._draining:
                 return
@@ -120,6 +126,7 @@ class Server(uvicorn.Server):
         # it is surely answered as the last one (uvicorn does both again, harmlessly).
         for server in self.servers:
             server.close()
+        self.server_state.draining = True
         for connection in list(self.server_state.connections):
             connection.shutdown()
         self.life.stopping()

@@ -54,7 +54,11 @@ def test_sigkill_under_load_fails_only_what_the_worker_held(supervise, framework
 def test_reload_under_keep_alive_load_fails_no_request(supervise, variant):
     args, command = RELOADS[variant]
     sup = supervise(2, PATIENT + args, command=command)
-    reload_under_load(sup, reloads=1)
+    try:
+        reload_under_load(sup, reloads=1)
+    except AssertionError:
+        print("\n".join(l for l in sup.log.text().splitlines() if "GET /" not in l))  # shown with the failure
+        raise
 
 
 class NewConnections(threading.Thread):
