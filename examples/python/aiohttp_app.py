@@ -25,6 +25,7 @@ async def slow(request):
 
 async def block(request):
     ms = int(request.query.get("ms", "1000"))
+    print(f"blocking the loop for {ms} ms", flush=True)
     time.sleep(ms / 1000)  # blocks the loop on purpose: the watchdog names this function
     return web.Response(text=f"blocked {ms} ms\n")
 

@@ -32,5 +32,6 @@ async def slow(ms: int = 1000):
 async def block(ms: int = 1000):
     # A synchronous call in an async handler blocks the whole loop: the watchdog names this
     # function, steers new connections to the other workers and replaces this one.
+    print(f"blocking the loop for {ms} ms", flush=True)
     time.sleep(ms / 1000)
     return f"blocked {ms} ms\n"
