@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 
 from .life import (DRAIN_IDLE_TIMEOUT, Life, accepted_ones_settle, bound_sockets, describe, drain_timeout_reached,
-                   inherited_sockets, stop_requested)
+                   inherited_sockets, stop_requested, unread)
 
 __all__ = ["Worker", "inherited_sockets"]
 
@@ -148,4 +148,5 @@ class Worker:
     def _close_idle(self):
         self._idle_closed = True
         for writer in self._idle - self._heard:
-            writer.close()
+            if not unread(writer.transport):
+                writer.close()

@@ -6,6 +6,7 @@ import asyncio
 import faulthandler
 import os
 import re
+import select
 import signal
 import socket
 import sys
@@ -162,6 +163,21 @@ class Life:
 
     def stopping(self):
         self.notify("STOPPING=1\nSTATUS=draining", wait=True)
+
+
+def unread(transport):
+    """Whether bytes (or the client's FIN) wait in the kernel for the loop to read them: on a
+    busy loop, a connection that looks idle may already hold its next request, and closing
+    it with unread bytes resets it and loses that request."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    poller = select.poll()
+    try:
+        poller.register(sock.fileno(), select.POLLIN)
+    except (OSError, ValueError):
+        return False  # already closed
+    return bool(poller.poll(0))
 
 
 async def accepted_ones_settle():

@@ -17,7 +17,7 @@ import time
 from aiohttp import hdrs, web
 
 from .life import (DRAIN_IDLE_TIMEOUT, Life, accepted_ones_settle, bound_sockets, describe, drain_timeout_reached, fail,
-                   inherited_sockets, stop_requested, where)
+                   inherited_sockets, stop_requested, unread, where)
 
 
 def main(argv):
@@ -122,7 +122,7 @@ async def serve(args):
 
     def close_idle():  # idle connections had their chance to send one more request
         for handler in connections():
-            if idle(handler):
+            if idle(handler) and not unread(handler.transport):
                 handler.close()
 
     loop.call_later(DRAIN_IDLE_TIMEOUT, close_idle)

@@ -17,7 +17,7 @@ import sys
 import uvicorn
 from uvicorn.importer import ImportFromStringError, import_from_string
 
-from .life import DRAIN_IDLE_TIMEOUT, Life, describe, drain_timeout_reached, fail, inherited_sockets, where
+from .life import DRAIN_IDLE_TIMEOUT, Life, describe, drain_timeout_reached, fail, inherited_sockets, unread, where
 
 CLOSE = (b"connection", b"close")
 
@@ -82,7 +82,7 @@ def draining(protocol_class):
         def _close_if_idle(self):
             # A connection that heard from its client since is either answering that request
             # (and closes after it) or reading it: not idle.
-            if not self._heard and (self.cycle is None or self.cycle.response_complete):
+            if not self._heard and (self.cycle is None or self.cycle.response_complete) and not unread(self.transport):
                 protocol_class.shutdown(self)  # idle: uvicorn's own shutdown closes it
 
         def data_received(self, data):
