@@ -102,13 +102,14 @@ async def serve(args):
         # requests_count counts requests as they start; the served ones are those not busy.
         return len(handlers), busy, (runner.server.requests_count - busy) if runner.server else 0
 
+    # Adopted before the app's startup, so what that starts does not see LISTEN_FDS.
+    socks = inherited_sockets() or bound_sockets(args.listen or ["127.0.0.1:8080"])
     life = Life(sample=sample)
     life.start()
     try:
         await runner.setup()  # runs on_startup and cleanup contexts
     except Exception as e:
         fail(f"the app's startup failed: {type(e).__name__}: {e}{where(e)}")
-    socks = inherited_sockets() or bound_sockets(args.listen or ["127.0.0.1:8080"])
     loop = asyncio.get_running_loop()
     servers = [await loop.create_server(runner.server, sock=s, backlog=1024) for s in socks]
     life.ready(f"serving on {describe(socks)}")
