@@ -98,6 +98,9 @@ def test_blocked_handler_is_named_and_new_connections_go_elsewhere(supervise, fr
     sup = supervise(2, ["--watchdog", "1"], command=APPS[framework])
     first, second = sup.worker_pids()
     blocked = connection_to(sup, second)
+    # The last beat before the block is as late as the loop lags (an interpreter on a loaded
+    # machine lags by tens or hundreds of ms): the watchdog counts from that beat.
+    lag_ms = sup.status()["slots"][1].get("lag_max_ms", 0)
     fresh = NewConnections(sup)
     blocked.sendall(b"GET /block?ms=10000 HTTP/1.1\r\nHost: t\r\n\r\n")  # killed long before
     fresh.start()
@@ -114,10 +117,10 @@ def test_blocked_handler_is_named_and_new_connections_go_elsewhere(supervise, fr
     # (1 s) that ends the window is not either.
     steered = [c for c in fresh.done if began + 0.5 <= c[0] <= log_time(stalled)]
     failed = [c for c in fresh.done if not isinstance(c[2], int)]
-    print(f"{framework}: stall detected {detect_ms:.0f} ms after it began; {culprit.split(']')[-1].strip()}; "
+    print(f"{framework}: stall detected {detect_ms:.0f} ms after it began (loop lag before: max {lag_ms:.0f} ms); {culprit.split(']')[-1].strip()}; "
           f"{len(fresh.done)} new connections, {len(steered)} after 500 ms of stall all answered by pid "
           f"{set(c[2] for c in steered)}, slowest {max(c[1] for c in fresh.done) * 1000:.0f} ms")
-    assert detect_ms <= (1000 + 250) * SLOW
+    assert detect_ms <= (1000 + 250) * SLOW + lag_ms, f"loop lag before the block: {lag_ms} ms"
     assert re.search(rf"was blocked in block\(\) at {framework}_app\.py:\d+$", culprit), culprit
     assert not failed, failed
     assert steered and all(c[2] == first for c in steered), steered
