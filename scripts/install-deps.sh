@@ -16,6 +16,8 @@ packages=(
   # load and peers for bench/ and the load tests
   wrk nginx-light gunicorn python3-aiohttp python3-uvloop
   python3-celery python3-redis redis-server
+  # the Python launchers' frameworks (python/loopfleet), tested in test_python.py
+  python3-uvicorn python3-fastapi python3-httptools
 )
 
 missing=()

@@ -134,13 +134,17 @@ std::string format_status(const std::string& reply_json) {
       helpers = "  helpers:";
       for (const auto& x : h->as_array()) helpers += " " + std::to_string(x.as_object().at("pid").as_int64());
     }
+    // Why a worker could not start (its last stderr line) says more than its exit code.
+    std::string why;
+    if (auto* e = j.if_contains("last_error"); e && e->is_string() && !e->as_string().empty())
+      why = ": " + std::string(e->as_string());
     out += fixed(j.if_contains("slot"), 4) + " " + fixed(j.if_contains("pid"), 8) + " " +
            fixed(j.if_contains("generation"), 4) + "  " + fixed(j.if_contains("state"), 10, true) + " " +
            fixed(j.if_contains("uptime_s"), 9) + " " + fixed(j.if_contains("restarts"), 9) + " " +
            fixed(&rss_v, 8) + " " + fixed(j.if_contains("heartbeat_age_ms"), 8) + " " +
            fixed(j.if_contains("lag_p99_ms"), 9) + " " + fixed(j.if_contains("connections"), 6) + " " +
            fixed(j.if_contains("in_flight"), 9) + " " + fixed(j.if_contains("requests"), 11) + "  " +
-           fixed(j.if_contains("last_exit"), 0, true) + helpers + "\n";
+           fixed(j.if_contains("last_exit"), 0, true) + why + helpers + "\n";
   }
   for (const auto& d : o.at("draining").as_array()) {
     const auto& j = d.as_object();

@@ -3,13 +3,15 @@
 // into it from a timer; the supervisor reads it to catch a loop that stopped turning, and for
 // status. One writer (the worker's loop), one reader; every field is a lock-free atomic, so a
 // crash on either side leaves nothing half-locked. The layout is versioned: a reader that
-// finds another magic or version ignores the region.
+// finds another magic or version ignores the region. Python workers write the same layout
+// (python/loopfleet/heartbeat.py): change both, and the version, together.
 #pragma once
 
 #include <loopfleet/runtime.hpp>
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 
@@ -34,6 +36,9 @@ struct heartbeat_region {
   std::atomic<std::uint32_t> lag_max_us{0};
   worker_counters counters;
 };
+
+// What python/loopfleet/heartbeat.py assumes.
+static_assert(sizeof(heartbeat_region) == 72 && offsetof(heartbeat_region, counters) == 48);
 
 inline constexpr auto heartbeat_interval = std::chrono::milliseconds(50);
 

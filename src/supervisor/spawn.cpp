@@ -33,6 +33,19 @@ std::string find_executable(const std::string& command) {
   return "";
 }
 
+std::string worker_python_path(const char* inherited) {
+  std::string path = inherited ? inherited : "";
+  char exe[4096];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return path;
+  std::string dir(exe, static_cast<std::size_t>(n));
+  dir = dir.substr(0, dir.rfind('/')) + "/../lib/loopfleet/python";
+  char real[4096];
+  if (!::realpath(dir.c_str(), real) || ::access((std::string(real) + "/loopfleet/__init__.py").c_str(), R_OK) != 0)
+    return path;
+  return path.empty() ? real : std::string(real) + ":" + path;
+}
+
 spawned spawn_worker(const spawn_spec& spec) {
   int out[2], err[2];
   if (::pipe2(out, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe");
@@ -49,9 +62,9 @@ spawned spawn_worker(const spawn_spec& spec) {
     // Drop what we set per worker (and what systemd may have set for us); keep the rest,
     // LOOPFLEET_OFFLOAD_* included.
     static constexpr std::string_view ours[] = {
-        "LISTEN_PID=",  "LISTEN_FDS=",     "LISTEN_FDNAMES=",     "NOTIFY_SOCKET=",          "WATCHDOG_USEC=",
-        "WATCHDOG_PID=", "LOOPFLEET_SLOT=", "LOOPFLEET_WORKERS=", "LOOPFLEET_GENERATION=", "LOOPFLEET_NOTIFY_FD=",
-        "LOOPFLEET_HEARTBEAT_FD="};
+        "LISTEN_PID=",           "LISTEN_FDS=",          "LISTEN_FDNAMES=",         "NOTIFY_SOCKET=",
+        "WATCHDOG_USEC=",        "WATCHDOG_PID=",        "LOOPFLEET_SLOT=",         "LOOPFLEET_WORKERS=",
+        "LOOPFLEET_GENERATION=", "LOOPFLEET_NOTIFY_FD=", "LOOPFLEET_HEARTBEAT_FD=", "PYTHONPATH="};
     bool set_here = false;
     for (auto prefix : ours) set_here |= kv.starts_with(prefix);
     if (!set_here) env_strings.emplace_back(kv);

@@ -32,4 +32,9 @@ spawned spawn_worker(const spawn_spec& spec);
 // The absolute path `command` would run as (PATH search for a bare name), or empty.
 std::string find_executable(const std::string& command);
 
+// PYTHONPATH for workers: the folder holding loopfleet's Python package, found at
+// <exe dir>/../lib/loopfleet/python (installed there, linked there in the build tree),
+// ahead of `inherited`. Just `inherited` when the folder is missing.
+std::string worker_python_path(const char* inherited);
+
 }  // namespace loopfleet::supervisor

@@ -39,6 +39,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -93,6 +94,7 @@ struct output_reader : std::enable_shared_from_this<output_reader> {
       take(n);
       if (ec) break;
     }
+    if (stack && python_stack) finish_stack();
   }
   void take(std::size_t n) {
     partial.append(chunk.data(), n);
@@ -105,19 +107,31 @@ struct output_reader : std::enable_shared_from_this<output_reader> {
   }
   void flush_partial() {
     if (!partial.empty()) emit(std::exchange(partial, {}));
+    if (stack && python_stack) finish_stack();  // the worker was killed right after its dump
+  }
+  void finish_stack() {
+    if (on_stack) on_stack(std::move(*stack));
+    stack.reset();
   }
   void emit(const std::string& line) {
-    if (line == stack_begin_marker) {
+    if (line == stack_begin_marker || (stack_asked && !stack && is_python_stack_header(line))) {
       stack.emplace();
+      python_stack = line != stack_begin_marker;
+      stack_asked = false;
       return;
     }
-    if (stack) {
+    if (stack && python_stack) {
+      if (is_python_stack_line(line)) {
+        stack->push_back(line);
+        return;
+      }
+      finish_stack();  // a faulthandler traceback has no end marker: its first other line ends it
+    } else if (stack) {
       if (line != stack_end_marker) {
         stack->push_back(line);
         return;
       }
-      if (on_stack) on_stack(std::move(*stack));
-      stack.reset();
+      finish_stack();
       return;
     }
     if (line.empty()) return;
@@ -134,6 +148,10 @@ struct output_reader : std::enable_shared_from_this<output_reader> {
   std::array<char, 4096> chunk{};
   std::string partial;
   std::optional<std::vector<std::string>> stack;
+  bool python_stack = false;  // the open stack is a faulthandler traceback
+  // Set when the supervisor sent the stack signal: only then is a faulthandler header read as
+  // the stalled loop's stack (an app's own faulthandler dump on a crash is just logged).
+  bool stack_asked = false;
 };
 
 // The supervisor's mapping of a worker's heartbeat region.
@@ -185,6 +203,7 @@ struct slot_state {
   bool degraded = false;
   bool failed_first_start = false;
   std::string last_exit;
+  std::string last_error;  // the last stderr line of a worker that died before READY (why it could not start)
   std::uint64_t handed_over = 0;  // connections taken from its queue for other workers
   clock::time_point handoff_logged{};
   std::unique_ptr<asio::steady_timer> restart;
@@ -493,6 +512,9 @@ void master::start_worker(int slot, role r) {
               "LOOPFLEET_NATS_URL=" + (cfg_.cluster ? nats_url(cfg_) : std::string()),
               "LOOPFLEET_NODE=" + cfg_.node,
               "LOOPFLEET_GENERATION=" + std::to_string(gen)};
+  // Python workers import the loopfleet package (its launchers) with nothing set by the user.
+  static const std::string python_path = worker_python_path(std::getenv("PYTHONPATH"));
+  if (!python_path.empty()) spec.env.push_back("PYTHONPATH=" + python_path);
   // Also a datagram socket already connected to NOTIFY_SOCKET, after the listening sockets:
   // runtimes that cannot send to a Unix socket by name (Node) write(2) "READY=1" to it.
   int notify_fd = connected_notify_socket();
@@ -751,6 +773,7 @@ void master::on_exit(pid_t pid, int status) {
   } else if (p->r == role::current) {
     slot.current = 0;
     slot.last_exit = reason;
+    if (!p->ready && !p->last_stderr->empty()) slot.last_error = p->last_stderr->back();
     update_steering();
     if (!stopping_ && p->slot < workers_) {
       if (!ever_ready_ && !p->ready && first_start_failed(*p, reason)) return;
@@ -1000,9 +1023,12 @@ void master::on_stall(process& p, std::int64_t silent_ns) {
     return;
   }
   // The stack signal goes to the loop thread itself, not to whichever thread the kernel picks.
+  p.err->stack_asked = true;
   ::syscall(SYS_tgkill, p.pid, beat->loop_tid.load(), beat->stack_signal.load());
+  // Killed as soon as its stack is read (on_stack); this is for a worker that prints none.
+  // An interpreter on a loaded machine may take more than 100 ms to be scheduled for it.
   p.timer.cancel();
-  p.timer.expires_after(std::chrono::milliseconds(100));
+  p.timer.expires_after(std::chrono::milliseconds(500));
   pid_t pid = p.pid;
   p.timer.async_wait([pid](boost::system::error_code ec) {
     if (!ec) ::kill(pid, SIGKILL);
@@ -1016,6 +1042,7 @@ void master::on_stack(pid_t pid, int slot, std::vector<std::string> lines) {
   for (std::size_t i = 0; i < frames.size(); ++i) log::warn("  #" + std::to_string(i) + " " + frames[i].text);
   std::string culprit = blocking_frame(frames);
   log::warn(who + " was blocked in " + (culprit.empty() ? "an unnamed frame (see the stack above)" : culprit));
+  if (auto it = procs_.find(pid); it != procs_.end() && it->second->stalled) ::kill(pid, SIGKILL);
 }
 
 void master::recycle(int slot, const std::string& why) {
@@ -1256,6 +1283,7 @@ json::object master::status_json() {
     }
     j["failures_in_a_row"] = s.failures;
     j["last_exit"] = s.last_exit;
+    j["last_error"] = s.last_error;
     slots.push_back(std::move(j));
   }
   o["slots"] = std::move(slots);

@@ -101,7 +101,7 @@ def test_blocked_loop_is_detected_named_and_replaced(supervise, mode):
     healthy.close()
 
 
-def test_python_worker_blocked_loop_is_caught_by_watchdog_pings(supervise):
+def test_python_worker_blocked_loop_is_caught_and_named(supervise):
     from test_supervisor import PY
     sup = supervise(2, ["--watchdog", "1"], command=PY)
     first, second = sup.worker_pids()
@@ -109,10 +109,12 @@ def test_python_worker_blocked_loop_is_caught_by_watchdog_pings(supervise):
     blocked.sendall(b"GET /block?ms=4000 HTTP/1.1\r\nHost: t\r\n\r\n")
     (began,) = sup.log.wait_for(rf"pid {second} \| blocking the loop for 4000 ms")
     (stalled,) = sup.log.wait_for(rf"pid {second} loop stalled: no heartbeat")
+    (culprit,) = sup.log.wait_for(rf"pid {second} was blocked in")
     sup.log.wait_for(rf"slot 1: pid (?!{second}\b)\d+ ready in")
     detect_ms = (log_time(stalled) - log_time(began)) * 1000
-    print(f"python: stall detected {detect_ms:.0f} ms after it began (WATCHDOG=1 every 500 ms)")
+    print(f"python: stall detected {detect_ms:.0f} ms after it began (the heartbeat region, from loopfleet.Worker)")
     assert detect_ms <= (1000 + 250) * SLOW
+    assert re.search(r"was blocked in block_the_loop\(\) at app\.py:\d+$", culprit), culprit
     with connection_to(sup, first) as s:
         assert exchange(s, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0].status == 200
     blocked.close()

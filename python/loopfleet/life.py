@@ -1,0 +1,197 @@
+"""A worker's life under `loopfleet run` or systemd, shared by every launcher: the inherited
+sockets, READY / STOPPING / WATCHDOG on NOTIFY_SOCKET, the heartbeat region and the stack
+signal. Everything here is a no-op when the process runs alone.
+"""
+import asyncio
+import faulthandler
+import os
+import re
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+
+from . import heartbeat
+
+# An idle keep-alive connection may send one more request this long into a drain: closing it
+# at once fails the request its client is sending right then.
+DRAIN_IDLE_TIMEOUT = 1.0
+BEAT_INTERVAL = 0.05  # the supervisor reads the region every 50 ms
+# The supervisor asks a stalled loop for its stack with this signal (tgkill to the loop
+# thread); faulthandler prints the Python stack from the C signal handler, so it works while
+# the loop is blocked.
+STACK_SIGNAL = signal.SIGUSR2
+
+
+def fail(message, code=2):
+    """Exits with one line, as the supervisor's own start-up errors do."""
+    print(f"loopfleet: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def drain_timeout_reached():
+    print("loopfleet: drain timeout reached; closing the connections still open", file=sys.stderr, flush=True)
+
+
+def where(failure):
+    """The innermost frame of an exception or of a traceback's text, as " (file:line in f)"."""
+    if isinstance(failure, BaseException):
+        frames = [(f.filename, f.lineno, f.name) for f in traceback.extract_tb(failure.__traceback__)]
+    else:
+        frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', failure)
+    if not frames:
+        return ""
+    file, line, function = frames[-1]
+    return f" ({os.path.basename(file)}:{line} in {function})"
+
+
+def inherited_sockets():
+    """The listening sockets passed by systemd's rules (fd 3 on), or [] when none are meant
+    for this process. TCP and Unix alike: each socket learns its family from its fd."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    count = int(os.environ.get("LISTEN_FDS") or 0)
+    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(var, None)  # not for processes the app starts
+    return [socket.socket(fileno=3 + i) for i in range(count)]
+
+
+def bound_sockets(addresses):
+    """Sockets for `HOST:PORT` or `unix:PATH` addresses, for a worker run alone."""
+    out = []
+    for addr in addresses:
+        if addr.startswith("unix:"):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(addr[5:])
+            s.listen(1024)
+        else:
+            host, _, port = addr.rpartition(":")
+            host = host.strip("[]") or "0.0.0.0"
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            s = socket.create_server((host, int(port)), family=family, backlog=1024)
+        out.append(s)
+    return out
+
+
+def describe(socks):
+    return ", ".join(str(s.getsockname()) for s in socks)
+
+
+class Life:
+    """READY and STOPPING, and the beats that prove the loop turns.
+
+    `sample` returns (connections open, requests in flight, requests served); the beat copies
+    it into the heartbeat region, where `loopfleet status` and --max-requests read it.
+    """
+
+    def __init__(self, sample=lambda: (0, 0, 0)):
+        self.sample = sample
+        self.region = heartbeat.open_region()
+        self._notify_to = self._notify_address()
+        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if self._notify_to else None
+        self._lags = []
+        self._next_lag = 0
+        self._expected = 0.0
+
+    @staticmethod
+    def _notify_address():
+        path = os.environ.get("NOTIFY_SOCKET")
+        if not path:
+            return None
+        return "\0" + path[1:] if path.startswith("@") else path
+
+    def notify(self, message, wait=False):
+        """Sends one datagram. A receiver that reads slowly must not stall the loop: a ping
+        that does not fit is dropped (the next follows in WATCHDOG_USEC / 2); a state change
+        (`wait`) is worth waiting a second for."""
+        if self._notify:
+            self._notify.settimeout(1.0 if wait else 0)
+            try:
+                self._notify.sendto(message.encode(), self._notify_to)
+            except OSError:
+                pass  # full, or a supervisor gone away: PDEATHSIG tells us that
+
+    def start(self):
+        """Starts beating from the running loop. Call it before the app's startup, so the
+        beats and the stack signal are in place when READY goes out (the supervisor watches
+        a worker from READY on; until then --ready-timeout bounds the startup)."""
+        loop = asyncio.get_running_loop()
+        if self.region is not None:
+            try:
+                # chain: then the signal's default action ends the process, so the supervisor
+                # sees the end of the stack at once instead of waiting to kill it.
+                faulthandler.register(STACK_SIGNAL, file=sys.stderr, all_threads=False, chain=True)
+                self.region.stack_signal = STACK_SIGNAL
+            except (ValueError, OSError, AttributeError):
+                pass  # no usable stderr: beat anyway, the stall is still caught
+            self.region.loop_tid = threading.get_native_id()
+            self._expected = time.monotonic()
+            self._beat(loop)
+        usec = int(os.environ.get("WATCHDOG_USEC") or 0)
+        if usec and os.environ.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid()):
+            self._ping(loop, usec / 2e6)
+
+    def _ping(self, loop, interval):
+        self.notify("WATCHDOG=1")
+        loop.call_later(interval, self._ping, loop, interval)
+
+    def _beat(self, loop):
+        now = time.monotonic()
+        late_us = max(0, int((now - self._expected) * 1e6))
+        if len(self._lags) < 200:  # 10 s of beats, as the C++ worker keeps
+            self._lags.append(late_us)
+        else:
+            self._lags[self._next_lag] = late_us
+            self._next_lag = (self._next_lag + 1) % 200
+        ordered = sorted(self._lags)
+        n = len(ordered)
+        r = self.region
+        r.lag_p50_us = min(ordered[n // 2], 0xFFFFFFFF)
+        r.lag_p99_us = min(ordered[min(n - 1, n * 99 // 100)], 0xFFFFFFFF)
+        r.lag_max_us = min(ordered[-1], 0xFFFFFFFF)
+        r.connections, r.in_flight, r.requests = self.sample()
+        r.beats += 1
+        r.last_beat_ns = time.monotonic_ns()  # last: the reader takes it as "all of the above is fresh"
+        self._expected = now + BEAT_INTERVAL
+        loop.call_later(BEAT_INTERVAL, self._beat, loop)
+
+    def ready(self, status):
+        self.notify(f"READY=1\nSTATUS={status}", wait=True)
+
+    def stopping(self):
+        self.notify("STOPPING=1\nSTATUS=draining", wait=True)
+
+
+def unread(transport):
+    """Whether bytes (or the client's FIN) wait in the kernel for the loop to read them: on a
+    busy loop, a connection that looks idle may already hold its next request, and closing
+    it with unread bytes resets it and loses that request."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    poller = select.poll()
+    try:
+        poller.register(sock.fileno(), select.POLLIN)
+    except (OSError, ValueError):
+        return False  # already closed
+    return bool(poller.poll(0))
+
+
+async def accepted_ones_settle():
+    """Lets the connections accepted just before the listeners closed reach the app: asyncio
+    runs a connection's protocol factory and connection_made a turn or two of the loop after
+    accept(). A drain that counted connections before would miss them, exit, and drop them."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def stop_requested():
+    """Returns on the first SIGTERM or SIGINT (a drain under loopfleet and systemd)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
