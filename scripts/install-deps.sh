@@ -15,6 +15,9 @@ packages=(
   # load and peers for bench/ and the load tests
   wrk nginx-light gunicorn python3-aiohttp python3-uvloop
   python3-celery python3-redis redis-server
+  # the admin endpoint's tests: a real Prometheus scrapes /metrics, a headless Chromium
+  # (driven over CDP with python3-websocket) renders the status page
+  prometheus chromium python3-websocket
 )
 
 missing=()
