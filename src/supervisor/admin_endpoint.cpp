@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cstdint>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -42,13 +43,23 @@ std::string text_of(const json::value& v) {
   return {};
 }
 
+// How a model field becomes a sample: the model speaks milliseconds and KiB, Prometheus
+// seconds and bytes.
+enum class unit { same, ms_to_s, kib_to_bytes };
+
 // Counters stay exact integers (a request count passes 2^53 long before it passes 2^64);
-// everything scaled, such as milliseconds to seconds, is a double in its shortest form.
-std::string number_text(const json::value& v, double scale) {
-  if (scale == 1 && v.is_int64()) return std::to_string(v.as_int64());
-  if (scale == 1 && v.is_uint64()) return std::to_string(v.as_uint64());
+// milliseconds become seconds by division, which keeps 0.099 ms as 9.9e-05.
+std::string number_text(const json::value& v, unit u = unit::same) {
+  if (u != unit::ms_to_s) {
+    std::uint64_t k = u == unit::kib_to_bytes ? 1024 : 1;
+    if (v.is_uint64()) return std::to_string(v.as_uint64() * k);
+    if (v.is_int64()) return std::to_string(v.as_int64() * static_cast<std::int64_t>(k));
+  }
+  double d = v.to_number<double>();
+  if (u == unit::ms_to_s) d /= 1000;
+  if (u == unit::kib_to_bytes) d *= 1024;
   char buf[32];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v.to_number<double>() * scale);
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, d);
   return ec == std::errc() ? std::string(buf, end) : "NaN";
 }
 
@@ -84,7 +95,7 @@ class exposition {
     out_ += value;
     out_ += '\n';
   }
-  void sample(const labels& l, double value) { sample(l, number_text(json::value(value), 1)); }
+  void sample(const labels& l, double value) { sample(l, number_text(json::value(value))); }
   std::string take() { return std::move(out_); }
 
  private:
@@ -103,28 +114,28 @@ struct worker_family {
   const char* name;
   const char* type;
   const char* key;
-  double scale;
+  unit u;
   const char* help;
 };
 
 const worker_family worker_families[] = {
-    {"loopfleet_worker_requests_total", "counter", "requests_total", 1,
+    {"loopfleet_worker_requests_total", "counter", "requests_total", unit::same,
      "Requests served in this slot, by this worker and every worker that filled the slot before it "
      "(owned by the supervisor: never goes backwards when a worker is replaced)."},
-    {"loopfleet_worker_requests_in_flight", "gauge", "in_flight", 1, "Requests being handled now."},
-    {"loopfleet_worker_connections", "gauge", "connections", 1, "Open connections."},
-    {"loopfleet_worker_loop_lag_p50_seconds", "gauge", "lag_p50_ms", 1e-3,
+    {"loopfleet_worker_requests_in_flight", "gauge", "in_flight", unit::same, "Requests being handled now."},
+    {"loopfleet_worker_connections", "gauge", "connections", unit::same, "Open connections."},
+    {"loopfleet_worker_loop_lag_p50_seconds", "gauge", "lag_p50_ms", unit::ms_to_s,
      "Median lateness of the loop's heartbeat timer over its recent window."},
-    {"loopfleet_worker_loop_lag_p99_seconds", "gauge", "lag_p99_ms", 1e-3,
+    {"loopfleet_worker_loop_lag_p99_seconds", "gauge", "lag_p99_ms", unit::ms_to_s,
      "99th percentile lateness of the loop's heartbeat timer over its recent window."},
-    {"loopfleet_worker_loop_lag_max_seconds", "gauge", "lag_max_ms", 1e-3,
+    {"loopfleet_worker_loop_lag_max_seconds", "gauge", "lag_max_ms", unit::ms_to_s,
      "Largest lateness of the loop's heartbeat timer over its recent window."},
-    {"loopfleet_worker_heartbeat_age_seconds", "gauge", "heartbeat_age_ms", 1e-3,
+    {"loopfleet_worker_heartbeat_age_seconds", "gauge", "heartbeat_age_ms", unit::ms_to_s,
      "Time since the worker's last heartbeat."},
-    {"loopfleet_worker_resident_memory_bytes", "gauge", "rss_kib", 1024, "Resident set size of the worker process."},
-    {"loopfleet_worker_cpu_seconds_total", "counter", "cpu_s", 1,
+    {"loopfleet_worker_resident_memory_bytes", "gauge", "rss_kib", unit::kib_to_bytes, "Resident set size of the worker process."},
+    {"loopfleet_worker_cpu_seconds_total", "counter", "cpu_s", unit::same,
      "User and system CPU time of the worker process."},
-    {"loopfleet_worker_uptime_seconds", "gauge", "uptime_s", 1, "Time since the worker was started."},
+    {"loopfleet_worker_uptime_seconds", "gauge", "uptime_s", unit::same, "Time since the worker was started."},
 };
 
 // A per-slot counter: it belongs to the slot, not to whichever worker fills it now, so it
@@ -173,7 +184,7 @@ std::string render_metrics(const json::object& status) {
       if (!v) continue;
       if (!any) e.family(f.name, f.type, f.help);
       any = true;
-      e.sample(worker_labels(s), number_text(*v, f.scale));
+      e.sample(worker_labels(s), number_text(*v, f.u));
     }
   }
   {
@@ -201,7 +212,7 @@ std::string render_metrics(const json::object& status) {
                  "stall (killed by the watchdog), not_ready (no READY within --ready-timeout).");
       any = true;
       for (const auto& [reason, n] : by->as_object())
-        if (n.is_number()) e.sample({{"slot", slot_label(s)}, {"reason", std::string(reason)}}, number_text(n, 1));
+        if (n.is_number()) e.sample({{"slot", slot_label(s)}, {"reason", std::string(reason)}}, number_text(n));
     }
   }
   for (const auto& f : slot_families) {
@@ -212,7 +223,7 @@ std::string render_metrics(const json::object& status) {
       if (!v) continue;
       if (!any) e.family(f.name, "counter", f.help);
       any = true;
-      e.sample({{"slot", slot_label(s)}}, number_text(*v, 1));
+      e.sample({{"slot", slot_label(s)}}, number_text(*v));
     }
   }
 
@@ -225,7 +236,7 @@ std::string render_metrics(const json::object& status) {
   auto gauge = [&](const char* name, const char* key, const char* help) {
     if (const json::value* v = number(status, key)) {
       e.family(name, "gauge", help);
-      e.sample({}, number_text(*v, 1));
+      e.sample({}, number_text(*v));
     }
   };
   gauge("loopfleet_generation", "generation", "The generation serving (a reload adds one).");
@@ -247,7 +258,7 @@ std::string render_metrics(const json::object& status) {
     e.family("loopfleet_reloads_total", "counter",
              "Reloads by result: ok (the new generation serves), failed (refused or rolled back).");
     for (const auto& [result, n] : r->as_object())
-      if (n.is_number()) e.sample({{"result", std::string(result)}}, number_text(n, 1));
+      if (n.is_number()) e.sample({{"result", std::string(result)}}, number_text(n));
   }
 
   // The cluster layer, when on: what the node agent last read.
@@ -255,7 +266,7 @@ std::string render_metrics(const json::object& status) {
     const json::object& c = cv->as_object();
     if (const json::value* n = number(c, "nodes")) {
       e.family("loopfleet_cluster_nodes", "gauge", "Nodes whose heartbeat in the nodes bucket is fresh, this one included.");
-      e.sample({}, number_text(*n, 1));
+      e.sample({}, number_text(*n));
     }
     if (const json::value* r = c.if_contains("nats_ready"); r && r->is_bool()) {
       e.family("loopfleet_cluster_nats_ready", "gauge", "1 once the node's nats-server accepts clients.");
@@ -263,7 +274,7 @@ std::string render_metrics(const json::object& status) {
     }
     if (const json::value* r = number(c, "nats_restarts")) {
       e.family("loopfleet_cluster_nats_restarts_total", "counter", "Restarts of the node's nats-server.");
-      e.sample({}, number_text(*r, 1));
+      e.sample({}, number_text(*r));
     }
     const json::value* st = c.if_contains("streams");
     if (st && st->is_array() && !st->as_array().empty()) {
@@ -286,7 +297,7 @@ std::string render_metrics(const json::object& status) {
           const json::value* v = o.if_contains(f.key);
           if (!v) continue;
           labels l{{"stream", text_of(o.at("name"))}, {"kind", text_of(o.at("kind"))}};
-          e.sample(l, v->is_bool() ? (v->as_bool() ? "1" : "0") : number_text(*v, 1));
+          e.sample(l, v->is_bool() ? (v->as_bool() ? "1" : "0") : number_text(*v));
         }
       }
     }

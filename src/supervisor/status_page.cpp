@@ -1,7 +1,9 @@
 // The status page served at `/` by the admin endpoint. One document with its CSS and JS
 // inline: it works offline, behind any proxy, with no build step and nothing to install. It
 // only reads /status.json (every second) and draws; requests per second are computed here,
-// from the differences of each slot's request counter, so the supervisor keeps no history.
+// from the differences of each slot's request counter over the supervisor's own uptime clock
+// (not the browser's: a reply that arrives late must not look like a burst), so the
+// supervisor keeps no history.
 // Every text from the model goes in with textContent, never as HTML: a worker's STATUS= line
 // or last stderr is the worker's to choose.
 #include "supervisor/admin_endpoint.hpp"
@@ -67,7 +69,7 @@ const std::string_view status_page_html = R"html(<!doctype html>
 const $ = (id) => document.getElementById(id);
 const keep_s = 300;   // the chart's window
 let points = [];      // {t, rps, lag} once a second
-let last = null;      // {t, requests: {slot: requests_total}} of the previous poll
+let last = null;      // {t, requests: {slot: requests_total}} of the previous poll; t in ms of uptime
 
 function duration(s) {
   if (s == null) return "";
@@ -109,6 +111,8 @@ function render(st, now) {
   if (st.agent_check) pairs.push(["agent check", st.agent_check.reply]);
   $("meta").replaceChildren(meta(pairs));
 
+  // Another supervisor (restarted, or upgraded in place) has its own clock and counters.
+  if (last && (now <= last.t || st.pid !== last.pid)) { last = null; points = []; }
   const dt = last ? (now - last.t) / 1000 : 0;
   const requests = {};
   let total_rps = 0, worst_lag = null;
@@ -142,7 +146,7 @@ function render(st, now) {
   const draining = (st.draining || []).map((d) => "pid " + d.pid + " (slot " + d.slot + ", generation " + d.generation + ")");
   $("draining").textContent = draining.length ? "draining: " + draining.join(", ") : "";
   if (last) points.push({t: now, rps: total_rps, lag: worst_lag});
-  last = {t: now, requests};
+  last = {t: now, pid: st.pid, requests};
   points = points.filter((h) => now - h.t <= keep_s * 1000);
 
   const c = st.cluster;
@@ -175,7 +179,7 @@ function draw(now) {
   const g = canvas.getContext("2d");
   g.setTransform(ratio, 0, 0, ratio, 0, 0);
   g.clearRect(0, 0, w, h);
-  const left = 56, right = 56, top = 10, bottom = 22;
+  const left = 64, right = 72, top = 10, bottom = 22;
   const pw = w - left - right, ph = h - top - bottom;
   const x = (t) => left + pw * (1 - (now - t) / (keep_s * 1000));
   g.font = "11px system-ui, sans-serif";
@@ -214,7 +218,7 @@ async function poll() {
     if (!r.ok) throw new Error("HTTP " + r.status);
     const st = await r.json();
     $("error").hidden = true;
-    render(st, performance.now());
+    render(st, st.uptime_s * 1000);
   } catch (e) {
     $("error").hidden = false;
     $("error").textContent = "cannot read /status.json: " + e.message + " (the instance may have stopped)";
