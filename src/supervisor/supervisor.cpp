@@ -1250,7 +1250,8 @@ json::object master::status_json() {
     j["restarts_by_reason"] = json::value_from(s.restarts_by_reason);
     j["stalls"] = s.stalls;
     j["recycles"] = s.recycles;
-    j["requests_total"] = slot_requests(i);
+    // Only where it is known: a worker without a heartbeat region counts nothing we can read.
+    if (s.requests_before > 0 || (p && p->beating())) j["requests_total"] = slot_requests(i);
     if (cfg_.distribution == distribution::reuseport) {
       j["queued"] = sockets_->queued(i);
       j["handed_over"] = s.handed_over;
