@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 import websocket  # python3-websocket: the CDP client
 
-from conftest import SLOW, Wrk, binary, free_port
+from conftest import SLOW, Supervisor, Wrk, binary, free_port
 
 PROMETHEUS = "/usr/bin/prometheus"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -264,6 +264,37 @@ def test_status_page_in_headless_chromium_shows_a_replaced_worker_within_2s(supe
         browser.stop()
         load.proc.kill()
         load.proc.wait()
+
+
+def test_cluster_metrics_count_the_nodes_and_each_streams_replicas(tmp_path):
+    clients, routes, admins = [free_port(), free_port()], [free_port(), free_port()], [free_port(), free_port()]
+    nodes = []
+    try:
+        for i in range(2):
+            nodes.append(Supervisor(1, ["--node", f"n{i + 1}", "--nats-listen", f"127.0.0.1:{clients[i]}",
+                                        "--cluster-listen", f"127.0.0.1:{routes[i]}", "--join",
+                                        f"127.0.0.1:{routes[1 - i]}", "--data-dir", str(tmp_path / f"n{i + 1}"),
+                                        "--admin", str(admins[i])],
+                                    [binary("cluster-example")], tmp=str(tmp_path)))
+
+        def samples():
+            _, _, text = fetch(f"http://127.0.0.1:{admins[0]}/metrics")
+            out = {}
+            for line in text.splitlines():
+                if line.startswith("loopfleet_cluster_"):
+                    name, value = line.rsplit(" ", 1)
+                    out[name] = float(value)
+            return out if out.get("loopfleet_cluster_nodes") == 2 else None
+        m = poll(samples, 90, "two nodes up in node n1's metrics", every=0.5)
+        jobs = '{stream="LOOPFLEET_JOBS",kind="stream"}'
+        m = poll(lambda: (lambda m: m if m and m.get("loopfleet_cluster_stream_replicas" + jobs) == 2 else None)(
+            samples()), 60, "the jobs stream on two replicas", every=0.5)
+        assert m["loopfleet_cluster_stream_replicas_wanted" + jobs] == 2, m
+        assert m["loopfleet_cluster_stream_quorum" + jobs] == 1, m
+        assert m["loopfleet_cluster_nats_ready"] == 1, m
+    finally:
+        for n in nodes:
+            n.stop()
 
 
 def test_admin_port_in_use_is_one_line_and_exit_2(tmp_path):
