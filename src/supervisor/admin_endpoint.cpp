@@ -1,21 +1,19 @@
 #include "supervisor/admin_endpoint.hpp"
 
-#include "http/server.hpp"
-#include "runtime/address.hpp"
-
-#include <loopfleet/http.hpp>
-
-#include <boost/json.hpp>
-
 #include <unistd.h>
 
+#include <boost/json.hpp>
 #include <charconv>
 #include <cstdint>
 #include <fstream>
 #include <iterator>
+#include <loopfleet/http.hpp>
 #include <sstream>
 #include <variant>
 #include <vector>
+
+#include "http/server.hpp"
+#include "runtime/address.hpp"
 
 namespace loopfleet::supervisor {
 namespace json = boost::json;
@@ -66,22 +64,18 @@ std::string number_text(const json::value& v, unit u = unit::same) {
 using labels = std::vector<std::pair<std::string, std::string>>;
 
 // Writes families: every sample of a family follows its # HELP and # TYPE lines, as the
-// format requires, so callers loop over families first and over workers inside.
+// format requires, so callers loop over families first and over workers inside. A family
+// is described only once it has a sample: a model without a field gets no empty family.
 class exposition {
  public:
   void family(std::string_view name, std::string_view type, std::string_view help) {
-    out_ += "# HELP ";
-    out_ += name;
-    out_ += ' ';
-    out_ += help;
-    out_ += "\n# TYPE ";
-    out_ += name;
-    out_ += ' ';
-    out_ += type;
-    out_ += '\n';
+    header_ = "# HELP " + std::string(name) + " " + std::string(help) + "\n# TYPE " + std::string(name) + " " +
+              std::string(type) + "\n";
     name_ = name;
   }
   void sample(const labels& l, std::string_view value) {
+    out_ += header_;
+    header_.clear();
     out_ += name_;
     if (!l.empty()) {
       out_ += '{';
@@ -100,6 +94,7 @@ class exposition {
 
  private:
   std::string out_;
+  std::string header_;
   std::string name_;
 };
 
@@ -132,43 +127,39 @@ const worker_family worker_families[] = {
      "Largest lateness of the loop's heartbeat timer over its recent window."},
     {"loopfleet_worker_heartbeat_age_seconds", "gauge", "heartbeat_age_ms", unit::ms_to_s,
      "Time since the worker's last heartbeat."},
-    {"loopfleet_worker_resident_memory_bytes", "gauge", "rss_kib", unit::kib_to_bytes, "Resident set size of the worker process."},
+    {"loopfleet_worker_resident_memory_bytes", "gauge", "rss_kib", unit::kib_to_bytes,
+     "Resident set size of the worker process."},
     {"loopfleet_worker_cpu_seconds_total", "counter", "cpu_s", unit::same,
      "User and system CPU time of the worker process."},
     {"loopfleet_worker_uptime_seconds", "gauge", "uptime_s", unit::same, "Time since the worker was started."},
 };
 
-// A per-slot counter: it belongs to the slot, not to whichever worker fills it now, so it
-// carries no pid (a new pid would start a new series and hide the count in it).
-struct slot_family {
+// A family whose samples read one field of each object of a list.
+struct keyed_family {
   const char* name;
   const char* key;
   const char* help;
 };
 
-const slot_family slot_families[] = {
+// Per-slot counters: they belong to the slot, not to whichever worker fills it now, so they
+// carry no pid (a new pid would start a new series and hide the count in it).
+const keyed_family slot_families[] = {
     {"loopfleet_slot_stalls_total", "stalls", "Loops the watchdog found stalled and replaced."},
     {"loopfleet_slot_recycles_total", "recycles", "Workers replaced for --max-requests or --max-memory."},
     {"loopfleet_slot_handed_over_total", "handed_over",
      "Connections taken from this slot's queue and handed to serving workers (reuseport)."},
 };
 
-std::string slot_label(const json::object& s) {
-  const json::value* v = s.if_contains("slot");
+// The field `key` of `o` as label text, empty if absent.
+std::string text_at(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
   return v ? text_of(*v) : std::string();
 }
 
-}  // namespace
-
-std::string render_metrics(const json::object& status) {
-  exposition e;
-  static const json::array no_slots;
-  const json::value* sv = status.if_contains("slots");
-  const json::array& slots = sv && sv->is_array() ? sv->as_array() : no_slots;
-
-  // Per worker: slot, pid and generation label each sample, so a replaced worker is a new series.
+// Per worker: slot, pid and generation label each sample, so a replaced worker is a new series.
+void render_workers(exposition& e, const json::array& slots) {
   auto worker_labels = [](const json::object& s) {
-    labels l{{"slot", slot_label(s)}, {"pid", text_of(s.at("pid"))}};
+    labels l{{"slot", text_at(s, "slot")}, {"pid", text_of(s.at("pid"))}};
     if (const json::value* g = s.if_contains("generation")) l.emplace_back("generation", text_of(*g));
     return l;
   };
@@ -177,57 +168,40 @@ std::string render_metrics(const json::object& status) {
     return p && p->is_number();
   };
   for (const auto& f : worker_families) {
-    bool any = false;
-    for (const auto& sv2 : slots) {
-      const json::object& s = sv2.as_object();
-      const json::value* v = has_worker(s) ? number(s, f.key) : nullptr;
-      if (!v) continue;
-      if (!any) e.family(f.name, f.type, f.help);
-      any = true;
-      e.sample(worker_labels(s), number_text(*v, f.u));
+    e.family(f.name, f.type, f.help);
+    for (const auto& sv : slots) {
+      const json::object& s = sv.as_object();
+      if (const json::value* v = has_worker(s) ? number(s, f.key) : nullptr)
+        e.sample(worker_labels(s), number_text(*v, f.u));
     }
   }
-  {
-    bool any = false;
-    for (const auto& sv2 : slots) {
-      const json::object& s = sv2.as_object();
-      if (!has_worker(s)) continue;
-      if (!any) e.family("loopfleet_worker_ready", "gauge", "1 when the worker said READY and its loop beats, else 0.");
-      any = true;
-      const json::value* st = s.if_contains("state");
-      e.sample(worker_labels(s), st && st->is_string() && st->as_string() == "ready" ? "1" : "0");
-    }
+  e.family("loopfleet_worker_ready", "gauge", "1 when the worker said READY and its loop beats, else 0.");
+  for (const auto& sv : slots) {
+    const json::object& s = sv.as_object();
+    if (has_worker(s)) e.sample(worker_labels(s), text_at(s, "state") == "ready" ? "1" : "0");
   }
+}
 
-  // Per slot.
-  {
-    bool any = false;
-    for (const auto& sv2 : slots) {
-      const json::object& s = sv2.as_object();
-      const json::value* by = s.if_contains("restarts_by_reason");
-      if (!by || !by->is_object()) continue;
-      if (!any)
-        e.family("loopfleet_slot_restarts_total", "counter",
-                 "Workers of this slot restarted, by reason: exit (exited by itself), crash (killed by a signal), "
-                 "stall (killed by the watchdog), not_ready (no READY within --ready-timeout).");
-      any = true;
-      for (const auto& [reason, n] : by->as_object())
-        if (n.is_number()) e.sample({{"slot", slot_label(s)}, {"reason", std::string(reason)}}, number_text(n));
-    }
+void render_slots(exposition& e, const json::array& slots) {
+  e.family("loopfleet_slot_restarts_total", "counter",
+           "Workers of this slot restarted, by reason: exit (exited by itself), crash (killed by a signal), "
+           "stall (killed by the watchdog), not_ready (no READY within --ready-timeout).");
+  for (const auto& sv : slots) {
+    const json::object& s = sv.as_object();
+    const json::value* by = s.if_contains("restarts_by_reason");
+    if (!by || !by->is_object()) continue;
+    for (const auto& [reason, n] : by->as_object())
+      if (n.is_number()) e.sample({{"slot", text_at(s, "slot")}, {"reason", std::string(reason)}}, number_text(n));
   }
   for (const auto& f : slot_families) {
-    bool any = false;
-    for (const auto& sv2 : slots) {
-      const json::object& s = sv2.as_object();
-      const json::value* v = number(s, f.key);
-      if (!v) continue;
-      if (!any) e.family(f.name, "counter", f.help);
-      any = true;
-      e.sample({{"slot", slot_label(s)}}, number_text(*v));
-    }
+    e.family(f.name, "counter", f.help);
+    for (const auto& sv : slots)
+      if (const json::value* v = number(sv.as_object(), f.key))
+        e.sample({{"slot", text_at(sv.as_object(), "slot")}}, number_text(*v));
   }
+}
 
-  // Per instance.
+void render_instance(exposition& e, const json::object& status, const json::array& slots) {
   labels info;
   for (const char* k : {"name", "distribution", "listen"})
     if (const json::value* v = status.if_contains(k)) info.emplace_back(k, text_of(*v));
@@ -245,9 +219,7 @@ std::string render_metrics(const json::object& status) {
         "Workers that are ready and whose loop beats: the ones new connections go to.");
   gauge("loopfleet_uptime_seconds", "uptime_s", "Time since the supervisor started.");
   int degraded = 0;
-  for (const auto& sv2 : slots)
-    if (const json::value* st = sv2.as_object().if_contains("state"); st && st->is_string() && st->as_string() == "degraded")
-      ++degraded;
+  for (const auto& sv : slots) degraded += text_at(sv.as_object(), "state") == "degraded";
   e.family("loopfleet_slots_degraded", "gauge", "Slots in a crash loop (--degraded-after failed starts in a row).");
   e.sample({}, static_cast<double>(degraded));
   if (const json::value* d = status.if_contains("draining"); d && d->is_array()) {
@@ -260,48 +232,58 @@ std::string render_metrics(const json::object& status) {
     for (const auto& [result, n] : r->as_object())
       if (n.is_number()) e.sample({{"result", std::string(result)}}, number_text(n));
   }
+}
 
-  // The cluster layer, when on: what the node agent last read.
-  if (const json::value* cv = status.if_contains("cluster"); cv && cv->is_object()) {
-    const json::object& c = cv->as_object();
-    if (const json::value* n = number(c, "nodes")) {
-      e.family("loopfleet_cluster_nodes", "gauge", "Nodes whose heartbeat in the nodes bucket is fresh, this one included.");
-      e.sample({}, number_text(*n));
-    }
-    if (const json::value* r = c.if_contains("nats_ready"); r && r->is_bool()) {
-      e.family("loopfleet_cluster_nats_ready", "gauge", "1 once the node's nats-server accepts clients.");
-      e.sample({}, r->as_bool() ? "1" : "0");
-    }
-    if (const json::value* r = number(c, "nats_restarts")) {
-      e.family("loopfleet_cluster_nats_restarts_total", "counter", "Restarts of the node's nats-server.");
-      e.sample({}, number_text(*r));
-    }
-    const json::value* st = c.if_contains("streams");
-    if (st && st->is_array() && !st->as_array().empty()) {
-      struct stream_family {
-        const char* name;
-        const char* key;
-        const char* help;
-      };
-      const stream_family stream_families[] = {
-          {"loopfleet_cluster_stream_replicas", "has", "Replicas a stream, bucket or consumer is configured with now."},
-          {"loopfleet_cluster_stream_replicas_wanted", "want", "Replicas promised (--replicas)."},
-          {"loopfleet_cluster_stream_replicas_in_sync", "in_sync", "The leader and the followers that are current."},
-          {"loopfleet_cluster_stream_quorum", "quorum",
-           "1 when a majority of the replicas confirms writes; 0: it takes and delivers nothing."},
-      };
-      for (const auto& f : stream_families) {
-        e.family(f.name, "gauge", f.help);
-        for (const auto& x : st->as_array()) {
-          const json::object& o = x.as_object();
-          const json::value* v = o.if_contains(f.key);
-          if (!v) continue;
-          labels l{{"stream", text_of(o.at("name"))}, {"kind", text_of(o.at("kind"))}};
-          e.sample(l, v->is_bool() ? (v->as_bool() ? "1" : "0") : number_text(*v));
-        }
-      }
+// The cluster layer, when on: what the node agent last read.
+void render_cluster(exposition& e, const json::object& status) {
+  const json::value* cv = status.if_contains("cluster");
+  if (!cv || !cv->is_object()) return;
+  const json::object& c = cv->as_object();
+  if (const json::value* n = number(c, "nodes")) {
+    e.family("loopfleet_cluster_nodes", "gauge",
+             "Nodes whose heartbeat in the nodes bucket is fresh, this one included.");
+    e.sample({}, number_text(*n));
+  }
+  if (const json::value* r = c.if_contains("nats_ready"); r && r->is_bool()) {
+    e.family("loopfleet_cluster_nats_ready", "gauge", "1 once the node's nats-server accepts clients.");
+    e.sample({}, r->as_bool() ? "1" : "0");
+  }
+  if (const json::value* r = number(c, "nats_restarts")) {
+    e.family("loopfleet_cluster_nats_restarts_total", "counter", "Restarts of the node's nats-server.");
+    e.sample({}, number_text(*r));
+  }
+  const json::value* st = c.if_contains("streams");
+  if (!st || !st->is_array()) return;
+  static const keyed_family stream_families[] = {
+      {"loopfleet_cluster_stream_replicas", "has", "Replicas a stream, bucket or consumer is configured with now."},
+      {"loopfleet_cluster_stream_replicas_wanted", "want", "Replicas promised (--replicas)."},
+      {"loopfleet_cluster_stream_replicas_in_sync", "in_sync", "The leader and the followers that are current."},
+      {"loopfleet_cluster_stream_quorum", "quorum",
+       "1 when a majority of the replicas confirms writes; 0: it takes and delivers nothing."},
+  };
+  for (const auto& f : stream_families) {
+    e.family(f.name, "gauge", f.help);
+    for (const auto& x : st->as_array()) {
+      const json::object& o = x.as_object();
+      const json::value* v = o.if_contains(f.key);
+      if (!v) continue;
+      e.sample({{"stream", text_at(o, "name")}, {"kind", text_at(o, "kind")}},
+               v->is_bool() ? (v->as_bool() ? "1" : "0") : number_text(*v));
     }
   }
+}
+
+}  // namespace
+
+std::string render_metrics(const json::object& status) {
+  exposition e;
+  static const json::array no_slots;
+  const json::value* sv = status.if_contains("slots");
+  const json::array& slots = sv && sv->is_array() ? sv->as_array() : no_slots;
+  render_workers(e, slots);
+  render_slots(e, slots);
+  render_instance(e, status, slots);
+  render_cluster(e, status);
   return e.take();
 }
 
@@ -333,9 +315,8 @@ admin_endpoint::admin_endpoint(boost::asio::io_context& loop, const std::string&
   app.get("/metrics", [model, no_store](http::request&) {
     return no_store(http::text(render_metrics(model())), "text/plain; version=0.0.4; charset=utf-8");
   });
-  app.get("/status.json", [model, no_store](http::request&) {
-    return no_store(http::json(model()), "application/json");
-  });
+  app.get("/status.json",
+          [model, no_store](http::request&) { return no_store(http::json(model()), "application/json"); });
   app.get("/", [no_store](http::request&) {
     return no_store(http::text(std::string(status_page_html)), "text/html; charset=utf-8");
   });

@@ -1,15 +1,13 @@
 // render_metrics: the status model in, Prometheus text out, with no supervisor running.
-#include "supervisor/admin_endpoint.hpp"
-
-#include <boost/json.hpp>
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
+#include <boost/json.hpp>
 #include <ctime>
-
 #include <set>
 #include <sstream>
+
+#include "supervisor/admin_endpoint.hpp"
 
 using loopfleet::supervisor::render_metrics;
 namespace json = boost::json;
@@ -36,7 +34,8 @@ json::object model() {
     "cluster": {"node": "n1", "nodes": 3, "nats_ready": true, "nats_restarts": 0,
                 "streams": [{"name": "LOOPFLEET_JOBS", "kind": "stream", "want": 3, "has": 2, "in_sync": 2,
                              "quorum": true}]}
-  })").as_object();
+  })")
+      .as_object();
 }
 
 std::vector<std::string> lines(const std::string& text) {
@@ -57,7 +56,8 @@ bool has_line(const std::string& text, const std::string& line) {
 TEST(AdminMetrics, OneSeriesPerWorkerWithSlotPidAndGeneration) {
   std::string m = render_metrics(model());
   // The supervisor's counter, exact even past 2^53.
-  EXPECT_TRUE(has_line(m, R"(loopfleet_worker_requests_total{slot="0",pid="4242",generation="3"} 18446744073709551000)"))
+  EXPECT_TRUE(
+      has_line(m, R"(loopfleet_worker_requests_total{slot="0",pid="4242",generation="3"} 18446744073709551000)"))
       << m;
   EXPECT_TRUE(has_line(m, R"(loopfleet_worker_requests_in_flight{slot="0",pid="4242",generation="3"} 3)"));
   EXPECT_TRUE(has_line(m, R"(loopfleet_worker_connections{slot="0",pid="4242",generation="3"} 64)"));
