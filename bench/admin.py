@@ -66,11 +66,14 @@ def main():
 
     port, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
+        log_path = os.path.join(tmp, "supervisor.log")
+        log = open(log_path, "w")
         sup = subprocess.Popen(
             [os.path.join(args.bin, "loopfleet"), "run", "--name", f"bench-admin-{os.getpid()}", "--control",
              os.path.join(tmp, "c.sock"), "--workers", "2", "--listen", f"127.0.0.1:{port}", "--admin", str(admin),
              "--", os.path.join(args.bin, "hello")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=log)
+        seen = 0
         try:
             url = f"http://127.0.0.1:{admin}/metrics"
             deadline = time.monotonic() + 30
@@ -102,11 +105,18 @@ def main():
                 sup_cpu_per_s[kind].append((cpu_s(sup.pid) - sup_cpu) / (time.monotonic() - began))
                 results[kind].append(r["rps"])
                 print(f"round {i + 1}: {kind:12} {r['rps']:9.0f} requests/s, {r['failed']} failed", flush=True)
-                if r["failed"]:
-                    print(r["text"], flush=True)
+                # Failed requests come with a worker's death (on a loaded machine, the watchdog
+                # replacing a loop that stalled for a second): say which.
+                with open(log_path) as f:
+                    lines = f.read().splitlines()
+                for line in lines[seen:]:
+                    if "exited" in line or "stall" in line or "  #" in line or "blocked in" in line:
+                        print("  supervisor:", line.split("] ", 1)[-1], flush=True)
+                seen = len(lines)
         finally:
             sup.terminate()
             sup.wait(timeout=60)
+            log.close()
 
     with_s = statistics.median(results["scraped"])
     without = statistics.median(results["not scraped"])
