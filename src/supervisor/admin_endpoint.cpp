@@ -175,7 +175,7 @@ void render_workers(exposition& e, const json::array& slots) {
         e.sample(worker_labels(s), number_text(*v, f.u));
     }
   }
-  e.family("loopfleet_worker_ready", "gauge", "1 when the worker said READY and its loop beats, else 0.");
+  e.family("loopfleet_worker_ready", "gauge", "1 when the worker is ready (said READY=1 and is not stalled), else 0.");
   for (const auto& sv : slots) {
     const json::object& s = sv.as_object();
     if (has_worker(s)) e.sample(worker_labels(s), text_at(s, "state") == "ready" ? "1" : "0");

@@ -212,18 +212,22 @@ function draw(now) {
   line("lag", css.getPropertyValue("--lag").trim(), "r");
 }
 
+// Every second; four times a second while a slot is between workers or a reload is under
+// way, so a replacement shows as soon as it is started rather than up to a second later.
 async function poll() {
+  let next = 1000;
   try {
     const r = await fetch("/status.json", {cache: "no-store"});
     if (!r.ok) throw new Error("HTTP " + r.status);
     const st = await r.json();
     $("error").hidden = true;
     render(st, st.uptime_s * 1000);
+    if (st.reloading || st.slots.some((s) => s.state === "restarting" || s.state === "starting")) next = 250;
   } catch (e) {
     $("error").hidden = false;
     $("error").textContent = "cannot read /status.json: " + e.message + " (the instance may have stopped)";
   }
-  setTimeout(poll, 1000);
+  setTimeout(poll, next);
 }
 poll();
 </script>

@@ -172,6 +172,38 @@ def test_metrics_and_status_json_over_http(supervise):
     assert refused.value.code == 405
 
 
+def metric_samples(admin, prefix):
+    """{'name{labels}': value} of the samples of /metrics whose name starts with `prefix`."""
+    _, _, text = fetch(f"http://127.0.0.1:{admin}/metrics")
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def test_a_reload_is_counted_and_the_request_counters_carry_over(supervise):
+    admin = free_port()
+    sup = supervise(2, ["--admin", str(admin)])
+    load = Wrk(sup.port, duration=2, connections=8)
+    assert load.result()["requests"] > 0
+    before = metric_samples(admin, "loopfleet_worker_requests_total")
+    assert len(before) == 2 and all('generation="1"' in k for k in before), before
+    r = sup.cli("reload")
+    assert r.returncode == 0, r.stderr
+    after = metric_samples(admin, "loopfleet_worker_requests_total")
+    assert len(after) == 2 and all('generation="2"' in k for k in after), after
+    # Each slot's new worker starts from what the slot had served: nothing went backwards.
+    for slot in ("0", "1"):
+        old = next(v for k, v in before.items() if f'slot="{slot}"' in k)
+        new = next(v for k, v in after.items() if f'slot="{slot}"' in k)
+        assert new >= old > 0, (slot, before, after)
+    assert metric_samples(admin, "loopfleet_reloads_total") == {
+        'loopfleet_reloads_total{result="ok"}': 1, 'loopfleet_reloads_total{result="failed"}': 0}
+    assert metric_samples(admin, "loopfleet_generation") == {"loopfleet_generation": 2}
+
+
 class Chromium:
     """Headless Chromium with a DevTools port, and a CDP session on its first page."""
 
@@ -278,12 +310,7 @@ def test_cluster_metrics_count_the_nodes_and_each_streams_replicas(tmp_path):
                                     [binary("cluster-example")], tmp=str(tmp_path)))
 
         def samples():
-            _, _, text = fetch(f"http://127.0.0.1:{admins[0]}/metrics")
-            out = {}
-            for line in text.splitlines():
-                if line.startswith("loopfleet_cluster_"):
-                    name, value = line.rsplit(" ", 1)
-                    out[name] = float(value)
+            out = metric_samples(admins[0], "loopfleet_cluster_")
             return out if out.get("loopfleet_cluster_nodes") == 2 else None
         m = poll(samples, 90, "two nodes up in node n1's metrics", every=0.5)
         jobs = '{stream="LOOPFLEET_JOBS",kind="stream"}'
