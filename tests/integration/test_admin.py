@@ -204,6 +204,39 @@ def test_a_reload_is_counted_and_the_request_counters_carry_over(supervise):
     assert metric_samples(admin, "loopfleet_generation") == {"loopfleet_generation": 2}
 
 
+def test_recycles_stalls_and_crashes_are_counted_per_slot(supervise):
+    admin = free_port()
+    sup = supervise(1, ["--admin", str(admin), "--max-requests", "50"], command=[binary("chaos")])
+
+    def get(path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{sup.port}{path}", timeout=10 * SLOW) as r:
+            return r.read()
+    for _ in range(60):
+        get("/")
+    slot = '{slot="0"}'
+    poll(lambda: metric_samples(admin, "loopfleet_slot_recycles_total").get("loopfleet_slot_recycles_total" + slot),
+         20, "the recycle after --max-requests 50")
+    # The loop blocks past the 1 s watchdog: a stall, and a restart for that reason.
+    with pytest.raises(OSError):
+        get("/block?ms=3000")
+    poll(lambda: metric_samples(admin, "loopfleet_slot_stalls_total").get("loopfleet_slot_stalls_total" + slot), 20,
+         "the stall counted")
+    poll(lambda: sup.status()["slots"][0]["state"] == "ready", 20, "the replacement ready")
+    with pytest.raises(OSError):
+        get("/crash")
+    restarts = poll(lambda: (lambda m: m if m.get('loopfleet_slot_restarts_total{slot="0",reason="crash"}') else None)(
+        metric_samples(admin, "loopfleet_slot_restarts_total")), 20, "the crash counted")
+    assert restarts == {'loopfleet_slot_restarts_total{slot="0",reason="crash"}': 1,
+                        'loopfleet_slot_restarts_total{slot="0",reason="exit"}': 0,
+                        'loopfleet_slot_restarts_total{slot="0",reason="not_ready"}': 0,
+                        'loopfleet_slot_restarts_total{slot="0",reason="stall"}': 1}, restarts
+    assert metric_samples(admin, "loopfleet_slot_recycles_total")["loopfleet_slot_recycles_total" + slot] == 1
+    # Three workers came and went; the slot's count kept every request they served.
+    poll(lambda: sup.status()["slots"][0]["state"] == "ready", 20, "the replacement ready")
+    (total,) = metric_samples(admin, "loopfleet_worker_requests_total").values()
+    assert total >= 60, total
+
+
 class Chromium:
     """Headless Chromium with a DevTools port, and a CDP session on its first page."""
 
