@@ -1,19 +1,21 @@
 #include "supervisor/admin_endpoint.hpp"
 
-#include <unistd.h>
+#include "http/server.hpp"
+#include "runtime/address.hpp"
+
+#include <loopfleet/http.hpp>
 
 #include <boost/json.hpp>
+
+#include <unistd.h>
+
 #include <charconv>
 #include <cstdint>
 #include <fstream>
 #include <iterator>
-#include <loopfleet/http.hpp>
 #include <sstream>
 #include <variant>
 #include <vector>
-
-#include "http/server.hpp"
-#include "runtime/address.hpp"
 
 namespace loopfleet::supervisor {
 namespace json = boost::json;

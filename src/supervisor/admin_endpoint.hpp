@@ -5,9 +5,10 @@
 // never asks a worker anything (the numbers come from the heartbeat regions already mapped).
 #pragma once
 
+#include <boost/json/object.hpp>
+
 #include <sys/types.h>
 
-#include <boost/json/object.hpp>
 #include <functional>
 #include <memory>
 #include <string>

@@ -1,13 +1,14 @@
 // render_metrics: the status model in, Prometheus text out, with no supervisor running.
-#include <gtest/gtest.h>
-#include <unistd.h>
+#include "supervisor/admin_endpoint.hpp"
 
 #include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
 #include <ctime>
 #include <set>
 #include <sstream>
-
-#include "supervisor/admin_endpoint.hpp"
 
 using loopfleet::supervisor::render_metrics;
 namespace json = boost::json;
