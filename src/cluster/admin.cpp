@@ -73,25 +73,7 @@ std::optional<std::string> cluster_status(const std::string& url, double down_af
     error = "no node has announced itself yet (bucket " + std::string(nodes_bucket) + " missing)";
     return std::nullopt;
   }
-  kvKeysList keys{};
-  kvStore_Keys(&keys, kv, nullptr);
-  auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-                    .count();
-  boost::json::array nodes;
-  for (int i = 0; i < keys.Count; ++i) {
-    kvEntry* e = nullptr;
-    if (kvStore_Get(&e, kv, keys.Keys[i]) != NATS_OK) continue;
-    boost::system::error_code ec;
-    auto v = boost::json::parse(kvEntry_ValueString(e), ec);
-    kvEntry_Destroy(e);
-    if (ec || !v.is_object()) continue;
-    auto& o = v.as_object();
-    double age = (now_ms - o["ts_ms"].to_number<double>()) / 1000.0;
-    o["age_s"] = age;
-    o["state"] = age <= down_after_s ? "up" : "down";
-    nodes.push_back(std::move(v));
-  }
-  kvKeysList_Destroy(&keys);
+  boost::json::array nodes = read_nodes(kv, down_after_s);
   kvStore_Destroy(kv);
   auto standing = read_durability(ss.js);
   if (as_json)

@@ -201,6 +201,35 @@ std::vector<durability> node_agent::streams() const {
   return streams_;
 }
 
+int node_agent::nodes_up() const {
+  std::lock_guard lock(mutex_);
+  return nodes_up_;
+}
+
+boost::json::array read_nodes(kvStore* kv, double down_after_s) {
+  kvKeysList keys{};
+  kvStore_Keys(&keys, kv, nullptr);
+  auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  boost::json::array nodes;
+  for (int i = 0; i < keys.Count; ++i) {
+    kvEntry* e = nullptr;
+    if (kvStore_Get(&e, kv, keys.Keys[i]) != NATS_OK) continue;
+    boost::system::error_code ec;
+    auto v = boost::json::parse(kvEntry_ValueString(e), ec);
+    kvEntry_Destroy(e);
+    if (ec || !v.is_object()) continue;
+    auto& o = v.as_object();
+    const auto* ts = o.if_contains("ts_ms");
+    double age = ts && ts->is_number() ? (now_ms - ts->to_number<double>()) / 1000.0 : 1e9;
+    o["age_s"] = age;
+    o["state"] = age <= down_after_s ? "up" : "down";
+    nodes.push_back(std::move(v));
+  }
+  kvKeysList_Destroy(&keys);
+  return nodes;
+}
+
 namespace {
 
 // What the agent creates: two streams and the nodes bucket, each with the replicas promised.
@@ -391,6 +420,9 @@ void node_agent::run() {
         kvStore_PutString(&rev, kv, node_.c_str(), boost::json::serialize(beat).c_str());
       }
       auto standing = read_durability(js);
+      int up = 0;
+      for (const auto& n : read_nodes(kv, node_down_after_s))
+        if (n.as_object().at("state") == "up") ++up;
       // Consumers need nothing here: nats-server scales them with their stream (the
       // durability tests check that the jobs' consumer reaches the stream's replicas).
       for (const auto& d : standing)
@@ -403,6 +435,7 @@ void node_agent::run() {
       }
       std::lock_guard lock(mutex_);
       streams_ = std::move(standing);
+      nodes_up_ = up;
     }
     if (!pause(kv ? std::chrono::milliseconds(1000) : retry_delay(failures++))) break;  // heartbeat every second
   }

@@ -93,6 +93,12 @@ int wanted_replicas(const char* description, int fallback);
 std::vector<durability> read_durability(jsCtx* js);
 boost::json::array durability_json(const std::vector<durability>& all);
 
+// Every node's last heartbeat in the nodes bucket, each with "age_s" and "state" ("up" when
+// it beat within `down_after_s`, else "down": a dead node's key stays until it returns).
+boost::json::array read_nodes(kvStore* kv, double down_after_s);
+// The default for `down_after_s`: three missed heartbeats (one a second).
+inline constexpr double node_down_after_s = 3.0;
+
 // Announces this node every second on the nodes bucket and creates the streams the jobs
 // need, on its own thread (nats.c's JetStream calls block). Reconnects by itself. Streams are
 // created with the replicas promised, waiting for enough servers (submits retry meanwhile),
@@ -105,6 +111,9 @@ class node_agent {
   void update(std::string snapshot);
   // The durability last read, for status.
   std::vector<durability> streams() const;
+  // Nodes whose heartbeat is fresh (read_nodes "up"), this one included once it has beaten;
+  // 0 until the agent has read the bucket.
+  int nodes_up() const;
 
  private:
   void run();
@@ -113,6 +122,7 @@ class node_agent {
   mutable std::mutex mutex_;
   std::string snapshot_;
   std::vector<durability> streams_;
+  int nodes_up_ = 0;
   bool stop_ = false;
   std::thread thread_;
 };

@@ -65,6 +65,9 @@ void register_flags(flag_set& f, config& c, raw_values& raw) {
                "answer HAProxy's agent check on HOST:PORT: up and a weight, drain while stopping, down");
   f.add_duration("--front-drain", &c.front_drain,
                  "with --agent-check: how long a graceful stop says drain before stopping the workers");
+  f.add_string("--admin", &c.admin,
+               "serve /metrics (Prometheus), /status.json and a live status page on HOST:PORT (a bare PORT is "
+               "127.0.0.1:PORT)");
   f.add_string("--control", &c.control, "control socket path [default: $XDG_RUNTIME_DIR/loopfleet/NAME.sock]");
   f.add_string("--user", &c.user,
                "run the workers, their helpers and nats-server as USER[:GROUP] or UID:GID; the supervisor keeps root "
@@ -160,6 +163,10 @@ std::optional<std::string> check(config& c) {
   if (auto err = check_user(c)) return err;
   if (!c.agent_check.empty())
     if (auto err = check_tcp_address("--agent-check", c.agent_check)) return err;
+  if (!c.admin.empty()) {
+    if (c.admin.find_first_not_of("0123456789") == std::string::npos) c.admin = "127.0.0.1:" + c.admin;
+    if (auto err = check_tcp_address("--admin", c.admin)) return err;
+  }
   return check_cluster(c);
 }
 
@@ -285,6 +292,7 @@ std::optional<std::string> load_config_file(const std::string& path, config& c) 
     else if (k == "replicas_wait") err = duration(c.replicas_wait);
     else if (k == "agent_check") err = text(c.agent_check);
     else if (k == "front_drain") err = duration(c.front_drain);
+    else if (k == "admin") err = text(c.admin);
     else if (k == "max_requests") err = integer(c.max_requests, 0, 2000000000);
     else if (k == "max_requests_jitter") err = integer(c.max_requests_jitter, 0, 2000000000);
     else if (k == "max_memory") err = integer(c.max_memory, 0, 1000000);
@@ -294,7 +302,7 @@ std::optional<std::string> load_config_file(const std::string& path, config& c) 
             "' (known: workers, listen, name, distribution, backlog, ready, ready_delay, ready_timeout, "
             "graceful_timeout, backoff_initial, backoff_max, healthy_after, degraded_after, watchdog, "
             "max_requests, max_requests_jitter, max_memory, cluster, node, nats, nats_listen, cluster_listen, join, "
-            "data_dir, max_store, replicas, replicas_wait, agent_check, front_drain, control, user, command)";
+            "data_dir, max_store, replicas, replicas_wait, agent_check, front_drain, admin, control, user, command)";
     if (err) return err;
     if (auto e = apply_raw(raw, c, where)) return e;
   }

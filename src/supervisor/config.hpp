@@ -44,6 +44,10 @@ struct config {
   // drain, down). A graceful stop answers "drain" for front_drain before stopping workers.
   std::string agent_check;                 // HOST:PORT; empty = off
   std::chrono::milliseconds front_drain{std::chrono::seconds(2)};
+  // The admin HTTP endpoint (/metrics, /status.json, the status page), served by the
+  // supervisor's own loop. A bare PORT means 127.0.0.1:PORT: loopback unless asked otherwise,
+  // because the page shows pids and commands to whoever can reach it.
+  std::string admin;                       // HOST:PORT; empty = off
   // The cluster layer (NATS). On with --cluster, --join or --nats.
   bool cluster = false;
   std::string node;                        // this node's name; default: the host name

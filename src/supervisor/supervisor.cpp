@@ -8,6 +8,7 @@
 #include "runtime/listen_fds.hpp"
 #include "runtime/log.hpp"
 #include "supervisor/cpus.hpp"
+#include "supervisor/admin_endpoint.hpp"
 #include "supervisor/policy.hpp"
 #include "supervisor/private_dir.hpp"
 #include "supervisor/queue_handoff.hpp"
@@ -193,6 +194,10 @@ struct process {
   const heartbeat_region* beating() const {
     return heartbeat && heartbeat->region && heartbeat->region->beats.load() > 0 ? heartbeat->region : nullptr;
   }
+  // Requests served so far; still readable after it died (the region is our mapping).
+  std::uint64_t requests() const {
+    return heartbeat && heartbeat->region ? heartbeat->region->counters.requests.load() : 0;
+  }
 };
 
 struct slot_state {
@@ -205,6 +210,13 @@ struct slot_state {
   std::string last_exit;
   std::string last_error;  // the last stderr line of a worker that died before READY (why it could not start)
   std::uint64_t handed_over = 0;  // connections taken from its queue for other workers
+  // Requests served by the workers that have left the slot: the slot's request counter is
+  // this plus what its live workers count, so it never goes backwards when one is replaced.
+  std::uint64_t requests_before = 0;
+  // Every reason from zero, so a scraper sees the first restart as an increase.
+  std::map<std::string, int> restarts_by_reason{{"exit", 0}, {"crash", 0}, {"stall", 0}, {"not_ready", 0}};
+  int stalls = 0;
+  int recycles = 0;
   clock::time_point handoff_logged{};
   std::unique_ptr<asio::steady_timer> restart;
   clock::time_point recycle_after{};  // after a failed recycle, wait before trying again
@@ -295,6 +307,7 @@ class master {
   void finish();
 
   json::object status_json();
+  std::uint64_t slot_requests(int slot) const;
   // The front: HAProxy's agent check (policy.hpp's agent_check_reply).
   void open_agent_check();
   void accept_agent_check();
@@ -303,6 +316,9 @@ class master {
   void accept_control();
   void handle_control(std::shared_ptr<asio::local::stream_protocol::socket> client, std::string line);
 
+  // Declared before loop_ so that it outlives the loop: destroying the loop ends the admin
+  // server's connection coroutines, which detach from it.
+  std::unique_ptr<admin_endpoint> admin_;
   asio::io_context loop_{1};
   config cfg_;
   std::vector<std::string> args_;
@@ -318,6 +334,7 @@ class master {
   std::string workers_from_;
   std::map<pid_t, std::unique_ptr<process>> procs_;
   int generation_ = 1;
+  int reloads_ok_ = 0, reloads_failed_ = 0;
   bool stopping_ = false;
   bool ever_ready_ = false;
   int exit_code_ = 0;
@@ -361,6 +378,12 @@ int master::run() {
     sockets_ = std::make_unique<listen_sockets>(cfg_.distribution, cfg_.listen, cfg_.backlog, workers_, inherited);
     open_notify();
     open_agent_check();
+    if (!cfg_.admin.empty())
+      admin_ = std::make_unique<admin_endpoint>(loop_, cfg_.admin, [this] {
+        json::object o = status_json();
+        o["ok"] = true;  // as the control socket replies: what `loopfleet status --json` prints
+        return o;
+      });
   } catch (const startup_error& e) {
     std::fprintf(stderr, "loopfleet: error: %s\n", e.what());
     if (control_) ::unlink(cfg_.control.c_str());
@@ -391,6 +414,7 @@ int master::run() {
   }
   arm_checks();
   loop_.run();
+  if (admin_) admin_->close();
   agent_.reset();
   if (!fatal_.empty()) std::fprintf(stderr, "%s", fatal_.c_str());
   return exit_code_;
@@ -760,6 +784,7 @@ void master::on_exit(pid_t pid, int status) {
   else log::warn(line);
 
   auto& slot = slots_[p->slot];
+  slot.requests_before += p->requests();
   if (p->r == role::candidate) {
     slot.candidate = 0;
     std::string last = p->last_stderr->empty() ? "" : "; last stderr line: " + p->last_stderr->back();
@@ -783,6 +808,10 @@ void master::on_exit(pid_t pid, int status) {
       bool newly_degraded = d.degraded && !slot.degraded;
       slot.degraded = d.degraded;
       ++slot.restarts;
+      ++slot.restarts_by_reason[p->ready_timed_out ? "not_ready"
+                                : p->stalled       ? "stall"
+                                : WIFSIGNALED(status) ? "crash"
+                                                      : "exit"];
       if (newly_degraded)
         log::warn("slot " + std::to_string(p->slot) + " degraded: " + std::to_string(d.failures) +
                   " failed runs in a row; the other slots keep serving; retrying with backoff up to " +
@@ -874,6 +903,7 @@ void master::mark_ready(process& p) {
     pid_t old = std::exchange(s.current, p.pid);
     s.candidate = 0;
     p.r = role::current;
+    ++s.recycles;
     if (old && procs_.count(old)) {
       log::info("slot " + std::to_string(p.slot) + ": pid " + std::to_string(p.pid) + " took over from pid " +
                 std::to_string(old) + ", which drains");
@@ -1013,6 +1043,7 @@ void master::hand_over_queues(std::int64_t now) {
 
 void master::on_stall(process& p, std::int64_t silent_ns) {
   p.stalled = true;
+  ++slots_[p.slot].stalls;
   update_steering();
   const heartbeat_region* beat = p.beating();
   log::warn("slot " + std::to_string(p.slot) + ": pid " + std::to_string(p.pid) + " loop stalled: no heartbeat for " +
@@ -1056,13 +1087,19 @@ void master::recycle(int slot, const std::string& why) {
 void master::begin_reload(done_fn done) {
   if (stopping_) return done(false, "the instance is stopping");
   if (reload_) return done(false, "a reload is already in progress");
+  // Counted once per attempt, whichever way it ends: refused, rolled back or committed.
+  done = [this, done = std::move(done)](bool ok, std::string message) {
+    ++(ok ? reloads_ok_ : reloads_failed_);
+    done(ok, std::move(message));
+  };
   config fresh;
   if (auto err = reload_config(cfg_, args_, fresh)) {
     log::error("reload refused: " + *err);
     return done(false, *err);
   }
-  if (fresh.listen != cfg_.listen || fresh.distribution != cfg_.distribution || fresh.backlog != cfg_.backlog) {
-    std::string err = "listen addresses, distribution and backlog change only with a restart";
+  if (fresh.listen != cfg_.listen || fresh.distribution != cfg_.distribution || fresh.backlog != cfg_.backlog ||
+      fresh.admin != cfg_.admin) {
+    std::string err = "listen addresses, distribution, backlog and the admin address change only with a restart";
     log::error("reload refused: " + err);
     return done(false, err);
   }
@@ -1232,6 +1269,8 @@ json::object master::status_json() {
   o["listen"] = sockets_->describe();
   o["uptime_s"] = duration_cast<milliseconds>(clock::now() - started_).count() / 1000.0;
   o["reloading"] = reload_.has_value();
+  o["reloads"] = json::object{{"ok", reloads_ok_}, {"failed", reloads_failed_}};
+  o["workers_serving"] = serving_workers();
   o["stopping"] = stopping_;
   if (agent_check_) {
     std::string reply = agent_check_reply(workers_, serving_workers(), stopping_);
@@ -1254,6 +1293,7 @@ json::object master::status_json() {
       j["generation"] = p->generation;
       j["uptime_s"] = up.count() / 1000.0;
       j["rss_kib"] = rss_kib(p->pid);
+      j["cpu_s"] = cpu_seconds(p->pid);
       j["status"] = p->status;
       json::array helpers;  // offload helper processes the worker forked
       for (pid_t h : child_pids(p->pid)) helpers.push_back(json::object{{"pid", h}, {"rss_kib", rss_kib(h)}});
@@ -1277,6 +1317,11 @@ json::object master::status_json() {
     if (degraded && p && !p->ready) state = "degraded";
     j["state"] = state;
     j["restarts"] = s.restarts;
+    j["restarts_by_reason"] = json::value_from(s.restarts_by_reason);
+    j["stalls"] = s.stalls;
+    j["recycles"] = s.recycles;
+    // Only where it is known: a worker without a heartbeat region counts nothing we can read.
+    if (s.requests_before > 0 || (p && p->beating())) j["requests_total"] = slot_requests(i);
     if (cfg_.distribution == distribution::reuseport) {
       j["queued"] = sockets_->queued(i);
       j["handed_over"] = s.handed_over;
@@ -1298,8 +1343,16 @@ json::object master::status_json() {
                                 {"nats_ready", nats_ready_},
                                 {"nats_restarts", nats_restarts_},
                                 {"peers", json::value_from(cfg_.join)},
+                                {"nodes", agent_ ? agent_->nodes_up() : 0},
                                 {"streams", agent_ ? cluster::durability_json(agent_->streams()) : json::array()}};
   return o;
+}
+
+std::uint64_t master::slot_requests(int slot) const {
+  std::uint64_t n = slots_[slot].requests_before;
+  for (const auto& [pid, p] : procs_)  // the current worker, and a retiring or candidate one
+    if (p->slot == slot) n += p->requests();
+  return n;
 }
 
 void master::open_agent_check() {

@@ -116,3 +116,23 @@ TEST(RunConfig, UserIsResolvedWhenTheConfigurationIsRead) {
   EXPECT_EQ(e.run_user->gid, 65534u);
   ::unlink(path.c_str());
 }
+
+TEST(RunConfig, AdminAddressFlagAndKey) {
+  config c;
+  ASSERT_FALSE(parse({"--admin", "9100", "--", "app"}, c));
+  EXPECT_EQ(c.admin, "127.0.0.1:9100");  // a bare port stays on loopback
+  config d;
+  ASSERT_FALSE(parse({"--admin", "0.0.0.0:9100", "--", "app"}, d));
+  EXPECT_EQ(d.admin, "0.0.0.0:9100");
+  config e;
+  EXPECT_NE(parse({"--admin", "unix:/tmp/a", "--", "app"}, e)->find("--admin 'unix:/tmp/a' must be HOST:PORT"),
+            std::string::npos);
+  config f;
+  EXPECT_NE(parse({"--admin", "127.0.0.1:0", "--", "app"}, f)->find("--admin"), std::string::npos);
+  auto path = write_file("admin = \"9101\"\ncommand = [\"app\"]\n");
+  config g;
+  std::string arg = "--config=" + path;
+  ASSERT_FALSE(parse({arg}, g));
+  EXPECT_EQ(g.admin, "127.0.0.1:9101");
+  ::unlink(path.c_str());
+}
