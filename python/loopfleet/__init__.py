@@ -57,6 +57,7 @@ class Worker:
         self._writers = set()
         self._heard = set()  # connections that received bytes during the drain
         self._servers = []
+        self._factories = []  # per listener, for connections the supervisor hands over
         self._life = Life(sample=lambda: (self.connections, self.in_flight, self.requests))
         self._started = False
 
@@ -91,6 +92,11 @@ class Worker:
 
         for sock in socks:
             self._servers.append(await asyncio.start_server(tracked, sock=sock, **kwargs))
+
+        def protocol():  # what asyncio.start_server makes per connection, for handed-over ones
+            reader = asyncio.StreamReader(limit=kwargs.get("limit", 2 ** 16))
+            return asyncio.StreamReaderProtocol(reader, tracked)
+        self._factories += [protocol] * len(socks)
         return self._servers
 
     @property
@@ -103,7 +109,7 @@ class Worker:
 
     def ready(self, status=None):
         """READY=1: call it when the app can serve; the supervisor sends traffic from then."""
-        self._life.ready(status or f"serving on {describe(self.sockets())}")
+        self._life.ready(status or f"serving on {describe(self.sockets())}", factories=self._factories)
 
     @contextlib.contextmanager
     def idle(self, writer):

@@ -9,6 +9,7 @@ import re
 import select
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -80,6 +81,66 @@ def describe(socks):
     return ", ".join(str(s.getsockname()) for s in socks)
 
 
+class Handoff:
+    """Connections the supervisor accepted for this worker from the queue of a slot whose loop
+    went silent or whose worker died (the contract is src/runtime/handoff.hpp): one message per
+    connection on a SOCK_SEQPACKET socket, the listener's index (LISTEN_FDS order) as a native
+    uint32 and the connection's fd as SCM_RIGHTS. Each is served like one this worker accepted
+    itself, through the protocol factory of that listener."""
+
+    READY_KEY = "X_LOOPFLEET_HANDOFF=1"  # with READY=1: "send me such connections"
+
+    def __init__(self):
+        fd = os.environ.pop("LOOPFLEET_HANDOFF_FD", None)
+        self.channel = None
+        if fd and fd.isdigit():
+            try:
+                self.channel = socket.socket(fileno=int(fd))
+                self.channel.setblocking(False)
+                self.channel.set_inheritable(False)
+            except OSError:
+                self.channel = None
+
+    def adopt(self, factories):
+        """Serves handed-over connections with `factories[listener index]`; False if there is
+        no channel (not under loopfleet run)."""
+        if self.channel is None:
+            return False
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.channel.fileno(), self._receive, loop, factories)
+        return True
+
+    def _receive(self, loop, factories):
+        while self.channel is not None:
+            try:
+                data, fds, _, _ = socket.recv_fds(self.channel, 4, 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return self.stop()
+            if not data and not fds:
+                return self.stop()  # the supervisor's end is closed
+            index = struct.unpack("=I", data)[0] if len(data) == 4 else len(factories)
+            for fd in fds:
+                conn = socket.socket(fileno=fd)
+                conn.set_inheritable(False)
+                if index >= len(factories):  # not one of our listeners: the two sides disagree
+                    conn.close()
+                    continue
+                conn.setblocking(False)
+                loop.create_task(loop.connect_accepted_socket(factories[index], conn))
+
+    def stop(self):
+        """A draining worker takes no more: the supervisor hands them to the others."""
+        if self.channel is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(self.channel.fileno())
+            except RuntimeError:
+                pass
+            self.channel.close()
+            self.channel = None
+
+
 class Life:
     """READY and STOPPING, and the beats that prove the loop turns.
 
@@ -95,6 +156,7 @@ class Life:
         self._lags = []
         self._next_lag = 0
         self._expected = 0.0
+        self.handoff = Handoff()
 
     @staticmethod
     def _notify_address():
@@ -158,10 +220,14 @@ class Life:
         self._expected = now + BEAT_INTERVAL
         loop.call_later(BEAT_INTERVAL, self._beat, loop)
 
-    def ready(self, status):
-        self.notify(f"READY=1\nSTATUS={status}", wait=True)
+    def ready(self, status, factories=None):
+        """READY=1. `factories` (one protocol factory per listener, in LISTEN_FDS order) lets
+        the supervisor hand this worker connections queued on a stalled or restarting slot."""
+        takes = bool(factories) and self.handoff.adopt(factories)
+        self.notify("READY=1\n" + (Handoff.READY_KEY + "\n" if takes else "") + f"STATUS={status}", wait=True)
 
     def stopping(self):
+        self.handoff.stop()
         self.notify("STOPPING=1\nSTATUS=draining", wait=True)
 
 

@@ -112,7 +112,7 @@ async def serve(args):
         fail(f"the app's startup failed: {type(e).__name__}: {e}{where(e)}")
     loop = asyncio.get_running_loop()
     servers = [await loop.create_server(runner.server, sock=s, backlog=1024) for s in socks]
-    life.ready(f"serving on {describe(socks)}")
+    life.ready(f"serving on {describe(socks)}", factories=[runner.server] * len(socks))
 
     await stop_requested()
     draining = True

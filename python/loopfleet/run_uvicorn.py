@@ -11,6 +11,7 @@ Written against uvicorn 0.17 (Debian 12). What it changes in uvicorn, and why:
 - A startup that fails exits with one line naming the reason, not a traceback.
 """
 import asyncio
+import functools
 import importlib
 import sys
 
@@ -119,7 +120,10 @@ class Server(uvicorn.Server):
             self.failure = getattr(self.lifespan, "failure", None) or "the app's lifespan startup failed"
             return
         listeners = sockets or [s for server in self.servers for s in server.sockets]
-        self.life.ready(f"serving on {describe(listeners)}")
+        # uvicorn's own factory, rebuilt as its startup builds it, for handed-over connections.
+        factory = functools.partial(self.config.http_protocol_class, config=self.config,
+                                    server_state=self.server_state)
+        self.life.ready(f"serving on {describe(listeners)}", factories=[factory] * len(listeners))
 
     async def shutdown(self, sockets=None):
         # Stop accepting and tell every connection before STOPPING=1, so a request sent after

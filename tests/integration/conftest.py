@@ -325,3 +325,9 @@ def log_time(line):
     m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z", line)
     import datetime
     return datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").timestamp()
+
+
+def pytest_configure(config):
+    # Long soaks of code the other tests already drive: scripts/test.sh runs them on the release
+    # build only (under ASan they would repeat the same paths three times slower).
+    config.addinivalue_line("markers", "soak: a long soak; run on the release build only")

@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import BIN, ROOT, SLOW
 
 
+@pytest.mark.soak
 def test_a_minute_of_chaos_loses_no_job_and_fails_no_request_beyond_its_bound():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "chaos.py"), "--minutes", "1", "--bin", BIN],
                        capture_output=True, text=True, timeout=(600 * SLOW))

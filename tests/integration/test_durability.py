@@ -197,6 +197,7 @@ ROUNDS = 5
 JOBS = 3000
 
 
+@pytest.mark.soak
 def test_jobs_submitted_while_a_busy_cluster_forms_survive_a_node_kill_five_times(tmp_path):
     busy = Busy(tmp_path)
     try:
