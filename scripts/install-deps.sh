@@ -12,6 +12,8 @@ packages=(
   nats-server haproxy keepalived
   # tests, and the Node example
   libgtest-dev python3 python3-pytest nodejs
+  # fuzzing (scripts/fuzz.sh): clang 14 and its libFuzzer and sanitizer runtimes
+  clang libclang-rt-14-dev
   # load and peers for bench/ and the load tests
   wrk nginx-light gunicorn python3-aiohttp python3-uvloop
   python3-celery python3-redis redis-server

@@ -11,8 +11,7 @@
 #include <cstdlib>
 #include <variant>
 
-#define TOML_EXCEPTIONS 0
-#include <toml++/toml.h>
+#include "supervisor/toml.hpp"
 
 namespace loopfleet::supervisor {
 namespace {
@@ -185,7 +184,11 @@ std::optional<std::string> load_config_file(const std::string& path, config& c) 
   }
   const toml::table& t = result.table();
   raw_values raw;
-  for (const auto& [key, node] : t) {
+  for (const auto& entry : t) {
+    // Not a structured binding: the lambdas below capture `node`, which clang 14 (the fuzz
+    // build) does not allow for bindings.
+    const auto& key = entry.first;
+    const toml::node& node = entry.second;
     std::string k(key.str());
     std::string where = path + ":" + std::to_string(node.source().begin.line) + ": ";
     auto want = [&](std::string_view what) { return where + k + " must be " + std::string(what); };

@@ -99,3 +99,15 @@ TEST(RunConfig, ClusterFlagsAndStoreLimit) {
   EXPECT_EQ(f.max_store, 64);
   ::unlink(path.c_str());
 }
+
+// toml++ 3.3.0 reached __builtin_unreachable() on a non-ASCII character where whitespace may
+// stand (tests/fuzz/corpus/config/crash-toml-unreachable); supervisor/toml.hpp works around it.
+TEST(RunConfig, NonAsciiCharacterOutsideStringsIsAnErrorNotUndefined) {
+  config c;
+  auto err = parse({"--config", write_file("\xc3\xa9 = 1\ncommand = [\"app\"]\n"), "--", "app"}, c);
+  ASSERT_TRUE(err);
+  EXPECT_NE(err->find(":1:"), std::string::npos);
+  config d;
+  EXPECT_FALSE(parse({"--config", write_file("name = \"caf\xc3\xa9\"\ncommand = [\"app\"]\n")}, d));
+  EXPECT_EQ(d.name, "caf\xc3\xa9");
+}
