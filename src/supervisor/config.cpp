@@ -131,6 +131,9 @@ std::optional<std::string> check(config& c) {
   if (c.name.empty()) {
     std::string_view cmd = c.command.front();
     c.name = std::string(cmd.substr(cmd.rfind('/') + 1));
+    // "./bin/" names no file: an empty name would make the control socket "/.sock"
+    // (found by tests/fuzz/config_fuzz.cpp).
+    if (c.name.empty()) return "cannot name the instance after the command '" + std::string(cmd) + "': give --name";
   }
   for (char ch : c.name)
     if (ch == '/' || ch == '\0') return "--name '" + c.name + "' must not contain '/'";

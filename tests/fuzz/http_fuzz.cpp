@@ -95,23 +95,23 @@ std::string answer(const router& app, const server_options& opt, std::string_vie
   return out;
 }
 
-// Whether two answers to the same stream agree. Beast rejects a malformed request line as
-// soon as the line is complete when it arrives in one piece, but waits for the end of the
-// header when it arrives in pieces; so one answer may end with an error response that the
-// other has not sent yet (the server sends it when the header ends, or 408 on the timeout).
-// Everything before that must be identical.
-bool same_answers(const std::string& a, const std::string& b) {
-  if (a == b) return true;
-  const std::string& longer = a.size() > b.size() ? a : b;
-  const std::string& shorter = a.size() > b.size() ? b : a;
-  if (!longer.starts_with(shorter)) return false;
-  std::string_view extra = std::string_view(longer).substr(shorter.size());
+// `answer` without a trailing parse error (400, 413 or 431, closing the connection).
+std::string_view without_parse_error(std::string_view answer) {
   for (int status : {400, 413, 431}) {
     std::string error;
     detail::append_response(error, detail::error_response(status), date, false, true, false);
-    if (extra == error) return true;
+    if (answer.ends_with(error)) return answer.substr(0, answer.size() - error.size());
   }
-  return false;
+  return answer;
+}
+
+// Whether two answers to the same stream agree. Beast checks a request line or field as soon
+// as it is complete when the bytes arrive in one piece, but waits for the whole header once it
+// has had to ask for more; so a malformed header is rejected earlier or later (400), or runs
+// into the header limit first (431), or is still incomplete when the input ends. Either way
+// the request is refused and the connection closes; every response before must be identical.
+bool same_answers(std::string_view a, std::string_view b) {
+  return a == b || without_parse_error(a) == without_parse_error(b);
 }
 
 }  // namespace

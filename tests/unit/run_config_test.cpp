@@ -111,3 +111,12 @@ TEST(RunConfig, NonAsciiCharacterOutsideStringsIsAnErrorNotUndefined) {
   EXPECT_FALSE(parse({"--config", write_file("name = \"caf\xc3\xa9\"\ncommand = [\"app\"]\n")}, d));
   EXPECT_EQ(d.name, "caf\xc3\xa9");
 }
+
+// tests/fuzz/corpus/config/crash-command-ends-in-slash: the instance was named "".
+TEST(RunConfig, ACommandThatNamesNoFileNeedsAName) {
+  config c;
+  EXPECT_NE(parse({"--", "./bin/"}, c)->find("give --name"), std::string::npos);
+  config d;
+  EXPECT_FALSE(parse({"--name", "web", "--", "./bin/"}, d));
+  EXPECT_EQ(d.name, "web");
+}
