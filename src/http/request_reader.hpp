@@ -50,6 +50,7 @@ class request_reader {
   request req_;
   std::size_t max_header_bytes_;
   std::size_t max_body_bytes_;
+  std::size_t header_used_ = 0;  // bytes of the current header the parser has taken
 };
 
 // Serializes `res` onto `out`. `head`: headers only. `close`: the connection ends after it.
