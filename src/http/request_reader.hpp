@@ -25,8 +25,8 @@ class request_reader {
   enum class progress { need_more, partial, complete, failed };
   struct result {
     progress what;
-    std::size_t used;     // bytes consumed; the rest must be offered again with more after it
-    int error_status = 0; // with failed: 400, 413 or 431; the connection must close after it
+    std::size_t used;      // bytes consumed; the rest must be offered again with more after it
+    int error_status = 0;  // with failed: 400, 413 or 431; the connection must close after it
   };
 
   // Begins the next request (reusing the buffers of the last): call when !active().

@@ -196,7 +196,9 @@ std::optional<std::string> load_config_file(const std::string& path, config& c) 
     std::string where = path + ":" + std::to_string(node.source().begin.line) + ": ";
     auto want = [&](std::string_view what) { return where + k + " must be " + std::string(what); };
     auto duration = [&](std::chrono::milliseconds& out) -> std::optional<std::string> {
-      if (auto v = node.value<double>(); v && *v >= 0) {
+      // At most 1e12 ms, the bound parse_duration puts on flags: converting a larger double
+      // (1e300, inf) to an integer is undefined (found by tests/fuzz/config_fuzz.cpp).
+      if (auto v = node.value<double>(); v && *v >= 0 && *v * 1000 <= 1e12) {
         out = std::chrono::milliseconds(static_cast<long long>(*v * 1000));
         return std::nullopt;
       }

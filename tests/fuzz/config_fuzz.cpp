@@ -26,7 +26,8 @@ namespace {
 struct scratch_file {
   std::string dir, path;
   scratch_file() {
-    std::string pattern = (::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp") + std::string("/loopfleet-config-fuzz-XXXXXX");
+    std::string pattern =
+        (::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp") + std::string("/loopfleet-config-fuzz-XXXXXX");
     FUZZ_CHECK(::mkdtemp(pattern.data()) != nullptr);
     const char* name = pattern.c_str();
     dir = name;
@@ -59,7 +60,8 @@ void check_runnable(const loopfleet::supervisor::config& c) {
   FUZZ_CHECK(!c.name.empty() && c.name.find('/') == std::string::npos);
   FUZZ_CHECK(!c.control.empty());
   FUZZ_CHECK(!c.listen.empty());
-  for (const auto& l : c.listen) FUZZ_CHECK(std::holds_alternative<loopfleet::listen_address>(loopfleet::parse_listen_address(l)));
+  for (const auto& l : c.listen)
+    FUZZ_CHECK(std::holds_alternative<loopfleet::listen_address>(loopfleet::parse_listen_address(l)));
 }
 
 }  // namespace
@@ -84,7 +86,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   loopfleet::supervisor::config c;
   bool help = false;
   auto err = loopfleet::supervisor::parse_run_args(args, c, &help);
-  if (err) FUZZ_CHECK(!err->empty());
-  else if (!help) check_runnable(c);
+  if (err) {
+    FUZZ_CHECK(!err->empty());
+  } else if (!help) {
+    check_runnable(c);
+  }
   return 0;
 }

@@ -20,8 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const auto& region = *reinterpret_cast<const loopfleet::heartbeat_region*>(page);
 
   // The supervisor's clock: just booted, ten days up, and the end of time.
-  for (std::int64_t now : {std::int64_t{1}, std::int64_t{864'000'000'000'000},
-                           std::numeric_limits<std::int64_t>::max()}) {
+  for (std::int64_t now :
+       {std::int64_t{1}, std::int64_t{864'000'000'000'000}, std::numeric_limits<std::int64_t>::max()}) {
     auto r = loopfleet::read_heartbeat(region, now);
     if (!r) continue;
     FUZZ_CHECK(region.magic == loopfleet::heartbeat_region::magic_value);

@@ -23,7 +23,8 @@ using detail::request_reader;
 router make_app() {
   router app;
   app.get("/", [](request&) { return text("root"); });
-  app.get("/users/{id}", [](request& r) { return text(std::string(r.param("id")) + std::string(r.query_param("full"))); });
+  app.get("/users/{id}",
+          [](request& r) { return text(std::string(r.param("id")) + std::string(r.query_param("full"))); });
   app.del("/users/{id}", [](request&) { return text("deleted"); });
   app.get("/users/{id}/posts/{post}", [](request& r) { return text(std::string(r.param("post"))); });
   app.post("/echo", [](request& r) {

@@ -40,7 +40,8 @@ TEST(ControlRequest, ScaleCountIsCheckedBeforeNarrowing) {
 // A reply without "slots" (tests/fuzz/corpus/control/crash-*) threw out of `loopfleet status`.
 TEST(ControlStatus, RendersRepliesOfAnyShapeWithoutThrowing) {
   EXPECT_NO_THROW(control::format_status(R"({"command":"stop"})"));
-  EXPECT_NO_THROW(control::format_status(R"({"slots":[1,{"helpers":[2,{"pid":"x"}]}],"draining":{},"cluster":{"streams":[3]}})"));
+  EXPECT_NO_THROW(
+      control::format_status(R"({"slots":[1,{"helpers":[2,{"pid":"x"}]}],"draining":{},"cluster":{"streams":[3]}})"));
   std::string table = control::format_status(
       R"({"name":"hello","slots":[{"slot":0,"pid":43,"state":"ready","helpers":[{"pid":44},{"pid":45}]}],"draining":[]})");
   EXPECT_NE(table.find("instance hello"), std::string::npos);

@@ -52,7 +52,8 @@ std::string request_with_header_of(std::size_t bytes) {
 
 TEST(RequestReader, ParsesPipelinedRequestsInAnyPieces) {
   std::string two = "GET /a HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxyz";
-  for (std::size_t piece : {1u, 7u, 1000u}) EXPECT_EQ(statuses(limits(1024, 1024), two, piece), (std::vector<int>{0, 0}));
+  for (std::size_t piece : {1u, 7u, 1000u})
+    EXPECT_EQ(statuses(limits(1024, 1024), two, piece), (std::vector<int>{0, 0}));
   EXPECT_EQ(statuses(limits(1024, 2), two, 1000), (std::vector<int>{0, 413}));
 }
 

@@ -120,3 +120,17 @@ TEST(RunConfig, ACommandThatNamesNoFileNeedsAName) {
   EXPECT_FALSE(parse({"--name", "web", "--", "./bin/"}, d));
   EXPECT_EQ(d.name, "web");
 }
+
+// tests/fuzz/corpus/config/crash-duration-out-of-range: 1e300 seconds was converted to an
+// integer of milliseconds, which is undefined behaviour.
+TEST(RunConfig, DurationsBeyondTheFlagBoundAreErrors) {
+  for (const char* value : {"1e300", "inf", "1e10"}) {
+    config c;
+    auto err = parse({"--config", write_file(std::string("watchdog = ") + value + "\ncommand = [\"app\"]\n")}, c);
+    ASSERT_TRUE(err) << value;
+    EXPECT_NE(err->find("watchdog must be a duration"), std::string::npos) << *err;
+  }
+  config ok;
+  EXPECT_FALSE(parse({"--config", write_file("watchdog = 1e9\ncommand = [\"app\"]\n")}, ok));
+  EXPECT_EQ(ok.watchdog, std::chrono::milliseconds(1'000'000'000'000));
+}
