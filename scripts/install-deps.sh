@@ -13,6 +13,8 @@ packages=(
   # tests (setpriv from util-linux runs test_user.py's unprivileged supervisors; curl asks
   # the cluster tests' workers), and the Node example
   libgtest-dev python3 python3-pytest util-linux curl nodejs
+  # fuzzing (scripts/fuzz.sh): clang 14 and its libFuzzer and sanitizer runtimes
+  clang libclang-rt-14-dev
   # load and peers for bench/ and the load tests
   wrk nginx-light gunicorn python3-aiohttp python3-uvloop
   python3-celery python3-redis redis-server

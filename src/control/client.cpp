@@ -106,6 +106,20 @@ std::string fixed(const boost::json::value* v, int width, bool left = false) {
   if (static_cast<int>(s.size()) < width) s = left ? s + std::string(width - s.size(), ' ') : std::string(width - s.size(), ' ') + s;
   return s;
 }
+
+// A reply may come from another version of loopfleet or be cut short (found by
+// tests/fuzz/control_fuzz.cpp: at() and as_*() threw out of `loopfleet status`): a missing
+// or mistyped member renders as "-" or is skipped.
+const boost::json::array& array_at(const boost::json::object& o, std::string_view key) {
+  static const boost::json::array none;
+  const auto* v = o.if_contains(key);
+  return v && v->is_array() ? v->get_array() : none;
+}
+
+bool true_at(const boost::json::object& o, std::string_view key) {
+  const auto* v = o.if_contains(key);
+  return v && v->is_bool() && v->get_bool();
+}
 }  // namespace
 
 std::string format_status(const std::string& reply_json) {
@@ -117,11 +131,12 @@ std::string format_status(const std::string& reply_json) {
                     "  generation " + fixed(o.if_contains("generation"), 0) + "  " +
                     fixed(o.if_contains("distribution"), 0) + "  " + fixed(o.if_contains("listen"), 0) +
                     "  workers " + fixed(o.if_contains("workers"), 0) + " (" + fixed(o.if_contains("workers_from"), 0) +
-                    ")" + (o.contains("reloading") && o.at("reloading").as_bool() ? "  (reloading)" : "") + "\n";
+                    ")" + (true_at(o, "reloading") ? "  (reloading)" : "") + "\n";
   out += "SLOT      PID  GEN  STATE       UPTIME_S  RESTARTS  RSS_MIB  BEAT_MS  LAG99_MS  CONNS  INFLIGHT    REQUESTS"
          "  LAST_EXIT\n";
-  for (const auto& s : o.at("slots").as_array()) {
-    const auto& j = s.as_object();
+  for (const auto& s : array_at(o, "slots")) {
+    if (!s.is_object()) continue;
+    const auto& j = s.get_object();
     std::string rss = "-";
     if (auto* r = j.if_contains("rss_kib"); r && r->is_int64()) {
       char b[32];
@@ -130,10 +145,8 @@ std::string format_status(const std::string& reply_json) {
     }
     boost::json::value rss_v(rss);
     std::string helpers;
-    if (auto* h = j.if_contains("helpers"); h && h->is_array() && !h->as_array().empty()) {
-      helpers = "  helpers:";
-      for (const auto& x : h->as_array()) helpers += " " + std::to_string(x.as_object().at("pid").as_int64());
-    }
+    for (const auto& x : array_at(j, "helpers"))
+      if (x.is_object()) helpers += (helpers.empty() ? "  helpers: " : " ") + fixed(x.get_object().if_contains("pid"), 0);
     // Why a worker could not start (its last stderr line) says more than its exit code.
     std::string why;
     if (auto* e = j.if_contains("last_error"); e && e->is_string() && !e->as_string().empty())
@@ -146,8 +159,9 @@ std::string format_status(const std::string& reply_json) {
            fixed(j.if_contains("in_flight"), 9) + " " + fixed(j.if_contains("requests"), 11) + "  " +
            fixed(j.if_contains("last_exit"), 0, true) + why + helpers + "\n";
   }
-  for (const auto& d : o.at("draining").as_array()) {
-    const auto& j = d.as_object();
+  for (const auto& d : array_at(o, "draining")) {
+    if (!d.is_object()) continue;
+    const auto& j = d.get_object();
     out += fixed(j.if_contains("slot"), 4) + " " + fixed(j.if_contains("pid"), 8) + " " +
            fixed(j.if_contains("generation"), 4) + "  draining\n";
   }
@@ -155,16 +169,15 @@ std::string format_status(const std::string& reply_json) {
   if (auto* c = o.if_contains("cluster"); c && c->is_object()) {
     const auto& j = c->as_object();
     out += "cluster node " + fixed(j.if_contains("node"), 0) + "  nats " + fixed(j.if_contains("nats"), 0) +
-           (j.contains("nats_ready") && j.at("nats_ready").is_bool() && j.at("nats_ready").as_bool() ? "" : " (not ready)") +
-           "\n";
-    if (auto* streams = j.if_contains("streams"); streams && streams->is_array())
-      for (const auto& x : streams->as_array()) {
-        const auto& d = x.as_object();
-        bool quorum = d.contains("quorum") && d.at("quorum").is_bool() && d.at("quorum").as_bool();
-        out += "  " + fixed(d.if_contains("kind"), 8, true) + " " + fixed(d.if_contains("name"), 20, true) + " " +
-               fixed(d.if_contains("has"), 0) + " of " + fixed(d.if_contains("want"), 0) + " replicas, " +
-               fixed(d.if_contains("in_sync"), 0) + " in sync, " + (quorum ? "quorum" : "NO QUORUM") + "\n";
-      }
+           (true_at(j, "nats_ready") ? "" : " (not ready)") + "\n";
+    for (const auto& x : array_at(j, "streams")) {
+      if (!x.is_object()) continue;
+      const auto& d = x.get_object();
+      bool quorum = true_at(d, "quorum");
+      out += "  " + fixed(d.if_contains("kind"), 8, true) + " " + fixed(d.if_contains("name"), 20, true) + " " +
+             fixed(d.if_contains("has"), 0) + " of " + fixed(d.if_contains("want"), 0) + " replicas, " +
+             fixed(d.if_contains("in_sync"), 0) + " in sync, " + (quorum ? "quorum" : "NO QUORUM") + "\n";
+    }
   }
   return out;
 }

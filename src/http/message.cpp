@@ -29,7 +29,7 @@ void request::locate_path() {
 std::string_view request::path() const {
   std::string_view t = std::string_view(target_).substr(path_at_);
   t = t.substr(0, t.find('?'));
-  return t.empty() ? std::string_view("/") : t;
+  return t.empty() && authority_len_ ? std::string_view("/") : t;  // "http://host" asks for "/"
 }
 
 std::string_view request::query() const {

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 namespace boost::asio {
 class io_context;
@@ -44,6 +45,23 @@ inline constexpr auto heartbeat_interval = std::chrono::milliseconds(50);
 
 // Monotonic clock in nanoseconds, as stored in last_beat_ns.
 std::int64_t monotonic_ns();
+
+// What the supervisor takes from a region. The worker can write anything into its page (a
+// stray pointer, a runtime that is not ours), so the reader checks the layout and never
+// trusts a field further than its type: an age cannot be negative or overflow, a thread id
+// and a signal number are only used when they could be real.
+struct heartbeat_reading {
+  std::uint64_t beats = 0;
+  std::int64_t age_ns = 0;       // since the last beat; >= 0
+  std::int32_t loop_tid = 0;     // 0: none usable
+  int stack_signal = 0;          // 0: none usable
+  std::uint32_t lag_p50_us = 0, lag_p99_us = 0, lag_max_us = 0;
+  std::uint64_t connections = 0, in_flight = 0, requests = 0;
+};
+
+// The region's state at `now_ns` (monotonic_ns()), or nullopt when the region is not this
+// layout (magic, version) or the loop has not beaten yet.
+std::optional<heartbeat_reading> read_heartbeat(const heartbeat_region& region, std::int64_t now_ns);
 
 // The worker side: maps the region named by LOOPFLEET_HEARTBEAT_FD (if any), installs the
 // stack-dump signal handler and beats from a timer on `loop`.

@@ -1,5 +1,7 @@
 #include "runtime/notify.hpp"
 
+#include "runtime/handoff.hpp"
+
 #include "runtime/log.hpp"
 
 #include <sys/socket.h>
@@ -68,6 +70,21 @@ bool notifier::send(std::string_view state) const {
   auto n = ::sendto(fd_, state.data(), state.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
                     reinterpret_cast<const sockaddr*>(address_.data()), static_cast<socklen_t>(address_.size()));
   return n == static_cast<ssize_t>(state.size());
+}
+
+notify_message parse_notify(std::string_view datagram) {
+  notify_message m;
+  while (!datagram.empty()) {
+    auto nl = datagram.find('\n');
+    std::string_view line = datagram.substr(0, nl);
+    if (line == "READY=1") m.ready = true;
+    else if (line == "WATCHDOG=1") m.watchdog = true;
+    else if (line == handoff::ready_key) m.handoff = true;
+    else if (line.starts_with("STATUS=")) m.status = line.substr(7);
+    if (nl == std::string_view::npos) break;
+    datagram.remove_prefix(nl + 1);
+  }
+  return m;
 }
 
 }  // namespace loopfleet

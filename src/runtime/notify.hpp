@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -32,5 +33,16 @@ class notifier {
   std::string address_;  // a sockaddr_un, ready for sendto
   std::chrono::microseconds watchdog_{0};
 };
+
+// What one datagram tells the receiving side (the supervisor): newline-separated assignments;
+// the ones it does not act on (STOPPING=1, MAINPID=...) are ignored, as systemd ignores
+// unknown ones. The views point into the datagram.
+struct notify_message {
+  bool ready = false;                      // READY=1
+  bool watchdog = false;                   // WATCHDOG=1
+  bool handoff = false;                    // X_LOOPFLEET_HANDOFF=1 (runtime/handoff.hpp)
+  std::optional<std::string_view> status;  // the last STATUS=...
+};
+notify_message parse_notify(std::string_view datagram);
 
 }  // namespace loopfleet

@@ -12,8 +12,7 @@
 #include <cstdlib>
 #include <variant>
 
-#define TOML_EXCEPTIONS 0
-#include <toml++/toml.h>
+#include "supervisor/toml.hpp"
 
 namespace loopfleet::supervisor {
 namespace {
@@ -156,6 +155,9 @@ std::optional<std::string> check(config& c) {
   if (c.name.empty()) {
     std::string_view cmd = c.command.front();
     c.name = std::string(cmd.substr(cmd.rfind('/') + 1));
+    // "./bin/" names no file: an empty name would make the control socket "/.sock"
+    // (found by tests/fuzz/config_fuzz.cpp).
+    if (c.name.empty()) return "cannot name the instance after the command '" + std::string(cmd) + "': give --name";
   }
   for (char ch : c.name)
     if (ch == '/' || ch == '\0') return "--name '" + c.name + "' must not contain '/'";
@@ -214,12 +216,18 @@ std::optional<std::string> load_config_file(const std::string& path, config& c) 
   }
   const toml::table& t = result.table();
   raw_values raw;
-  for (const auto& [key, node] : t) {
+  for (const auto& entry : t) {
+    // Not a structured binding: the lambdas below capture `node`, which clang 14 (the fuzz
+    // build) does not allow for bindings.
+    const auto& key = entry.first;
+    const toml::node& node = entry.second;
     std::string k(key.str());
     std::string where = path + ":" + std::to_string(node.source().begin.line) + ": ";
     auto want = [&](std::string_view what) { return where + k + " must be " + std::string(what); };
     auto duration = [&](std::chrono::milliseconds& out) -> std::optional<std::string> {
-      if (auto v = node.value<double>(); v && *v >= 0) {
+      // At most 1e12 ms, the bound parse_duration puts on flags: converting a larger double
+      // (1e300, inf) to an integer is undefined (found by tests/fuzz/config_fuzz.cpp).
+      if (auto v = node.value<double>(); v && *v >= 0 && *v * 1000 <= 1e12) {
         out = std::chrono::milliseconds(static_cast<long long>(*v * 1000));
         return std::nullopt;
       }

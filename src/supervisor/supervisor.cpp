@@ -9,6 +9,8 @@
 #include "runtime/log.hpp"
 #include "supervisor/cpus.hpp"
 #include "supervisor/admin_endpoint.hpp"
+#include "runtime/notify.hpp"
+#include "supervisor/control_request.hpp"
 #include "supervisor/policy.hpp"
 #include "supervisor/private_dir.hpp"
 #include "supervisor/queue_handoff.hpp"
@@ -190,9 +192,11 @@ struct process {
   bool takes_connections = false;            // it said X_LOOPFLEET_HANDOFF=1 with READY=1
   std::uint64_t request_limit = 0;           // --max-requests plus jitter; 0 = none
 
-  // The region, once the worker has beaten at least once (a native worker's loop is live).
-  const heartbeat_region* beating() const {
-    return heartbeat && heartbeat->region && heartbeat->region->beats.load() > 0 ? heartbeat->region : nullptr;
+  // The region's state, once the worker has beaten at least once (a native worker's loop is
+  // live) and while the region still holds our layout.
+  std::optional<heartbeat_reading> beating(std::int64_t now_ns = monotonic_ns()) const {
+    if (!heartbeat || !heartbeat->region) return std::nullopt;
+    return read_heartbeat(*heartbeat->region, now_ns);
   }
   // Requests served so far; still readable after it died (the region is our mapping).
   std::uint64_t requests() const {
@@ -755,9 +759,9 @@ void master::publish_heartbeat() {
     if (!pid || !procs_.count(pid)) continue;
     const process& p = *procs_.at(pid);
     ready += p.ready ? 1 : 0;
-    if (const heartbeat_region* beat = p.beating()) {
-      load += beat->counters.in_flight.load();
-      requests += beat->counters.requests.load();
+    if (auto beat = p.beating()) {
+      load += beat->in_flight;
+      requests += beat->requests;
     }
   }
   auto now_ms = std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -872,16 +876,11 @@ void master::on_notify(pid_t pid, std::string_view message) {
   auto it = procs_.find(pid);
   if (it == procs_.end()) return;  // only the worker itself speaks for its slot
   process& p = *it->second;
-  while (!message.empty()) {
-    auto nl = message.find('\n');
-    std::string_view line = message.substr(0, nl);
-    if (line == "READY=1" && !p.ready) mark_ready(p);
-    else if (line == "WATCHDOG=1") p.last_ping_ns = monotonic_ns();
-    else if (line == handoff::ready_key) p.takes_connections = true;
-    else if (line.starts_with("STATUS=")) p.status = std::string(line.substr(7));
-    if (nl == std::string_view::npos) break;
-    message.remove_prefix(nl + 1);
-  }
+  notify_message m = parse_notify(message);
+  if (m.status) p.status = std::string(*m.status);
+  if (m.watchdog) p.last_ping_ns = monotonic_ns();
+  if (m.handoff) p.takes_connections = true;
+  if (m.ready && !p.ready) mark_ready(p);
 }
 
 void master::mark_ready(process& p) {
@@ -970,11 +969,10 @@ void master::check_workers() {
   for (auto& [pid, pp] : procs_) {
     process& p = *pp;
     if (p.r != role::current || !p.ready || p.stalled) continue;
-    const heartbeat_region* beat = p.beating();
+    auto beat = p.beating(now);
     if (limit > 0) {
-      std::int64_t last = beat ? beat->last_beat_ns.load(std::memory_order_acquire) : p.last_ping_ns;
-      if (last > 0) {
-        std::int64_t silent = now - last;
+      if (beat || p.last_ping_ns > 0) {
+        std::int64_t silent = beat ? beat->age_ns : now - p.last_ping_ns;
         bool suspect = beat && silent > suspect_after_ns;
         if (suspect != p.suspect) {
           p.suspect = suspect;
@@ -983,8 +981,8 @@ void master::check_workers() {
         if (silent > limit) to_stall.emplace_back(pid, silent);
       }
     }
-    if (p.request_limit && beat && beat->counters.requests.load() >= p.request_limit)
-      to_recycle.emplace_back(p.slot, "served " + std::to_string(beat->counters.requests.load()) +
+    if (p.request_limit && beat && beat->requests >= p.request_limit)
+      to_recycle.emplace_back(p.slot, "served " + std::to_string(beat->requests) +
                                           " requests (--max-requests)");
     if (rss_due) {
       long mib = rss_kib(pid) / 1024;
@@ -1011,7 +1009,7 @@ void master::hand_over_queues(std::int64_t now) {
     v.worker = true;
     v.ready = p.ready;
     v.stalled = p.stalled;
-    if (const heartbeat_region* beat = p.beating()) v.silent_ns = now - beat->last_beat_ns.load(std::memory_order_acquire);
+    if (auto beat = p.beating(now)) v.silent_ns = beat->age_ns;
     return v;
   };
   std::vector<int> targets, needy;
@@ -1045,17 +1043,18 @@ void master::on_stall(process& p, std::int64_t silent_ns) {
   p.stalled = true;
   ++slots_[p.slot].stalls;
   update_steering();
-  const heartbeat_region* beat = p.beating();
+  auto beat = p.beating();
+  bool ask = beat && beat->loop_tid && beat->stack_signal;  // the region may not name a usable thread
   log::warn("slot " + std::to_string(p.slot) + ": pid " + std::to_string(p.pid) + " loop stalled: no heartbeat for " +
             std::to_string(silent_ns / 1000000) + " ms (--watchdog " + ms_text(cfg_.watchdog) + ")" +
-            (beat ? "; asking for its stack, then replacing it" : "; replacing it"));
-  if (!beat) {
+            (ask ? "; asking for its stack, then replacing it" : "; replacing it"));
+  if (!ask) {
     ::kill(p.pid, SIGKILL);
     return;
   }
   // The stack signal goes to the loop thread itself, not to whichever thread the kernel picks.
   p.err->stack_asked = true;
-  ::syscall(SYS_tgkill, p.pid, beat->loop_tid.load(), beat->stack_signal.load());
+  ::syscall(SYS_tgkill, p.pid, beat->loop_tid, beat->stack_signal);
   // Killed as soon as its stack is read (on_stack); this is for a worker that prints none.
   // An interpreter on a loaded machine may take more than 100 ms to be scheduled for it.
   p.timer.cancel();
@@ -1298,14 +1297,14 @@ json::object master::status_json() {
       json::array helpers;  // offload helper processes the worker forked
       for (pid_t h : child_pids(p->pid)) helpers.push_back(json::object{{"pid", h}, {"rss_kib", rss_kib(h)}});
       j["helpers"] = std::move(helpers);
-      if (const heartbeat_region* beat = p->beating()) {
-        j["heartbeat_age_ms"] = (monotonic_ns() - beat->last_beat_ns.load()) / 1000000;
-        j["lag_p50_ms"] = beat->lag_p50_us.load() / 1000.0;
-        j["lag_p99_ms"] = beat->lag_p99_us.load() / 1000.0;
-        j["lag_max_ms"] = beat->lag_max_us.load() / 1000.0;
-        j["connections"] = beat->counters.connections.load();
-        j["in_flight"] = beat->counters.in_flight.load();
-        j["requests"] = beat->counters.requests.load();
+      if (auto beat = p->beating()) {
+        j["heartbeat_age_ms"] = beat->age_ns / 1000000;
+        j["lag_p50_ms"] = beat->lag_p50_us / 1000.0;
+        j["lag_p99_ms"] = beat->lag_p99_us / 1000.0;
+        j["lag_max_ms"] = beat->lag_max_us / 1000.0;
+        j["connections"] = beat->connections;
+        j["in_flight"] = beat->in_flight;
+        j["requests"] = beat->requests;
       } else if (p->last_ping_ns) {
         j["heartbeat_age_ms"] = (monotonic_ns() - p->last_ping_ns) / 1000000;
       }
@@ -1420,33 +1419,27 @@ void master::handle_control(std::shared_ptr<asio::local::stream_protocol::socket
     o[good ? "message" : "error"] = std::move(message);
     return o;
   };
-  boost::system::error_code ec;
-  json::value v = json::parse(line, ec);
-  const json::object* req = ec ? nullptr : v.if_object();
-  const json::value* cmd = req ? req->if_contains("command") : nullptr;
-  if (!cmd || !cmd->is_string()) return reply(ok(false, "expected a JSON object with a \"command\""));
-  std::string_view c = cmd->as_string();
-  if (c == "status") {
-    json::object o = status_json();
-    o["ok"] = true;
-    return reply(std::move(o));
+  auto parsed = parse_control_request(line);
+  if (auto* err = std::get_if<std::string>(&parsed)) return reply(ok(false, std::move(*err)));
+  const control_request& req = std::get<control_request>(parsed);
+  switch (req.command) {
+    case control_request::kind::status: {
+      json::object o = status_json();
+      o["ok"] = true;
+      return reply(std::move(o));
+    }
+    case control_request::kind::reload:
+      log::info("reload requested over the control socket");
+      return begin_reload([reply, ok](bool good, std::string message) { reply(ok(good, std::move(message))); });
+    case control_request::kind::stop:
+      log::info("stop requested over the control socket");
+      reply(ok(true, "stopping"));
+      return asio::post(loop_, [this] { stop(false); });
+    case control_request::kind::scale: {
+      auto err = scale(req.workers);
+      return reply(err ? ok(false, *err) : ok(true, "scaled to " + std::to_string(req.workers) + " workers"));
+    }
   }
-  if (c == "reload") {
-    log::info("reload requested over the control socket");
-    return begin_reload([reply, ok](bool good, std::string message) { reply(ok(good, std::move(message))); });
-  }
-  if (c == "stop") {
-    log::info("stop requested over the control socket");
-    reply(ok(true, "stopping"));
-    return asio::post(loop_, [this] { stop(false); });
-  }
-  if (c == "scale") {
-    const json::value* n = req->if_contains("workers");
-    if (!n || !n->is_int64()) return reply(ok(false, "scale needs \"workers\": a number"));
-    auto err = scale(static_cast<int>(n->as_int64()));
-    return reply(err ? ok(false, *err) : ok(true, "scaled to " + std::to_string(n->as_int64()) + " workers"));
-  }
-  reply(ok(false, "unknown command '" + std::string(c) + "' (status, reload, stop, scale)"));
 }
 
 }  // namespace

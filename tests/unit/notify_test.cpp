@@ -76,3 +76,15 @@ TEST(Notify, WatchdogForAnotherPidIsIgnored) {
   ::setenv("WATCHDOG_PID", "1", 1);
   EXPECT_EQ(notifier::from_environment().watchdog_interval().count(), 0);
 }
+
+TEST(Notify, ParsesTheAssignmentsTheSupervisorActsOn) {
+  auto m = parse_notify("STATUS=starting\nREADY=1\nMAINPID=7\nSTATUS=serving\n");
+  EXPECT_TRUE(m.ready);
+  EXPECT_FALSE(m.watchdog);
+  EXPECT_EQ(m.status, "serving");
+  auto w = parse_notify("WATCHDOG=1");
+  EXPECT_TRUE(w.watchdog);
+  EXPECT_FALSE(w.ready);
+  EXPECT_FALSE(w.status);
+  EXPECT_FALSE(parse_notify("READY=10\nREADY=").ready);  // a whole line must match
+}

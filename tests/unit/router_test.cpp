@@ -56,6 +56,17 @@ TEST(Router, WrongMethodIs405WithAllow) {
   EXPECT_EQ(call(r, q2), "405 POST");
 }
 
+// Beast hands over any request-target; "POST ?echo" once read past the end of the path
+// (tests/fuzz/corpus/http/crash-router-empty-path).
+TEST(Router, TargetsThatAreNotPathsMatchNoPattern) {
+  auto r = sample();
+  // (An absolute-form target routes by its path: AbsoluteFormTargetsRouteByTheirPath.)
+  for (const char* target : {"?echo", "*", "", "users/1"}) {
+    auto q = detail::make_request("GET", target);
+    EXPECT_EQ(call(r, q), "404") << target;
+  }
+}
+
 TEST(Router, HeadFallsBackToGet) {
   auto r = sample();
   auto q = detail::make_request("HEAD", "/");

@@ -136,3 +136,38 @@ TEST(RunConfig, AdminAddressFlagAndKey) {
   EXPECT_EQ(g.admin, "127.0.0.1:9101");
   ::unlink(path.c_str());
 }
+
+// toml++ 3.3.0 reached __builtin_unreachable() on a non-ASCII character where whitespace may
+// stand (tests/fuzz/corpus/config/crash-toml-unreachable); supervisor/toml.hpp works around it.
+TEST(RunConfig, NonAsciiCharacterOutsideStringsIsAnErrorNotUndefined) {
+  config c;
+  auto err = parse({"--config", write_file("\xc3\xa9 = 1\ncommand = [\"app\"]\n"), "--", "app"}, c);
+  ASSERT_TRUE(err);
+  EXPECT_NE(err->find(":1:"), std::string::npos);
+  config d;
+  EXPECT_FALSE(parse({"--config", write_file("name = \"caf\xc3\xa9\"\ncommand = [\"app\"]\n")}, d));
+  EXPECT_EQ(d.name, "caf\xc3\xa9");
+}
+
+// tests/fuzz/corpus/config/crash-command-ends-in-slash: the instance was named "".
+TEST(RunConfig, ACommandThatNamesNoFileNeedsAName) {
+  config c;
+  EXPECT_NE(parse({"--", "./bin/"}, c)->find("give --name"), std::string::npos);
+  config d;
+  EXPECT_FALSE(parse({"--name", "web", "--", "./bin/"}, d));
+  EXPECT_EQ(d.name, "web");
+}
+
+// tests/fuzz/corpus/config/crash-duration-out-of-range: 1e300 seconds was converted to an
+// integer of milliseconds, which is undefined behaviour.
+TEST(RunConfig, DurationsBeyondTheFlagBoundAreErrors) {
+  for (const char* value : {"1e300", "inf", "1e10"}) {
+    config c;
+    auto err = parse({"--config", write_file(std::string("watchdog = ") + value + "\ncommand = [\"app\"]\n")}, c);
+    ASSERT_TRUE(err) << value;
+    EXPECT_NE(err->find("watchdog must be a duration"), std::string::npos) << *err;
+  }
+  config ok;
+  EXPECT_FALSE(parse({"--config", write_file("watchdog = 1e9\ncommand = [\"app\"]\n")}, ok));
+  EXPECT_EQ(ok.watchdog, std::chrono::milliseconds(1'000'000'000'000));
+}
