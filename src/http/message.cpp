@@ -13,9 +13,9 @@ void request::locate_path() {
   path_at_ = authority_at_ = authority_len_ = 0;
   std::string_view t = target_;
   if (t.empty() || t.front() == '/') return;  // origin form, the usual case
-  // Absolute form: scheme "://" authority [path]. The scheme is letters, digits, + - . only.
+  // Absolute form: scheme "://" authority [path]; a scheme is a letter, then letters, digits, + - .
   auto colon = t.find("://");
-  if (colon == std::string_view::npos || colon == 0) return;
+  if (colon == std::string_view::npos || colon == 0 || !std::isalpha(static_cast<unsigned char>(t.front()))) return;
   for (char c : t.substr(0, colon))
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.') return;
   auto at = colon + 3;

@@ -26,7 +26,7 @@ class request_reader {
   struct result {
     progress what;
     std::size_t used;      // bytes consumed; the rest must be offered again with more after it
-    int error_status = 0;  // with failed: 400, 413 or 431; the connection must close after it
+    int error_status = 0;  // with failed: 400, 413, 431 or 501; the connection must close after it
   };
 
   // Begins the next request (reusing the buffers of the last): call when !active().
