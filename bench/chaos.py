@@ -314,7 +314,8 @@ class Soak:
         """What grew. A leak keeps growing; a warm-up (pools filling, caches) stops: the last
         settled point is compared with the highest of the first half of the run, with 16
         descriptors (haproxy's pool of idle connections to the nodes varies by that much) and a
-        tenth of the memory (plus 2 MiB) of slack."""
+        tenth of the memory (plus 2 MiB) of slack for our processes, half (plus 8 MiB) for
+        nats-server and haproxy."""
         if len(snapshots) < 2:
             return [], {}
         last = snapshots[-1]
@@ -325,7 +326,10 @@ class Soak:
             if not early:
                 continue
             f0, r0 = max(f for f, _ in early), max(r for _, r in early)
-            if f1 > f0 + 16 or r1 > r0 * 1.1 + 2048:
+            # nats-server's and haproxy's caches warm for longer than a one-minute run (seen:
+            # nats-server 23.7 -> 28.5 MiB); ours must not grow at all beyond noise.
+            third_party = "nats-server" in name or name.startswith("front child")
+            if f1 > f0 + 16 or r1 > (r0 * 1.5 + 8192 if third_party else r0 * 1.1 + 2048):
                 growth.append(f"{name}: fds {f0} -> {f1}, RSS {r0} -> {r1} KiB")
         return growth, last
 
