@@ -171,3 +171,16 @@ TEST(RunConfig, DurationsBeyondTheFlagBoundAreErrors) {
   EXPECT_FALSE(parse({"--config", write_file("watchdog = 1e9\ncommand = [\"app\"]\n")}, ok));
   EXPECT_EQ(ok.watchdog, std::chrono::milliseconds(1'000'000'000'000));
 }
+
+// tests/fuzz/corpus/config/crash-integer-from-huge-float: toml++ 3.3.0 converted 1.3e44 to
+// an integer unchecked (undefined behaviour); a whole float such as 128.0 still counts.
+TEST(RunConfig, WholeNumbersFromFloatsAreRangeChecked) {
+  config c;
+  auto err = parse({"--config", write_file("backlog = 1.3e44\ncommand = [\"app\"]\n")}, c);
+  ASSERT_TRUE(err);
+  EXPECT_NE(err->find("backlog must be a whole number"), std::string::npos) << *err;
+  config ok;
+  EXPECT_FALSE(parse({"--config", write_file("backlog = 128.0\nworkers = 2.0\ncommand = [\"app\"]\n")}, ok));
+  EXPECT_EQ(ok.backlog, 128);
+  EXPECT_EQ(ok.workers, 2);
+}
