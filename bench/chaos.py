@@ -33,7 +33,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loadkit import Wrk, established  # noqa: E402
+from loadkit import Wrk, established, lasting_port  # noqa: E402
 from supervise import ROOT, free_port, tree  # noqa: E402
 
 WORKERS = 2
@@ -81,7 +81,8 @@ class Node:
     def __init__(self, soak, i):
         self.soak, self.i = soak, i
         self.name = f"{soak.tag}n{i}"
-        self.port, self.agent, self.client, self.route = (free_port() for _ in range(4))
+        # Restarted nodes take the same ports again: out of the ephemeral range.
+        self.port, self.agent, self.client, self.route = (lasting_port() for _ in range(4))
         self.control = os.path.join(soak.dir, f"{self.name}.sock")
         self.log_path = os.path.join(soak.dir, f"{self.name}.log")
         self.proc = None

