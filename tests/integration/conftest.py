@@ -233,7 +233,7 @@ PYTHON_APP = os.path.join(ROOT, "examples", "python", "app.py")
 class Supervisor:
     """`loopfleet run` on a free port with its own control socket; its log is collected."""
 
-    def __init__(self, workers=2, args=(), command=None, tmp=None, wait_ready=True, port=None):
+    def __init__(self, workers=2, args=(), command=None, tmp=None, wait_ready=True, port=None, env=None):
         self.port = port or free_port()
         self.name = f"t{os.getpid()}-{time.monotonic_ns()}"
         self.control = os.path.join(tmp or "/tmp", f"{self.name}.sock")
@@ -244,7 +244,8 @@ class Supervisor:
             command = [binary("loopfleet-testapp")]
         if command:  # [] = the command comes from the config file
             cmd += ["--"] + list(command)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=dict(os.environ, **env) if env else None)
         self.out = Lines(self.proc.stdout)
         self.log = Lines(self.proc.stderr)
         if wait_ready:
@@ -331,3 +332,15 @@ def pytest_configure(config):
     # Long soaks of code the other tests already drive: scripts/test.sh runs them on the release
     # build only (under ASan they would repeat the same paths three times slower).
     config.addinivalue_line("markers", "soak: a long soak; run on the release build only")
+
+
+def jobs_done(journal):
+    """(payload, attempt) of every job the cluster example's workers finished, from the file
+    they append to (JOBS_DONE_FILE): a job-done line still in the pipe to a supervisor that is
+    SIGKILLed is lost with it, though the job ran and was acknowledged."""
+    try:
+        with open(journal, errors="replace") as f:
+            return [(m.group(1), int(m.group(2))) for line in f
+                    for m in [re.match(r"job-done (\S+) \d+ node=\S+ pid=\d+ attempt=(\d+)", line)] if m]
+    except FileNotFoundError:
+        return []

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import SLOW, Supervisor, binary, free_port, log_time, wait_until
+from conftest import SLOW, Supervisor, binary, free_port, jobs_done, log_time, wait_until
 
 JOBS = 10000
 
@@ -31,6 +31,7 @@ def tree(pid):
 class Cluster:
     def __init__(self, tmp, nodes=3, workers=2):
         self.tmp = tmp
+        self.journal = tmp / "jobs-done"
         self.client_ports = [free_port() for _ in range(nodes)]
         self.route_ports = [free_port() for _ in range(nodes)]
         self.nodes = []
@@ -38,7 +39,8 @@ class Cluster:
             peers = ",".join(f"127.0.0.1:{p}" for j, p in enumerate(self.route_ports) if j != i)
             args = ["--node", f"n{i + 1}", "--nats-listen", f"127.0.0.1:{self.client_ports[i]}", "--cluster-listen",
                     f"127.0.0.1:{self.route_ports[i]}", "--join", peers, "--data-dir", str(tmp / f"n{i + 1}")]
-            self.nodes.append(Supervisor(workers, args, [binary("cluster-example")], tmp=str(tmp)))
+            self.nodes.append(Supervisor(workers, args, [binary("cluster-example")], tmp=str(tmp),
+                                         env={"JOBS_DONE_FILE": str(self.journal)}))
         for n in self.nodes:  # JetStream elected its leaders and the streams exist
             n.log.wait_for(r"cluster: node n\d joined", timeout=60)
 
@@ -50,14 +52,16 @@ class Cluster:
                               timeout=timeout * SLOW)
 
     def done(self):
-        """Every job-done line of every node: (payload, attempt, log time)."""
-        out = []
+        """Every job run on any node: (payload, attempt, log time). From the workers' journal,
+        which survives a killed node; the time from the node's log where its line got there
+        (None where it died with the node), for how soon a dead node's jobs ran again."""
+        seen = {}
         for n in self.nodes:
             for line in n.log.lines[:]:
                 m = re.search(r"job-done (\S+) \d+ node=\S+ pid=\d+ attempt=(\d+)", line)
                 if m:
-                    out.append((m.group(1), int(m.group(2)), log_time(line)))
-        return out
+                    seen[(m.group(1), int(m.group(2)))] = log_time(line)
+        return [(p, a, seen.get((p, a))) for p, a in jobs_done(self.journal)]
 
     def stop(self):
         for i, n in enumerate(self.nodes):
@@ -86,7 +90,7 @@ def finish_and_count(c, submitter, killed_at, payload):
     done = c.done()
     unique = {p for p, _, _ in done}
     assert unique == {f"{payload}-{i}" for i in range(JOBS)}
-    again = [t for _, attempt, t in done if attempt > 1 and t >= killed_at]
+    again = [t for _, attempt, t in done if attempt > 1 and t is not None and t >= killed_at]
     rerun_after = (min(again) - killed_at) if again else None
     duplicates = len(done) - len(unique)
     return duplicates, rerun_after
@@ -184,7 +188,8 @@ def test_a_node_joins_mid_run_and_another_leaves_gracefully(tmp_path):
         join = ",".join(f"127.0.0.1:{ports[p][1]}" for p in peers)
         return Supervisor(2, ["--node", name, "--nats-listen", f"127.0.0.1:{client}", "--cluster-listen",
                               f"127.0.0.1:{route}", "--join", join, "--data-dir", str(tmp_path / name)],
-                          [binary("cluster-example")], tmp=str(tmp_path))
+                          [binary("cluster-example")], tmp=str(tmp_path),
+                          env={"JOBS_DONE_FILE": str(tmp_path / "jobs-done")})
 
     nodes = {"n1": start("n1", ["n2"]), "n2": start("n2", ["n1"])}
     try:
@@ -193,6 +198,7 @@ def test_a_node_joins_mid_run_and_another_leaves_gracefully(tmp_path):
         c = Cluster.__new__(Cluster)  # reuse its helpers over these nodes
         c.client_ports = [ports["n1"][0]]
         c.nodes = list(nodes.values())
+        c.journal = tmp_path / "jobs-done"
         # Jobs of a second each: n2 has a hundred or so running when it is told to leave.
         submitter = submit_in_background(c, 4000, "job:1000")
         wait_until(lambda: len(c.done()) >= 500, timeout=60, what="500 jobs done")

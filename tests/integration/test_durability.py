@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import SLOW, Lines, Supervisor, binary, free_port, wait_until
+from conftest import SLOW, Lines, Supervisor, binary, free_port, jobs_done, wait_until
 from loadkit import lasting_port
 from test_cluster import tree
 
@@ -58,7 +58,7 @@ class Nodes:
         self.nodes[name] = Supervisor(2, ["--node", name, "--nats-listen", f"127.0.0.1:{client}", "--cluster-listen",
                                           f"127.0.0.1:{route}", "--join", join, "--data-dir", str(self.tmp / name)]
                                       + self.args, [binary("cluster-example")], tmp=str(self.tmp),
-                                      wait_ready=wait_ready)
+                                      wait_ready=wait_ready, env={"JOBS_DONE_FILE": str(self.tmp / "jobs-done")})
         return self.nodes[name]
 
     def url(self, name="n1"):
@@ -73,9 +73,9 @@ class Nodes:
                           "--retry-for", f"{int(180 * SLOW)}s", "--nats", self.url(via)])
 
     def done(self):
-        """The payloads of every job run on any node."""
-        return {m.group(1) for n in self.nodes.values() for line in n.log.lines[:]
-                for m in [re.search(r"job-done (\S+) ", line)] if m}
+        """The payloads of every job run on any node (the workers' journal: it survives a
+        killed node, whose last log lines may not)."""
+        return {payload for payload, _ in jobs_done(self.tmp / "jobs-done")}
 
     def kill(self, name):
         for pid in tree(self.nodes[name].proc.pid):  # supervisor, workers, nats-server
