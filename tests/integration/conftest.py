@@ -331,7 +331,7 @@ def log_time(line):
 def pytest_configure(config):
     # Long soaks of code the other tests already drive: scripts/test.sh runs them on the release
     # build only (under ASan they would repeat the same paths three times slower).
-    config.addinivalue_line("markers", "soak: a long soak; run on the release build only")
+    config.addinivalue_line("markers", "soak: release build only (a long soak, or timing the sanitizer build breaks)")
 
 
 def jobs_done(journal):

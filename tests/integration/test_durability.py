@@ -135,6 +135,9 @@ def test_two_of_three_nodes_wait_for_the_third_before_storing_a_job(tmp_path):
         nodes.stop()
 
 
+# Release build only: under ASan the third node came up within the 1 s wait (its route was
+# there as the stream was made), so nothing started small and the premise did not hold.
+@pytest.mark.soak
 def test_streams_started_small_after_the_wait_grow_with_their_consumers_and_survive_a_kill(tmp_path):
     nodes = Nodes(tmp_path, ["--replicas-wait", "1s"])
     try:
