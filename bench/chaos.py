@@ -34,7 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loadkit import Wrk, established, lasting_port  # noqa: E402
-from supervise import ROOT, free_port, tree  # noqa: E402
+from supervise import ROOT, free_port, kill_tree, tree  # noqa: E402
 
 WORKERS = 2
 CONNECTIONS = 32
@@ -126,12 +126,7 @@ class Node:
         return [slot["pid"] for slot in s["slots"] if slot.get("pid")] if s else []
 
     def kill(self):
-        for pid in tree(self.proc.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait()
+        kill_tree(self.proc)
 
     def cli(self, *args):
         return subprocess.run([os.path.join(self.soak.bin, "loopfleet"), *args, "--control", self.control],

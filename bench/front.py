@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loadkit import Wrk  # noqa: E402
-from supervise import ROOT, free_port, serving, tree, wait_for  # noqa: E402
+from supervise import ROOT, free_port, kill_tree, serving, wait_for  # noqa: E402
 
 
 class Node:
@@ -40,12 +40,7 @@ class Node:
         self.proc.wait(timeout=60)
 
     def kill(self):
-        for pid in tree(self.proc.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait()
+        kill_tree(self.proc)
 
 
 class Front:

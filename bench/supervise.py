@@ -57,6 +57,16 @@ def tree(pid):
     return out
 
 
+def kill_tree(proc):
+    """SIGKILLs a process and everything under it at once (a machine lost whole), then reaps it."""
+    for pid in tree(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
 def cpu_ns(pids):
     total = 0
     for p in pids:
