@@ -1012,11 +1012,12 @@ void master::hand_over_queues(std::int64_t now) {
     if (auto beat = p.beating(now)) v.silent_ns = beat->age_ns;
     return v;
   };
-  std::vector<int> targets, needy;
+  std::vector<int> targets;
+  std::vector<std::pair<int, queue_view>> needy;  // with why, for the log
   for (int i = 0; i < workers_; ++i) {
     queue_view v = view(i);
     if (queue_needs_taking(v, queue_late_ns)) {
-      needy.push_back(i);
+      needy.emplace_back(i, v);
     } else {
       const process& p = *procs_.at(slots_[i].current);
       if (p.serves() && p.takes_connections && p.handoff >= 0) targets.push_back(p.handoff);
@@ -1024,7 +1025,7 @@ void master::hand_over_queues(std::int64_t now) {
   }
   if (targets.empty()) return;
   if (needy.empty() && handoff_.kept()) handoff_.take({}, targets);
-  for (int i : needy) {
+  for (const auto& [i, v] : needy) {
     std::size_t n = handoff_.take(sockets_->own_queues(i), targets);
     if (n == 0) continue;
     auto& s = slots_[i];
@@ -1033,7 +1034,8 @@ void master::hand_over_queues(std::int64_t now) {
       s.handoff_logged = clock::now();
       log::info("slot " + std::to_string(i) + ": handed " + std::to_string(n) +
                 " queued connection(s) to the serving workers (" +
-                (view(i).worker ? (view(i).ready ? "its loop is silent" : "its worker is not ready") : "no worker") +
+                (!v.worker ? "no worker" : !v.ready ? "its worker is not ready" : v.stalled ? "its loop stalled"
+                                                                                          : "its loop is silent") +
                 "); " + std::to_string(s.handed_over) + " so far");
     }
   }
