@@ -1,10 +1,6 @@
 #include "supervisor/policy.hpp"
 
-#include <sys/wait.h>
-
 #include <algorithm>
-#include <csignal>
-#include <cstring>
 
 namespace loopfleet::supervisor {
 
@@ -30,16 +26,6 @@ std::string agent_check_reply(int workers, int serving, bool stopping) {
 bool queue_needs_taking(const queue_view& v, std::int64_t late_ns) {
   if (!v.worker || !v.ready || v.stalled) return true;
   return v.silent_ns >= late_ns;
-}
-
-std::string describe_exit(int status) {
-  if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) {
-    int sig = WTERMSIG(status);
-    const char* abbrev = ::sigabbrev_np(sig);
-    return "signal " + std::to_string(sig) + (abbrev ? std::string(" (SIG") + abbrev + ")" : "");
-  }
-  return "status " + std::to_string(status);
 }
 
 }  // namespace loopfleet::supervisor

@@ -47,7 +47,4 @@ struct queue_view {
 // queued there would wait for the loop to come back or for its replacement.
 bool queue_needs_taking(const queue_view& v, std::int64_t late_ns);
 
-// "exit code 3", "signal 9 (SIGKILL)", from a waitpid status.
-std::string describe_exit(int wait_status);
-
 }  // namespace loopfleet::supervisor

@@ -12,7 +12,7 @@
 #include "runtime/notify.hpp"
 #include "supervisor/control_request.hpp"
 #include "supervisor/policy.hpp"
-#include "supervisor/private_dir.hpp"
+#include "runtime/private_dir.hpp"
 #include "supervisor/queue_handoff.hpp"
 #include "supervisor/sockets.hpp"
 #include "supervisor/spawn.hpp"
