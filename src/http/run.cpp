@@ -14,7 +14,8 @@ namespace {
 constexpr setting<server_options> server_table[] = {
     {.name = "max-header-bytes", .where = &server_options::max_header_bytes,
      .help = "largest request line + headers; larger gets 431"},
-    {.name = "max-body-bytes", .where = &server_options::max_body_bytes, .help = "largest request body; larger gets 413"},
+    {.name = "max-body-bytes", .where = &server_options::max_body_bytes,
+     .help = "largest request body; larger gets 413"},
     {.name = "max-connections", .where = &server_options::max_connections,
      .help = "open connections per worker; more get 503"},
     {.name = "header-timeout", .where = &server_options::header_timeout,

@@ -81,7 +81,8 @@ void add_settings(flag_set& flags, T& into, std::span<const setting<T>> table) {
       void operator()(int T::*m) { flags.add_int(flag, &(into.*m), s.range.min, s.range.max, help); }
       void operator()(bool T::*m) { flags.add_bool(flag, &(into.*m), help); }
       void operator()(const typename setting<T>::parsed& p) {
-        flags.add_parsed(flag, help, [parse = p.parse, target = &into](std::string_view v) { return parse(v, *target); });
+        flags.add_parsed(flag, help,
+                         [parse = p.parse, target = &into](std::string_view v) { return parse(v, *target); });
       }
     };
     std::visit(adder{flags, into, s, flag, help}, s.where);

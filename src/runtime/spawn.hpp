@@ -25,14 +25,14 @@ struct spawn_spec {
   // Names removed from our environment besides: what a child of this kind is given only
   // sometimes (a heartbeat fd), so that a value inherited from our own parent cannot stand in.
   std::vector<std::string> unset;
-  bool listen_pid = false;        // LISTEN_PID=<the child's pid>, known only after fork
-  const run_as* user = nullptr;   // --user: the child drops to it before exec
+  bool listen_pid = false;       // LISTEN_PID=<the child's pid>, known only after fork
+  const run_as* user = nullptr;  // --user: the child drops to it before exec
   // Sent to the child when we die, even by SIGKILL, so no child outlives its parent.
   int death_signal = SIGTERM;
   // A Ctrl-C at the terminal reaches only us, and we stop the children in order, instead of
   // every child at once.
   bool own_process_group = true;
-  bool capture_output = false;    // stdout and stderr on pipes (spawned::out, err)
+  bool capture_output = false;  // stdout and stderr on pipes (spawned::out, err)
   // Instead of exec: run this in the forked child with the fds in place and every other fd
   // above 2 closed (an offload helper). It must not return.
   void (*run)() = nullptr;
