@@ -1,3 +1,5 @@
+// The one spawn (spawn.hpp says why there is only one). After fork only async-signal-safe
+// work: the parent may have threads, so everything the child uses is built before fork.
 #include "runtime/spawn.hpp"
 
 #include "runtime/worker_env.hpp"
@@ -92,8 +94,8 @@ spawned spawn(const spawn_spec& spec) {
     throw std::system_error(e, std::generic_category(), "pipe");
   }
 
-  // Everything the child needs is built before fork: the parent may have threads (the
-  // cluster agent, a worker's thread pool), so after fork the child must not call malloc.
+  // Built before fork: the parent may have threads (the cluster agent, a worker's thread
+  // pool), so after fork the child must not call malloc.
   std::vector<std::string> env_strings;
   std::vector<char*> envp, argv;
   char pid_entry[32] = {};
