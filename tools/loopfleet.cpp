@@ -4,8 +4,8 @@
 #include "control/client.hpp"
 #include "front/front.hpp"
 #include "runtime/flags.hpp"
+#include "runtime/spawn.hpp"
 #include "supervisor/config.hpp"
-#include "supervisor/spawn.hpp"
 #include "supervisor/supervisor.hpp"
 
 #include <boost/json.hpp>
@@ -80,7 +80,8 @@ int client_command(std::string_view command, std::vector<std::string_view> args)
     char* end = nullptr;
     std::string n(rest.front());
     long v = std::strtol(n.c_str(), &end, 10);
-    if (*end || v < 1 || v > 1024) return fail("scale: '" + n + "' is not a number from 1 to 1024");
+    if (*end || v < 1 || v > loopfleet::supervisor::max_workers)
+      return fail("scale: '" + n + "' is not a number from 1 to " + std::to_string(loopfleet::supervisor::max_workers));
     req["workers"] = v;
   } else if (!rest.empty()) {
     return fail("unexpected argument '" + std::string(rest.front()) + "' (see loopfleet --help)");
@@ -213,7 +214,7 @@ int run_command(std::vector<std::string_view> args) {
     std::fputs(loopfleet::supervisor::run_usage().c_str(), stdout);
     return 0;
   }
-  if (loopfleet::supervisor::find_executable(cfg.command.front()).empty())
+  if (loopfleet::find_executable(cfg.command.front()).empty())
     return fail("command '" + cfg.command.front() + "' not found or not executable (check the path after --)");
   std::vector<std::string> kept(args.begin(), args.end());
   return loopfleet::supervisor::run(std::move(cfg), std::move(kept));

@@ -5,7 +5,7 @@
 #include "runtime/error.hpp"
 #include "runtime/log.hpp"
 #include "supervisor/policy.hpp"
-#include "supervisor/private_dir.hpp"
+#include "runtime/private_dir.hpp"
 #include "supervisor/spawn.hpp"
 
 #include <boost/asio/as_tuple.hpp>

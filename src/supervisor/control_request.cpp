@@ -1,5 +1,7 @@
 #include "supervisor/control_request.hpp"
 
+#include "supervisor/config.hpp"
+
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 
@@ -19,8 +21,8 @@ std::variant<control_request, std::string> parse_control_request(std::string_vie
   if (c == "scale") {
     const boost::json::value* n = req->if_contains("workers");
     // Checked before narrowing to int: 4294967298 must not become 2.
-    if (!n || !n->is_int64() || n->as_int64() < 1 || n->as_int64() > 1024)
-      return std::string("scale needs \"workers\": a number from 1 to 1024");
+    if (!n || !n->is_int64() || n->as_int64() < 1 || n->as_int64() > max_workers)
+      return "scale needs \"workers\": a number from 1 to " + std::to_string(max_workers);
     return control_request{kind::scale, static_cast<int>(n->as_int64())};
   }
   return "unknown command '" + std::string(c) + "' (status, reload, stop, scale)";

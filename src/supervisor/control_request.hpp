@@ -12,7 +12,7 @@ namespace loopfleet::supervisor {
 
 struct control_request {
   enum class kind { status, reload, stop, scale } command;
-  int workers = 0;  // for scale: from 1 to 1024
+  int workers = 0;  // for scale: from 1 to max_workers
 };
 
 // The request, or the error sentence to reply with.

@@ -2,7 +2,7 @@
 
 #include "runtime/error.hpp"
 #include "supervisor/config.hpp"
-#include "supervisor/private_dir.hpp"
+#include "runtime/private_dir.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>

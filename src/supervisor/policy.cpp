@@ -1,10 +1,6 @@
 #include "supervisor/policy.hpp"
 
-#include <sys/wait.h>
-
 #include <algorithm>
-#include <csignal>
-#include <cstring>
 
 namespace loopfleet::supervisor {
 
@@ -80,16 +76,6 @@ std::string slot_state_name(const slot_view& s) {
   if (s.stalled) return "stalled";
   if (s.ready) return "ready";
   return degraded ? "degraded" : "starting";
-}
-
-std::string describe_exit(int status) {
-  if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) {
-    int sig = WTERMSIG(status);
-    const char* abbrev = ::sigabbrev_np(sig);
-    return "signal " + std::to_string(sig) + (abbrev ? std::string(" (SIG") + abbrev + ")" : "");
-  }
-  return "status " + std::to_string(status);
 }
 
 }  // namespace loopfleet::supervisor

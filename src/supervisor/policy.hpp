@@ -112,7 +112,4 @@ struct slot_view {
 bool still_degraded(const slot_view& s);
 std::string slot_state_name(const slot_view& s);  // ready, starting, stalled, degraded, restarting
 
-// "exit code 3", "signal 9 (SIGKILL)", from a waitpid status.
-std::string describe_exit(int wait_status);
-
 }  // namespace loopfleet::supervisor

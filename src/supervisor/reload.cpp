@@ -97,7 +97,7 @@ void master::fail_reload(const std::string& reason) {
 }
 
 std::optional<std::string> master::scale(int n) {
-  if (n < 1 || n > 1024) return "worker count must be from 1 to 1024";
+  if (n < 1 || n > max_workers) return "worker count must be from 1 to " + std::to_string(max_workers);
   if (reload_) return "a reload is in progress; scale after it";
   if (stopping_) return "the instance is stopping";
   try {

@@ -3,7 +3,7 @@
 // connections to the slots that serve.
 #include "supervisor/master.hpp"
 
-#include "runtime/handoff.hpp"
+#include "runtime/worker_env.hpp"
 #include "runtime/log.hpp"
 #include "runtime/notify.hpp"
 #include "supervisor/cluster_member.hpp"
@@ -54,37 +54,41 @@ void master::start_worker(int slot, role r) {
   spec.fds = sockets_->for_slot(slot);
   if (cfg_.run_user) spec.user = &*cfg_.run_user;
   int gen = reload_ && r == role::candidate ? reload_->generation : generation_;
-  spec.env = {"LISTEN_FDS=" + std::to_string(spec.fds.size()), "LISTEN_FDNAMES=" + sockets_->fd_names(),
-              "NOTIFY_SOCKET=" + notify_->name(), "LOOPFLEET_SLOT=" + std::to_string(slot),
-              "LOOPFLEET_WORKERS=" + std::to_string(fleet_.workers),  // offload pools size by it
-              "LOOPFLEET_NATS_URL=" + (cfg_.cluster ? nats_url(cfg_) : std::string()),
-              "LOOPFLEET_NODE=" + cfg_.node,
-              "LOOPFLEET_GENERATION=" + std::to_string(gen)};
+  namespace env = worker_env;
+  auto set = [&spec](const char* name, const std::string& value) { spec.env.push_back(name + ("=" + value)); };
+  set(env::listen_fds, std::to_string(spec.fds.size()));
+  set(env::listen_fdnames, sockets_->fd_names());
+  set(env::notify_socket, notify_->name());
+  set(env::slot, std::to_string(slot));
+  set(env::workers, std::to_string(fleet_.workers));
+  set(env::nats_url, cfg_.cluster ? nats_url(cfg_) : std::string());
+  set(env::node, cfg_.node);
+  set(env::generation, std::to_string(gen));
   // Python workers import the loopfleet package (its launchers) with nothing set by the user.
-  static const std::string python_path = worker_python_path(std::getenv("PYTHONPATH"));
-  if (!python_path.empty()) spec.env.push_back("PYTHONPATH=" + python_path);
+  static const std::string python_path = worker_python_path(std::getenv(env::python_path));
+  if (!python_path.empty()) set(env::python_path, python_path);
   // Each further descriptor is passed after the listening sockets and named by a variable.
-  auto pass = [&spec](const std::string& var, int fd) {
-    spec.env.push_back(var + "=" + std::to_string(3 + spec.fds.size()));
+  auto pass = [&spec, &set](const char* name, int fd) {
+    set(name, std::to_string(3 + spec.fds.size()));
     spec.fds.push_back(fd);
   };
   // A datagram socket already connected to NOTIFY_SOCKET: runtimes that cannot send to a
   // Unix socket by name (Node) write(2) "READY=1" to it.
   int notify_fd = notify_->connected_socket();
-  if (notify_fd >= 0) pass("LOOPFLEET_NOTIFY_FD", notify_fd);
+  if (notify_fd >= 0) pass(env::notify_fd, notify_fd);
   // Every worker may beat with WATCHDOG=1 (systemd's way); a native one also gets a heartbeat
   // region, beaten by its loop and read here without asking it anything.
   if (cfg_.watchdog.count() > 0)
-    spec.env.push_back("WATCHDOG_USEC=" + std::to_string(cfg_.watchdog.count() * 1000));
+    set(env::watchdog_usec, std::to_string(cfg_.watchdog.count() * 1000));
   int heartbeat_fd = -1;
   std::unique_ptr<heartbeat_map> beat;
   if (cfg_.watchdog.count() > 0 || cfg_.max_requests > 0) {
     beat = make_heartbeat(heartbeat_fd);
-    if (heartbeat_fd >= 0) pass("LOOPFLEET_HEARTBEAT_FD", heartbeat_fd);
+    if (heartbeat_fd >= 0) pass(env::heartbeat_fd, heartbeat_fd);
   }
   // A channel for connections the supervisor accepts on behalf of a stalled slot.
   int channel[2] = {-1, -1};
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, channel) == 0) pass(handoff::fd_env, channel[1]);
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, channel) == 0) pass(env::handoff_fd, channel[1]);
   auto close_extra = [&] {
     for (int fd : {notify_fd, heartbeat_fd, channel[1]})
       if (fd >= 0) ::close(fd);

@@ -39,11 +39,6 @@ TEST(Backoff, LongCrashLoopsDoNotOverflow) {
   EXPECT_EQ(decide_restart(p, 100000, 0ms).delay, 30s);
 }
 
-TEST(ExitText, CodesAndSignals) {
-  EXPECT_EQ(describe_exit(3 << 8), "exit code 3");
-  EXPECT_EQ(describe_exit(9), "signal 9 (SIGKILL)");
-}
-
 TEST(Steering, ProgramPicksOnlyServingSlots) {
   auto prog = steering_program({0, 2});
   // load random, mod 2, (jeq, ret) x2, default ret
