@@ -175,7 +175,10 @@ std::string format_status(const std::string& reply_json) {
       bool quorum = true_at(d, "quorum");
       out += "  " + fixed(d.if_contains("kind"), 8, true) + " " + fixed(d.if_contains("name"), 20, true) + " " +
              fixed(d.if_contains("has"), 0) + " of " + fixed(d.if_contains("want"), 0) + " replicas, " +
-             fixed(d.if_contains("in_sync"), 0) + " in sync, " + (quorum ? "quorum" : "NO QUORUM") + "\n";
+             fixed(d.if_contains("in_sync"), 0) + " in sync, " + (quorum ? "quorum" : "NO QUORUM");
+      if (const auto* on = d.if_contains("servers"); on && on->is_string() && !on->get_string().empty())
+        out += "; on " + std::string(on->get_string());
+      out += "\n";
     }
   }
   return out;
