@@ -1,25 +1,20 @@
 #include "supervisor/fleet.hpp"
 
-#include <sys/mman.h>
 #include <unistd.h>
 
 namespace loopfleet::supervisor {
-
-heartbeat_map::~heartbeat_map() {
-  if (region) ::munmap(region, sizeof(heartbeat_region));
-}
 
 process::~process() {
   if (handoff >= 0) ::close(handoff);
 }
 
 std::optional<heartbeat_reading> process::beating(std::int64_t now_ns) const {
-  if (!heartbeat || !heartbeat->region) return std::nullopt;
-  return read_heartbeat(*heartbeat->region, now_ns);
+  if (!heartbeat) return std::nullopt;
+  return read_heartbeat(heartbeat->region(), now_ns);
 }
 
 std::uint64_t process::requests() const {
-  return heartbeat && heartbeat->region ? heartbeat->region->counters.requests.load() : 0;
+  return heartbeat ? heartbeat->region().counters.requests.load() : 0;
 }
 
 process* fleet::find(pid_t pid) {

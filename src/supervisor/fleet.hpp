@@ -26,15 +26,6 @@ using clock = std::chrono::steady_clock;
 
 enum class role { current, candidate, retiring, rejected };
 
-// The supervisor's mapping of a worker's heartbeat region (shared memory it created).
-struct heartbeat_map {
-  heartbeat_region* region = nullptr;
-  heartbeat_map() = default;
-  heartbeat_map(const heartbeat_map&) = delete;
-  heartbeat_map& operator=(const heartbeat_map&) = delete;
-  ~heartbeat_map();
-};
-
 struct process {
   explicit process(boost::asio::io_context& loop) : timer(loop) {}
   ~process();
@@ -51,7 +42,7 @@ struct process {
   std::shared_ptr<std::deque<std::string>> last_stderr = std::make_shared<std::deque<std::string>>();
   std::shared_ptr<output_reader> out, err;
   std::string status;                        // last STATUS= text
-  std::unique_ptr<heartbeat_map> heartbeat;  // native workers under --watchdog or --max-requests
+  std::unique_ptr<heartbeat_page> heartbeat;  // native workers under --watchdog or --max-requests
   std::int64_t last_ping_ns = 0;             // last WATCHDOG=1 (any worker)
   bool suspect = false;                      // beats late: new connections steered elsewhere
   bool stalled = false;                      // past the watchdog: being killed

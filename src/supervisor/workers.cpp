@@ -13,7 +13,6 @@
 #include "supervisor/spawn.hpp"
 
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,28 +22,6 @@
 #include <cstring>
 
 namespace loopfleet::supervisor {
-
-namespace {
-
-// The shared page a native worker's loop beats; nullptr (with a warning) if it cannot be made.
-// Returns the descriptor the worker inherits through `fd` (-1 on failure).
-std::unique_ptr<heartbeat_map> make_heartbeat(int& fd) {
-  auto beat = std::make_unique<heartbeat_map>();
-  fd = ::memfd_create("loopfleet-heartbeat", MFD_CLOEXEC);
-  void* mem = MAP_FAILED;
-  if (fd >= 0 && ::ftruncate(fd, sizeof(heartbeat_region)) == 0)
-    mem = ::mmap(nullptr, sizeof(heartbeat_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (mem == MAP_FAILED) {
-    log::warn(std::string("cannot create a heartbeat region: ") + std::strerror(errno));
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-    return beat;
-  }
-  beat->region = new (mem) heartbeat_region();
-  return beat;
-}
-
-}  // namespace
 
 void master::start_worker(int slot, role r) {
   std::string exe = find_executable(cfg_.command.front());
@@ -80,18 +57,19 @@ void master::start_worker(int slot, role r) {
   // region, beaten by its loop and read here without asking it anything.
   if (cfg_.watchdog.count() > 0)
     set(env::watchdog_usec, std::to_string(cfg_.watchdog.count() * 1000));
-  int heartbeat_fd = -1;
-  std::unique_ptr<heartbeat_map> beat;
+  std::unique_ptr<heartbeat_page> beat;
   if (cfg_.watchdog.count() > 0 || cfg_.max_requests > 0) {
-    beat = make_heartbeat(heartbeat_fd);
-    if (heartbeat_fd >= 0) pass(env::heartbeat_fd, heartbeat_fd);
+    beat = heartbeat_page::create();
+    if (beat) pass(env::heartbeat_fd, beat->fd());
+    else log::warn(std::string("cannot create a heartbeat region: ") + std::strerror(errno));
   }
   // A channel for connections the supervisor accepts on behalf of a stalled slot.
   int channel[2] = {-1, -1};
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, channel) == 0) pass(env::handoff_fd, channel[1]);
   auto close_extra = [&] {
-    for (int fd : {notify_fd, heartbeat_fd, channel[1]})
+    for (int fd : {notify_fd, channel[1]})
       if (fd >= 0) ::close(fd);
+    if (beat) beat->close_fd();  // the worker has its own; the mapping stays
   };
   spawned s;
   try {
