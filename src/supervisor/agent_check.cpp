@@ -19,10 +19,10 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 
 agent_check_server::agent_check_server(asio::io_context& loop, const std::string& address,
-                                       std::function<std::string()> reply)
+                                       std::function<std::string()> reply, const listener* inherited)
     : acceptor_(loop), reply_(std::move(reply)) {
   auto parsed = std::get<listen_address>(parse_listen_address(address));
-  listener l = bind_listener(parsed, "--agent-check " + address, 64);
+  listener l = inherited ? *inherited : bind_listener(parsed, "--agent-check " + address, 64);
   acceptor_.assign(l.family == AF_INET6 ? tcp::v6() : tcp::v4(), l.fd);
 }
 

@@ -5,6 +5,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <loopfleet/runtime.hpp>
+
 #include <functional>
 #include <string>
 
@@ -13,7 +15,11 @@ namespace loopfleet::supervisor {
 class agent_check_server {
  public:
   // Binds `address` (checked with the config); throws startup_error if it is taken.
-  agent_check_server(boost::asio::io_context& loop, const std::string& address, std::function<std::string()> reply);
+  // `inherited`: a predecessor's socket for it (loopfleet upgrade), so HAProxy's checks are
+  // answered throughout.
+  agent_check_server(boost::asio::io_context& loop, const std::string& address, std::function<std::string()> reply,
+                     const listener* inherited = nullptr);
+  int native_handle() { return acceptor_.native_handle(); }
   void start();
   void close();
 

@@ -46,8 +46,12 @@ json::object control_reply(bool good, std::string text) {
 }
 
 control_server::control_server(asio::io_context& loop, std::string path, const std::string& instance,
-                               handler on_request)
+                               handler on_request, int inherited)
     : path_(std::move(path)), acceptor_(loop), on_request_(std::move(on_request)) {
+  if (inherited >= 0) {
+    acceptor_.assign(unix_socket(), inherited);
+    return;
+  }
   sockaddr_un sun{};
   if (path_.size() >= sizeof sun.sun_path)
     throw startup_error("control socket path " + path_ + " is too long (use a shorter --control)");
@@ -106,9 +110,13 @@ asio::awaitable<void> control_server::serve(unix_socket::socket client) {
 
 void control_server::close() {
   if (!acceptor_.is_open()) return;
+  release();
+  ::unlink(path_.c_str());
+}
+
+void control_server::release() {
   boost::system::error_code ignored;
   acceptor_.close(ignored);
-  ::unlink(path_.c_str());
 }
 
 }  // namespace loopfleet::supervisor

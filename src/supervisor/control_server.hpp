@@ -23,9 +23,15 @@ class control_server {
   using handler = std::function<void(const control_request&, reply_fn reply)>;
 
   // Throws startup_error, naming the fix, when the socket cannot be made at `path`.
-  control_server(boost::asio::io_context& loop, std::string path, const std::string& instance, handler on_request);
+  // `inherited` >= 0: a predecessor's listening socket at `path` (loopfleet upgrade), taken
+  // as it is: it answers at the same path without a moment of absence.
+  control_server(boost::asio::io_context& loop, std::string path, const std::string& instance, handler on_request,
+                 int inherited = -1);
   void start();
   void close();  // stops accepting and removes the socket file
+  // Stops accepting but leaves the file: a successor answers on it now.
+  void release();
+  int native_handle() { return acceptor_.native_handle(); }
 
  private:
   boost::asio::awaitable<void> serve(boost::asio::local::stream_protocol::socket client);

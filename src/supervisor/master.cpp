@@ -47,22 +47,44 @@ int master::resolve_workers(const config& c, std::string& from) {
 
 // Everything that can fail because of the user's input, in the order its errors make sense.
 void master::open_everything() {
-  control_ = std::make_unique<control_server>(loop_, cfg_.control, cfg_.name,
-                                              [this](const control_request& req, auto reply) { on_control(req, reply); });
+  // Sockets passed to us: systemd's (socket activation) or a predecessor's (upgrade.cpp).
+  auto inherited = take_handed_over(adopt_listen_fds());
+  control_ = std::make_unique<control_server>(
+      loop_, cfg_.control, cfg_.name, [this](const control_request& req, auto reply) { on_control(req, reply); },
+      inherited_control_ ? inherited_control_->fd : -1);
   if (cfg_.cluster && cfg_.nats.empty()) cluster_member::prepare_data_dir(cfg_);
-  auto inherited = adopt_listen_fds();
   sockets_ = std::make_unique<listen_sockets>(cfg_.distribution, cfg_.listen, cfg_.backlog, fleet_.workers, inherited);
   notify_ = std::make_unique<notify_listener>(loop_, [this](pid_t pid, std::string_view m) { on_notify(pid, m); });
+  auto adopted = [](std::optional<listener>& l) { return l ? &*l : nullptr; };
   if (!cfg_.agent_check.empty())
-    agent_check_ = std::make_unique<agent_check_server>(loop_, cfg_.agent_check, [this] {
-      return agent_check_reply(fleet_.workers, fleet_.serving(), stopping_);
-    });
+    agent_check_ = std::make_unique<agent_check_server>(
+        loop_, cfg_.agent_check, [this] { return agent_check_reply(fleet_.workers, fleet_.serving(), stopping_); },
+        adopted(inherited_agent_check_));
   if (!cfg_.admin.empty())
-    admin_ = std::make_unique<admin_endpoint>(loop_, cfg_.admin, [this] {
-      json::object o = status_json();
-      o["ok"] = true;  // as the control socket replies: what `loopfleet status --json` prints
-      return o;
-    });
+    admin_ = std::make_unique<admin_endpoint>(
+        loop_, cfg_.admin,
+        [this] {
+          json::object o = status_json();
+          o["ok"] = true;  // as the control socket replies: what `loopfleet status --json` prints
+          return o;
+        },
+        adopted(inherited_admin_));
+}
+
+// Who started us, told when every slot serves (tell_parent_if_all_ready): systemd with
+// Type=notify, or a predecessor handing over. systemd stays known across upgrades, so the
+// last supervisor can still name itself its main pid.
+void master::find_parent() {
+  const char* socket = std::getenv("NOTIFY_SOCKET");
+  std::string parent_socket = socket ? socket : "";
+  parent_ = notifier::from_environment();
+  if (const char* s = std::getenv("LOOPFLEET_SYSTEMD_NOTIFY")) {
+    systemd_socket_ = s;
+    ::unsetenv("LOOPFLEET_SYSTEMD_NOTIFY");
+  } else if (!std::getenv("LOOPFLEET_UPGRADE_GENERATION")) {
+    systemd_socket_ = parent_socket;
+  }
+  if (!systemd_socket_.empty()) systemd_ = notifier(systemd_socket_, std::chrono::microseconds(0));
 }
 
 int master::run() {
@@ -72,6 +94,7 @@ int master::run() {
   // are reaped here and never linger as zombies of an init that does not reap.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   fleet_.workers = resolve_workers(cfg_, workers_from_);
+  find_parent();
   try {
     open_everything();
   } catch (const startup_error& e) {
@@ -85,7 +108,7 @@ int master::run() {
     control_->close();
     return 2;
   }
-  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD}) signals_.add(sig);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR2}) signals_.add(sig);
   asio::co_spawn(loop_, handle_signals(), asio::detached);
   control_->start();
   if (agent_check_) agent_check_->start();
@@ -133,6 +156,10 @@ void master::on_signal(int sig) {
     case SIGHUP:
       begin_reload([](bool, std::string) {});
       break;
+    case SIGUSR2:
+      log::info("SIGUSR2: upgrading to the loopfleet binary on disk");
+      begin_upgrade({}, [](bool, std::string) {});
+      break;
     case SIGQUIT:
       log::info("SIGQUIT: fast stop");
       stop(true);
@@ -165,6 +192,10 @@ void master::on_control(const control_request& req, std::function<void(json::obj
       log::info("stop requested over the control socket");
       reply(control_reply(true, "stopping"));
       return asio::post(loop_, [this] { stop(false); });
+    case control_request::kind::upgrade:
+      log::info("upgrade requested over the control socket");
+      return begin_upgrade(req.binary,
+                           [reply](bool good, std::string message) { reply(control_reply(good, std::move(message))); });
     case control_request::kind::scale: {
       auto err = scale(req.workers);
       return reply(err ? control_reply(false, *err)
@@ -178,10 +209,14 @@ void master::stop(bool fast) {
   stopping_ = true;
   if (cluster_) cluster_->begin_stop();
   if (reload_) fail_reload("the instance is stopping");
+  if (upgrade_) {
+    ::kill(upgrade_->pid, SIGTERM);
+    fail_upgrade("the instance is stopping");
+  }
   // Behind HAProxy: the agent check now says "drain". The workers keep serving while the
   // balancers notice (their agent-inter) and send new connections to other nodes; stopping
   // them at once would reset what the balancers still send here.
-  if (!fast && agent_check_ && cfg_.front_drain.count() > 0) {
+  if (!fast && !handed_over_ && agent_check_ && cfg_.front_drain.count() > 0) {
     log::info("telling the front to drain; the workers stop in " + ms_text(cfg_.front_drain));
     front_drain_.expires_after(cfg_.front_drain);
     front_drain_.async_wait([this](boost::system::error_code ec) {
@@ -210,8 +245,9 @@ void master::finish() {
   front_drain_.cancel();
   checks_.cancel();
   if (agent_check_) agent_check_->close();
-  control_->close();
-  log::info("stopped");
+  if (handed_over_) control_->release();  // its file is the successor's now
+  else control_->close();
+  log::info(handed_over_ ? "stopped: the successor serves" : "stopped");
   loop_.stop();
 }
 

@@ -7,10 +7,12 @@
 //   workers.cpp  starting, readiness, exits and restarts, steering
 //   watchdog.cpp stalled loops, recycling, handing over stalled queues
 //   reload.cpp   reload (a new generation, committed or rolled back) and scale
+//   upgrade.cpp  replacing this supervisor by a new binary (loopfleet upgrade, SIGUSR2)
 //   status.cpp   the status JSON and the cluster heartbeat
 // Private to src/supervisor: supervisor.hpp is the public entry point.
 #pragma once
 
+#include "runtime/notify.hpp"
 #include "supervisor/config.hpp"
 #include "supervisor/fleet.hpp"
 #include "supervisor/queue_handoff.hpp"
@@ -53,6 +55,7 @@ class master {
  private:
   // master.cpp
   void open_everything();  // throws startup_error
+  void find_parent();
   boost::asio::awaitable<void> handle_signals();
   void on_signal(int sig);
   void on_control(const control_request& req, std::function<void(boost::json::object)> reply);
@@ -89,6 +92,16 @@ class master {
   void commit_reload();
   void fail_reload(const std::string& reason);
   std::optional<std::string> scale(int n);
+
+  // upgrade.cpp
+  void begin_upgrade(std::string binary, done_fn done);
+  void commit_upgrade();
+  void fail_upgrade(const std::string& reason);
+  // The predecessor's sockets by the name it gave them (a successor's start-up).
+  std::vector<listener> take_handed_over(std::vector<listener> inherited);
+  // Says READY=1 to whoever started us (systemd, or a predecessor waiting to hand over) the
+  // first time every slot serves.
+  void tell_parent_if_all_ready();
 
   // status.cpp
   boost::json::object status_json();
@@ -134,6 +147,23 @@ class master {
     std::vector<done_fn> waiters;
   };
   std::optional<reload_state> reload_;
+
+  struct upgrade_state {
+    pid_t pid;           // the new supervisor
+    std::string binary;
+    std::vector<done_fn> waiters;
+  };
+  std::optional<upgrade_state> upgrade_;
+  boost::asio::steady_timer upgrade_deadline_{loop_};
+  bool handed_over_ = false;  // a successor serves: drain, leave the sockets and their files to it
+  // Who started us: a predecessor's notify socket (upgrade) or systemd's (Type=notify); told
+  // READY=1 once. systemd_ stays for MAINPID= when we hand over.
+  notifier parent_;
+  notifier systemd_;
+  std::string systemd_socket_;
+  bool told_ready_ = false;
+  // A predecessor's control, agent-check and admin sockets, adopted at start-up.
+  std::optional<listener> inherited_control_, inherited_agent_check_, inherited_admin_;
 };
 
 }  // namespace loopfleet::supervisor

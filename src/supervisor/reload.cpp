@@ -15,6 +15,7 @@ namespace loopfleet::supervisor {
 void master::begin_reload(done_fn done) {
   if (stopping_) return done(false, "the instance is stopping");
   if (reload_) return done(false, "a reload is already in progress");
+  if (upgrade_) return done(false, "an upgrade is in progress; reload after it");
   // Counted once per attempt, whichever way it ends: refused, rolled back or committed.
   done = [this, done = std::move(done)](bool ok, std::string message) {
     ++(ok ? reloads_ok_ : reloads_failed_);
@@ -71,6 +72,7 @@ void master::commit_reload() {
   workers_from_ = std::move(reload_->workers_from);
   ever_ready_ = true;
   update_steering();
+  tell_parent_if_all_ready();
   std::string msg = "generation " + std::to_string(generation_) + " serving with " + std::to_string(n) +
                     " workers; the previous workers are draining";
   log::info("reload: " + msg);
@@ -99,6 +101,7 @@ void master::fail_reload(const std::string& reason) {
 std::optional<std::string> master::scale(int n) {
   if (n < 1 || n > max_workers) return "worker count must be from 1 to " + std::to_string(max_workers);
   if (reload_) return "a reload is in progress; scale after it";
+  if (upgrade_) return "an upgrade is in progress; scale the new supervisor after it";
   if (stopping_) return "the instance is stopping";
   try {
     sockets_->ensure_slots(n);

@@ -129,7 +129,10 @@ void master::reap() {
   int status = 0;
   pid_t pid;
   while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
-    if (cluster_ && cluster_->owns(pid)) cluster_->on_exit(status);
+    if (upgrade_ && pid == upgrade_->pid)
+      fail_upgrade("the new supervisor exited (" + describe_exit(status) +
+                   ") before all its workers were ready; its own log lines above say why");
+    else if (cluster_ && cluster_->owns(pid)) cluster_->on_exit(status);
     else on_exit(pid, status);
     if (stopping_ && fleet_.processes().empty()) finish();
   }
@@ -208,8 +211,11 @@ bool master::first_start_failed(const process& p, const std::string& reason) {
 
 void master::on_notify(pid_t pid, std::string_view message) {
   process* p = fleet_.find(pid);
-  if (!p) return;  // only the worker itself speaks for its slot
   notify_message m = parse_notify(message);
+  if (!p) {  // only the worker itself speaks for its slot; or our successor, when it is ready
+    if (upgrade_ && pid == upgrade_->pid && m.ready) commit_upgrade();
+    return;
+  }
   if (m.status) p->status = std::string(*m.status);
   if (m.watchdog) p->last_ping_ns = monotonic_ns();
   if (m.handoff) p->takes_connections = true;
@@ -225,6 +231,7 @@ void master::mark_ready(process& p) {
   if (p.r == role::current) {
     ever_ready_ = true;
     update_steering();
+    tell_parent_if_all_ready();
   } else if (p.r == role::candidate && reload_) {
     std::vector<candidate_view> candidates;
     for (int i = 0; i < static_cast<int>(fleet_.slots.size()); ++i)
@@ -260,7 +267,8 @@ void master::retire(process& p, int sig, milliseconds grace) {
 }
 
 void master::update_steering() {
-  if (cfg_.distribution != distribution::reuseport) return;
+  // After an upgrade the successor's program steers the groups: ours would override it.
+  if (cfg_.distribution != distribution::reuseport || handed_over_) return;
   // A loop that beats late accepts nothing: its slot's queue must stop growing.
   sockets_->steer(steering_set(fleet_.serves()));
 }
