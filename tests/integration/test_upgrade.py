@@ -143,3 +143,37 @@ def test_a_cluster_node_upgraded_during_a_stream_of_jobs_loses_none(tmp_path):
         if successor:
             stop_successor(node, successor)
         node.stop()
+
+
+def test_under_a_notify_parent_it_says_ready_and_names_its_successor_mainpid(tmp_path):
+    """What systemd (Type=notify) reads on NOTIFY_SOCKET: READY=1 once every slot serves, and
+    MAINPID= of the successor when an upgrade hands over, so the unit follows the new pid.
+    (No systemd runs here: the socket is read the way systemd reads it.)"""
+    import socket as so
+    path = str(tmp_path / "notify.sock")
+    server = so.socket(so.AF_UNIX, so.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(30 * SLOW)
+    sup = Supervisor(2, [], None, tmp=str(tmp_path), env={"NOTIFY_SOCKET": path})
+    successor = None
+    try:
+        first = server.recv(4096).decode()
+        assert "READY=1" in first and "2 workers serving" in first, first
+        done = sup.cli("upgrade", timeout=120)
+        assert done.returncode == 0, done.stderr
+        successor = sup.status()["pid"]
+        said = server.recv(4096).decode()
+        assert said == f"MAINPID={successor}", said
+        assert sup.proc.wait(timeout=60 * SLOW) == 0
+        # The successor keeps systemd's socket: its own upgrade names the next one.
+        again = sup.cli("upgrade", timeout=120)
+        assert again.returncode == 0, again.stderr
+        third = sup.status()["pid"]
+        assert server.recv(4096).decode() == f"MAINPID={third}"
+        wait_until(lambda: not pid_alive(successor), timeout=60, what="the second supervisor gone")
+        successor = third
+    finally:
+        if successor:
+            stop_successor(sup, successor)
+        sup.stop()
+        server.close()
