@@ -1,4 +1,5 @@
 #include "control/client.hpp"
+#include "supervisor/status_model.hpp"
 
 #include "runtime/private_dir.hpp"
 
@@ -15,6 +16,8 @@
 #include <vector>
 
 namespace loopfleet::control {
+
+namespace key = status_key;
 
 std::optional<std::string> locate(const std::string& explicit_path, const std::string& name, std::string& path) {
   if (!explicit_path.empty()) {
@@ -126,54 +129,54 @@ std::string format_status(const std::string& reply_json) {
   auto v = boost::json::parse(reply_json, ec);
   if (ec || !v.is_object()) return "unreadable status reply: " + reply_json + "\n";
   const auto& o = v.as_object();
-  std::string out = "instance " + fixed(o.if_contains("name"), 0) + "  pid " + fixed(o.if_contains("pid"), 0) +
-                    "  generation " + fixed(o.if_contains("generation"), 0) + "  " +
-                    fixed(o.if_contains("distribution"), 0) + "  " + fixed(o.if_contains("listen"), 0) +
-                    "  workers " + fixed(o.if_contains("workers"), 0) + " (" + fixed(o.if_contains("workers_from"), 0) +
-                    ")" + (true_at(o, "reloading") ? "  (reloading)" : "") + "\n";
+  std::string out = "instance " + fixed(o.if_contains(key::name), 0) + "  pid " + fixed(o.if_contains(key::pid), 0) +
+                    "  generation " + fixed(o.if_contains(key::generation), 0) + "  " +
+                    fixed(o.if_contains(key::distribution), 0) + "  " + fixed(o.if_contains(key::listen), 0) +
+                    "  workers " + fixed(o.if_contains(key::workers), 0) + " (" + fixed(o.if_contains(key::workers_from), 0) +
+                    ")" + (true_at(o, key::reloading) ? "  (reloading)" : "") + "\n";
   out += "SLOT      PID  GEN  STATE       UPTIME_S  RESTARTS  RSS_MIB  BEAT_MS  LAG99_MS  CONNS  INFLIGHT    REQUESTS"
          "  LAST_EXIT\n";
-  for (const auto& s : array_at(o, "slots")) {
+  for (const auto& s : array_at(o, key::slots)) {
     if (!s.is_object()) continue;
     const auto& j = s.get_object();
     std::string rss = "-";
-    if (auto* r = j.if_contains("rss_kib"); r && r->is_int64()) {
+    if (auto* r = j.if_contains(key::rss_kib); r && r->is_int64()) {
       char b[32];
       std::snprintf(b, sizeof b, "%.1f", r->as_int64() / 1024.0);
       rss = b;
     }
     boost::json::value rss_v(rss);
     std::string helpers;
-    for (const auto& x : array_at(j, "helpers"))
-      if (x.is_object()) helpers += (helpers.empty() ? "  helpers: " : " ") + fixed(x.get_object().if_contains("pid"), 0);
+    for (const auto& x : array_at(j, key::helpers))
+      if (x.is_object()) helpers += (helpers.empty() ? "  helpers: " : " ") + fixed(x.get_object().if_contains(key::pid), 0);
     // Why a worker could not start (its last stderr line) says more than its exit code.
     std::string why;
-    if (auto* e = j.if_contains("last_error"); e && e->is_string() && !e->as_string().empty())
+    if (auto* e = j.if_contains(key::last_error); e && e->is_string() && !e->as_string().empty())
       why = ": " + std::string(e->as_string());
-    out += fixed(j.if_contains("slot"), 4) + " " + fixed(j.if_contains("pid"), 8) + " " +
-           fixed(j.if_contains("generation"), 4) + "  " + fixed(j.if_contains("state"), 10, true) + " " +
-           fixed(j.if_contains("uptime_s"), 9) + " " + fixed(j.if_contains("restarts"), 9) + " " +
-           fixed(&rss_v, 8) + " " + fixed(j.if_contains("heartbeat_age_ms"), 8) + " " +
-           fixed(j.if_contains("lag_p99_ms"), 9) + " " + fixed(j.if_contains("connections"), 6) + " " +
-           fixed(j.if_contains("in_flight"), 9) + " " + fixed(j.if_contains("requests"), 11) + "  " +
-           fixed(j.if_contains("last_exit"), 0, true) + why + helpers + "\n";
+    out += fixed(j.if_contains(key::slot), 4) + " " + fixed(j.if_contains(key::pid), 8) + " " +
+           fixed(j.if_contains(key::generation), 4) + "  " + fixed(j.if_contains(key::state), 10, true) + " " +
+           fixed(j.if_contains(key::uptime_s), 9) + " " + fixed(j.if_contains(key::restarts), 9) + " " +
+           fixed(&rss_v, 8) + " " + fixed(j.if_contains(key::heartbeat_age_ms), 8) + " " +
+           fixed(j.if_contains(key::lag_p99_ms), 9) + " " + fixed(j.if_contains(key::connections), 6) + " " +
+           fixed(j.if_contains(key::in_flight), 9) + " " + fixed(j.if_contains(key::requests), 11) + "  " +
+           fixed(j.if_contains(key::last_exit), 0, true) + why + helpers + "\n";
   }
-  for (const auto& d : array_at(o, "draining")) {
+  for (const auto& d : array_at(o, key::draining)) {
     if (!d.is_object()) continue;
     const auto& j = d.get_object();
-    out += fixed(j.if_contains("slot"), 4) + " " + fixed(j.if_contains("pid"), 8) + " " +
-           fixed(j.if_contains("generation"), 4) + "  draining\n";
+    out += fixed(j.if_contains(key::slot), 4) + " " + fixed(j.if_contains(key::pid), 8) + " " +
+           fixed(j.if_contains(key::generation), 4) + "  draining\n";
   }
   // The cluster: where this node's jobs are stored, and whether that is what was promised.
-  if (auto* c = o.if_contains("cluster"); c && c->is_object()) {
+  if (auto* c = o.if_contains(key::cluster); c && c->is_object()) {
     const auto& j = c->as_object();
-    out += "cluster node " + fixed(j.if_contains("node"), 0) + "  nats " + fixed(j.if_contains("nats"), 0) +
-           (true_at(j, "nats_ready") ? "" : " (not ready)") + "\n";
-    for (const auto& x : array_at(j, "streams")) {
+    out += "cluster node " + fixed(j.if_contains(key::node), 0) + "  nats " + fixed(j.if_contains(key::nats), 0) +
+           (true_at(j, key::nats_ready) ? "" : " (not ready)") + "\n";
+    for (const auto& x : array_at(j, key::streams)) {
       if (!x.is_object()) continue;
       const auto& d = x.get_object();
       bool quorum = true_at(d, "quorum");
-      out += "  " + fixed(d.if_contains("kind"), 8, true) + " " + fixed(d.if_contains("name"), 20, true) + " " +
+      out += "  " + fixed(d.if_contains("kind"), 8, true) + " " + fixed(d.if_contains(key::name), 20, true) + " " +
              fixed(d.if_contains("has"), 0) + " of " + fixed(d.if_contains("want"), 0) + " replicas, " +
              fixed(d.if_contains("in_sync"), 0) + " in sync, " + (quorum ? "quorum" : "NO QUORUM");
       if (const auto* on = d.if_contains("servers"); on && on->is_string() && !on->get_string().empty())

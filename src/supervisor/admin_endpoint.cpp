@@ -1,4 +1,5 @@
 #include "supervisor/admin_endpoint.hpp"
+#include "supervisor/status_model.hpp"
 
 #include "http/server.hpp"
 #include "runtime/address.hpp"
@@ -18,6 +19,8 @@
 #include <vector>
 
 namespace loopfleet::supervisor {
+
+namespace key = status_key;
 namespace json = boost::json;
 namespace {
 
@@ -161,12 +164,12 @@ std::string text_at(const json::object& o, std::string_view key) {
 // Per worker: slot, pid and generation label each sample, so a replaced worker is a new series.
 void render_workers(exposition& e, const json::array& slots) {
   auto worker_labels = [](const json::object& s) {
-    labels l{{"slot", text_at(s, "slot")}, {"pid", text_of(s.at("pid"))}};
-    if (const json::value* g = s.if_contains("generation")) l.emplace_back("generation", text_of(*g));
+    labels l{{"slot", text_at(s, key::slot)}, {"pid", text_of(s.at(key::pid))}};
+    if (const json::value* g = s.if_contains(key::generation)) l.emplace_back("generation", text_of(*g));
     return l;
   };
   auto has_worker = [](const json::object& s) {
-    const json::value* p = s.if_contains("pid");
+    const json::value* p = s.if_contains(key::pid);
     return p && p->is_number();
   };
   for (const auto& f : worker_families) {
@@ -180,7 +183,7 @@ void render_workers(exposition& e, const json::array& slots) {
   e.family("loopfleet_worker_ready", "gauge", "1 when the worker is ready (said READY=1 and is not stalled), else 0.");
   for (const auto& sv : slots) {
     const json::object& s = sv.as_object();
-    if (has_worker(s)) e.sample(worker_labels(s), text_at(s, "state") == "ready" ? "1" : "0");
+    if (has_worker(s)) e.sample(worker_labels(s), text_at(s, key::state) == "ready" ? "1" : "0");
   }
 }
 
@@ -190,10 +193,10 @@ void render_slots(exposition& e, const json::array& slots) {
            "stall (killed by the watchdog), not_ready (no READY within --ready-timeout).");
   for (const auto& sv : slots) {
     const json::object& s = sv.as_object();
-    const json::value* by = s.if_contains("restarts_by_reason");
+    const json::value* by = s.if_contains(key::restarts_by_reason);
     if (!by || !by->is_object()) continue;
     for (const auto& [reason, n] : by->as_object())
-      if (n.is_number()) e.sample({{"slot", text_at(s, "slot")}, {"reason", std::string(reason)}}, number_text(n));
+      if (n.is_number()) e.sample({{"slot", text_at(s, key::slot)}, {"reason", std::string(reason)}}, number_text(n));
   }
   for (const auto& f : slot_families) {
     e.family(f.name, "counter", f.help);
@@ -224,11 +227,11 @@ void render_instance(exposition& e, const json::object& status, const json::arra
   for (const auto& sv : slots) degraded += text_at(sv.as_object(), "state") == "degraded";
   e.family("loopfleet_slots_degraded", "gauge", "Slots in a crash loop (--degraded-after failed starts in a row).");
   e.sample({}, static_cast<double>(degraded));
-  if (const json::value* d = status.if_contains("draining"); d && d->is_array()) {
+  if (const json::value* d = status.if_contains(key::draining); d && d->is_array()) {
     e.family("loopfleet_workers_draining", "gauge", "Workers of older generations finishing their requests.");
     e.sample({}, static_cast<double>(d->as_array().size()));
   }
-  if (const json::value* r = status.if_contains("reloads"); r && r->is_object()) {
+  if (const json::value* r = status.if_contains(key::reloads); r && r->is_object()) {
     e.family("loopfleet_reloads_total", "counter",
              "Reloads by result: ok (the new generation serves), failed (refused or rolled back).");
     for (const auto& [result, n] : r->as_object())
@@ -238,23 +241,23 @@ void render_instance(exposition& e, const json::object& status, const json::arra
 
 // The cluster layer, when on: what the node agent last read.
 void render_cluster(exposition& e, const json::object& status) {
-  const json::value* cv = status.if_contains("cluster");
+  const json::value* cv = status.if_contains(key::cluster);
   if (!cv || !cv->is_object()) return;
   const json::object& c = cv->as_object();
-  if (const json::value* n = number(c, "nodes")) {
+  if (const json::value* n = number(c, key::nodes)) {
     e.family("loopfleet_cluster_nodes", "gauge",
              "Nodes whose heartbeat in the nodes bucket is fresh, this one included.");
     e.sample({}, number_text(*n));
   }
-  if (const json::value* r = c.if_contains("nats_ready"); r && r->is_bool()) {
+  if (const json::value* r = c.if_contains(key::nats_ready); r && r->is_bool()) {
     e.family("loopfleet_cluster_nats_ready", "gauge", "1 once the node's nats-server accepts clients.");
     e.sample({}, r->as_bool() ? "1" : "0");
   }
-  if (const json::value* r = number(c, "nats_restarts")) {
+  if (const json::value* r = number(c, key::nats_restarts)) {
     e.family("loopfleet_cluster_nats_restarts_total", "counter", "Restarts of the node's nats-server.");
     e.sample({}, number_text(*r));
   }
-  const json::value* st = c.if_contains("streams");
+  const json::value* st = c.if_contains(key::streams);
   if (!st || !st->is_array()) return;
   static const keyed_family stream_families[] = {
       {"loopfleet_cluster_stream_replicas", "has", "Replicas a stream, bucket or consumer is configured with now."},
@@ -269,7 +272,7 @@ void render_cluster(exposition& e, const json::object& status) {
       const json::object& o = x.as_object();
       const json::value* v = o.if_contains(f.key);
       if (!v) continue;
-      e.sample({{"stream", text_at(o, "name")}, {"kind", text_at(o, "kind")}},
+      e.sample({{"stream", text_at(o, key::name)}, {"kind", text_at(o, "kind")}},
                v->is_bool() ? (v->as_bool() ? "1" : "0") : number_text(*v));
     }
   }
@@ -280,7 +283,7 @@ void render_cluster(exposition& e, const json::object& status) {
 std::string render_metrics(const json::object& status) {
   exposition e;
   static const json::array no_slots;
-  const json::value* sv = status.if_contains("slots");
+  const json::value* sv = status.if_contains(key::slots);
   const json::array& slots = sv && sv->is_array() ? sv->as_array() : no_slots;
   render_workers(e, slots);
   render_slots(e, slots);

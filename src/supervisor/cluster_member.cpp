@@ -1,4 +1,5 @@
 #include "supervisor/cluster_member.hpp"
+#include "supervisor/status_model.hpp"
 
 #include "cluster/node.hpp"
 #include "runtime/address.hpp"
@@ -23,6 +24,8 @@
 #include <unistd.h>
 
 namespace loopfleet::supervisor {
+
+namespace key = status_key;
 
 namespace asio = boost::asio;
 namespace json = boost::json;
@@ -181,14 +184,14 @@ void cluster_member::publish(const json::object& heartbeat) {
 void cluster_member::stop_agent() { agent_.reset(); }
 
 json::object cluster_member::status() const {
-  return json::object{{"node", cfg_.node},
-                      {"nats", nats_url(cfg_)},
-                      {"nats_pid", pid_ ? json::value(pid_) : json::value(nullptr)},
-                      {"nats_ready", ready_},
-                      {"nats_restarts", restarts_},
-                      {"peers", json::value_from(cfg_.join)},
-                      {"nodes", agent_ ? agent_->nodes_up() : 0},
-                      {"streams", agent_ ? cluster::durability_json(agent_->streams()) : json::array()}};
+  return json::object{{key::node, cfg_.node},
+                      {key::nats, nats_url(cfg_)},
+                      {key::nats_pid, pid_ ? json::value(pid_) : json::value(nullptr)},
+                      {key::nats_ready, ready_},
+                      {key::nats_restarts, restarts_},
+                      {key::peers, json::value_from(cfg_.join)},
+                      {key::nodes, agent_ ? agent_->nodes_up() : 0},
+                      {key::streams, agent_ ? cluster::durability_json(agent_->streams()) : json::array()}};
 }
 
 }  // namespace loopfleet::supervisor

@@ -2,6 +2,7 @@
 // /status.json, /metrics and page are all made from it) and the heartbeat a cluster node
 // publishes. Key names are part of the control protocol (docs/control.md).
 #include "supervisor/master.hpp"
+#include "supervisor/status_model.hpp"
 
 #include "supervisor/cluster_member.hpp"
 #include "supervisor/admin_endpoint.hpp"
@@ -16,6 +17,8 @@
 #include <fstream>
 
 namespace loopfleet::supervisor {
+
+namespace key = status_key;
 
 namespace json = boost::json;
 using std::chrono::duration_cast;
@@ -40,25 +43,25 @@ std::vector<pid_t> child_pids(pid_t pid) {
 
 // What a live worker's heartbeat region and /proc say about it.
 void describe_worker(const process& p, json::object& j, clock::time_point now) {
-  j["pid"] = p.pid;
-  j["generation"] = p.generation;
-  j["uptime_s"] = duration_cast<milliseconds>(now - p.started).count() / 1000.0;
-  j["rss_kib"] = rss_kib(p.pid);
-  j["cpu_s"] = cpu_seconds(p.pid);
-  j["status"] = p.status;
+  j[key::pid] = p.pid;
+  j[key::generation] = p.generation;
+  j[key::uptime_s] = duration_cast<milliseconds>(now - p.started).count() / 1000.0;
+  j[key::rss_kib] = rss_kib(p.pid);
+  j[key::cpu_s] = cpu_seconds(p.pid);
+  j[key::status] = p.status;
   json::array helpers;  // offload helper processes the worker forked
-  for (pid_t h : child_pids(p.pid)) helpers.push_back(json::object{{"pid", h}, {"rss_kib", rss_kib(h)}});
-  j["helpers"] = std::move(helpers);
+  for (pid_t h : child_pids(p.pid)) helpers.push_back(json::object{{key::pid, h}, {key::rss_kib, rss_kib(h)}});
+  j[key::helpers] = std::move(helpers);
   if (auto beat = p.beating()) {
-    j["heartbeat_age_ms"] = beat->age_ns / 1000000;
-    j["lag_p50_ms"] = beat->lag_p50_us / 1000.0;
-    j["lag_p99_ms"] = beat->lag_p99_us / 1000.0;
-    j["lag_max_ms"] = beat->lag_max_us / 1000.0;
-    j["connections"] = beat->connections;
-    j["in_flight"] = beat->in_flight;
-    j["requests"] = beat->requests;
+    j[key::heartbeat_age_ms] = beat->age_ns / 1000000;
+    j[key::lag_p50_ms] = beat->lag_p50_us / 1000.0;
+    j[key::lag_p99_ms] = beat->lag_p99_us / 1000.0;
+    j[key::lag_max_ms] = beat->lag_max_us / 1000.0;
+    j[key::connections] = beat->connections;
+    j[key::in_flight] = beat->in_flight;
+    j[key::requests] = beat->requests;
   } else if (p.last_ping_ns) {
-    j["heartbeat_age_ms"] = (monotonic_ns() - p.last_ping_ns) / 1000000;
+    j[key::heartbeat_age_ms] = (monotonic_ns() - p.last_ping_ns) / 1000000;
   }
 }
 
@@ -66,21 +69,21 @@ void describe_worker(const process& p, json::object& j, clock::time_point now) {
 
 json::object master::status_json() {
   json::object o;
-  o["name"] = cfg_.name;
-  o["pid"] = ::getpid();
-  o["generation"] = generation_;
-  o["workers"] = fleet_.workers;
-  o["workers_from"] = workers_from_;
-  o["distribution"] = cfg_.distribution == distribution::reuseport ? "reuseport" : "shared";
-  o["listen"] = sockets_->describe();
-  o["uptime_s"] = duration_cast<milliseconds>(clock::now() - started_).count() / 1000.0;
-  o["reloading"] = reload_.has_value();
-  o["reloads"] = json::object{{"ok", reloads_ok_}, {"failed", reloads_failed_}};
-  o["workers_serving"] = fleet_.serving();
-  o["stopping"] = stopping_;
+  o[key::name] = cfg_.name;
+  o[key::pid] = ::getpid();
+  o[key::generation] = generation_;
+  o[key::workers] = fleet_.workers;
+  o[key::workers_from] = workers_from_;
+  o[key::distribution] = cfg_.distribution == distribution::reuseport ? "reuseport" : "shared";
+  o[key::listen] = sockets_->describe();
+  o[key::uptime_s] = duration_cast<milliseconds>(clock::now() - started_).count() / 1000.0;
+  o[key::reloading] = reload_.has_value();
+  o[key::reloads] = json::object{{key::ok, reloads_ok_}, {key::failed, reloads_failed_}};
+  o[key::workers_serving] = fleet_.serving();
+  o[key::stopping] = stopping_;
   if (agent_check_) {
     std::string reply = agent_check_reply(fleet_.workers, fleet_.serving(), stopping_);
-    o["agent_check"] = json::object{{"address", cfg_.agent_check}, {"reply", reply.substr(0, reply.size() - 1)}};
+    o[key::agent_check] = json::object{{key::address, cfg_.agent_check}, {key::reply, reply.substr(0, reply.size() - 1)}};
   }
   json::array slots;
   auto now = clock::now();
@@ -88,34 +91,34 @@ json::object master::status_json() {
     auto& s = fleet_.slots[i];
     const process* p = fleet_.current(i);
     json::object j;
-    j["slot"] = i;
+    j[key::slot] = i;
     if (p) describe_worker(*p, j, now);
-    else j["pid"] = nullptr;
+    else j[key::pid] = nullptr;
     slot_view view{p != nullptr, p && p->ready, p && p->stalled, s.degraded,
                    p ? duration_cast<milliseconds>(now - p->started) : milliseconds(0), cfg_.healthy_after};
-    j["state"] = slot_state_name(view);
-    j["restarts"] = s.restarts;
-    j["restarts_by_reason"] = json::value_from(s.restarts_by_reason);
-    j["stalls"] = s.stalls;
-    j["recycles"] = s.recycles;
+    j[key::state] = slot_state_name(view);
+    j[key::restarts] = s.restarts;
+    j[key::restarts_by_reason] = json::value_from(s.restarts_by_reason);
+    j[key::stalls] = s.stalls;
+    j[key::recycles] = s.recycles;
     // Only where it is known: a worker without a heartbeat region counts nothing we can read.
-    if (s.requests_before > 0 || (p && p->beating())) j["requests_total"] = fleet_.slot_requests(i);
+    if (s.requests_before > 0 || (p && p->beating())) j[key::requests_total] = fleet_.slot_requests(i);
     if (cfg_.distribution == distribution::reuseport) {
-      j["queued"] = sockets_->queued(i);
-      j["handed_over"] = s.handed_over;
+      j[key::queued] = sockets_->queued(i);
+      j[key::handed_over] = s.handed_over;
     }
-    j["failures_in_a_row"] = s.failures;
-    j["last_exit"] = s.last_exit;
-    j["last_error"] = s.last_error;
+    j[key::failures_in_a_row] = s.failures;
+    j[key::last_exit] = s.last_exit;
+    j[key::last_error] = s.last_error;
     slots.push_back(std::move(j));
   }
-  o["slots"] = std::move(slots);
+  o[key::slots] = std::move(slots);
   json::array draining;
   for (const auto& [pid, p] : fleet_.processes())
     if (p->r == role::retiring)
-      draining.push_back(json::object{{"pid", pid}, {"slot", p->slot}, {"generation", p->generation}});
-  o["draining"] = std::move(draining);
-  if (cluster_) o["cluster"] = cluster_->status();
+      draining.push_back(json::object{{key::pid, pid}, {key::slot, p->slot}, {key::generation, p->generation}});
+  o[key::draining] = std::move(draining);
+  if (cluster_) o[key::cluster] = cluster_->status();
   return o;
 }
 
@@ -133,9 +136,9 @@ void master::publish_heartbeat() {
     }
   }
   auto now_ms = duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-  cluster_->publish(json::object{{"node", cfg_.node},       {"pid", ::getpid()},    {"nats", nats_url(cfg_)},
-                                 {"workers", fleet_.workers}, {"ready", ready},     {"load", load},
-                                 {"requests", requests},    {"ts_ms", now_ms},      {"listen", sockets_->describe()}});
+  cluster_->publish(json::object{{key::node, cfg_.node},       {key::pid, ::getpid()},    {key::nats, nats_url(cfg_)},
+                                 {key::workers, fleet_.workers}, {"ready", ready},     {"load", load},
+                                 {key::requests, requests},    {"ts_ms", now_ms},      {key::listen, sockets_->describe()}});
 }
 
 }  // namespace loopfleet::supervisor
