@@ -1,4 +1,5 @@
 #include "front/front.hpp"
+#include "front/policy.hpp"
 
 #include "runtime/address.hpp"
 #include "runtime/error.hpp"
@@ -260,142 +261,197 @@ pid_t start(const std::vector<std::string>& argv) {
   }
 }
 
-}  // namespace
+void say(const config& c, const std::string& what) {
+  std::fprintf(stderr, "loopfleet: front '%s': %s\n", c.name.c_str(), what.c_str());
+}
 
-int run(const config& c) {
-  std::string haproxy = find_executable("haproxy");
-  if (haproxy.empty()) {
+struct programs {
+  std::string haproxy;
+  std::string keepalived;  // with --vip
+  std::string kill;        // keepalived's check of haproxy
+};
+
+std::optional<programs> find_programs(const config& c) {
+  programs p{find_executable("haproxy"), c.vip ? find_executable("keepalived") : "", find_executable("kill")};
+  if (p.haproxy.empty()) {
     std::fprintf(stderr, "loopfleet: error: haproxy not found: install it (scripts/install-deps.sh installs it)\n");
-    return 2;
+    return std::nullopt;
   }
-  std::string keepalived = c.vip ? find_executable("keepalived") : "";
-  std::string kill_path = find_executable("kill");  // keepalived's check of haproxy
-  if (c.vip && (keepalived.empty() || kill_path.empty())) {
+  if (c.vip && (p.keepalived.empty() || p.kill.empty())) {
     std::fprintf(stderr, "loopfleet: error: %s not found (--vip needs it): install it "
-                         "(scripts/install-deps.sh installs it)\n", keepalived.empty() ? "keepalived" : "kill");
-    return 2;
+                         "(scripts/install-deps.sh installs it)\n", p.keepalived.empty() ? "keepalived" : "kill");
+    return std::nullopt;
   }
-  // Fail with our own words when an address is taken, before haproxy starts. (A VIP's address
-  // may be held elsewhere now: haproxy binds it transparently.)
+  return p;
+}
+
+// Fails with our own words when an address is taken, before haproxy starts. (A VIP's address
+// may be held elsewhere now: haproxy binds it transparently.)
+bool listeners_free(const config& c) {
   for (const auto& l : c.vip ? std::vector<std::string>{} : c.listen) {
     try {
       listener probe = bind_listener(std::get<listen_address>(parse_listen_address(l)), "--listen " + l, 1);
       ::close(probe.fd);
     } catch (const startup_error& e) {
       std::fprintf(stderr, "loopfleet: error: %s\n", e.what());
-      return 2;
+      return false;
     }
   }
+  return true;
+}
+
+// The configuration file's path, or nothing after saying why it could not be written.
+std::optional<std::string> write_haproxy_config(const config& c) {
   if (auto err = ensure_private_dir(
           "state directory", c.state_dir, current_user(),
           "remove it (rm -r " + c.state_dir + ") or choose another --state-dir")) {
     std::fprintf(stderr, "loopfleet: error: %s\n", err->c_str());
-    return 2;
+    return std::nullopt;
   }
   std::string file = c.state_dir + "/" + c.name + ".haproxy.cfg";
-  {
-    std::ofstream out(file);
-    out << haproxy_config(c);
-    if (!out) {
-      std::fprintf(stderr, "loopfleet: error: cannot write %s (choose a writable --state-dir)\n", file.c_str());
-      return 2;
-    }
+  std::ofstream out(file);
+  out << haproxy_config(c);
+  if (!out) {
+    std::fprintf(stderr, "loopfleet: error: cannot write %s (choose a writable --state-dir)\n", file.c_str());
+    return std::nullopt;
   }
-  // Signals are taken with sigwaitinfo below: block them before the child exists.
+  return file;
+}
+
+// The signals supervise() takes with sigwaitinfo: blocked before any child exists, so none
+// is lost in between.
+sigset_t block_signals() {
   sigset_t mask;
   sigemptyset(&mask);
   for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD}) sigaddset(&mask, sig);
   ::sigprocmask(SIG_BLOCK, &mask, nullptr);
   ::signal(SIGCHLD, SIG_DFL);  // an inherited SIG_IGN would reap the children behind our back
+  return mask;
+}
 
+// Waits for `haproxy -c` to accept the configuration; says why not when it does not.
+bool haproxy_accepts(const programs& p, const std::string& file) {
   int status = 0;
-  pid_t check = start({haproxy, "-c", "-q", "-f", file});
-  if (check < 0 || ::waitpid(check, &status, 0) != check) return 2;
-  if (exit_code(status) == 127) return 2;  // could not run it: said by the child
+  pid_t check = start({p.haproxy, "-c", "-q", "-f", file});
+  if (check < 0 || ::waitpid(check, &status, 0) != check) return false;
+  if (exit_code(status) == 127) return false;  // could not run it: said by the child
   if (exit_code(status) != 0) {
     std::fprintf(stderr, "loopfleet: error: haproxy rejected %s (its message is above)\n", file.c_str());
-    return 2;
+    return false;
   }
-  pid_t pid = start({haproxy, "-W", "-db", "-f", file});
-  if (pid < 0) return 2;
-  std::fprintf(stderr, "loopfleet: front '%s': haproxy pid %d, %zu node(s), configuration %s\n", c.name.c_str(),
-               static_cast<int>(pid), c.servers.size(), file.c_str());
-  pid_t vrrp = 0;
-  if (c.vip) {
-    std::string ka = c.state_dir + "/" + c.name + ".keepalived.conf";
-    std::ofstream(ka) << keepalived_config(c, pid, kill_path);
-    std::string base = c.state_dir + "/" + c.name;
-    vrrp = start({keepalived, "--dont-fork", "--log-console", "--no-syslog", "--vrrp", "--use-file", ka,
-                  "--pid", base + ".keepalived.pid", "--vrrp_pid", base + ".vrrp.pid"});
-    if (vrrp < 0) {
-      ::kill(pid, SIGTERM);
-      ::waitpid(pid, &status, 0);
-      return 2;
-    }
-    std::fprintf(stderr, "loopfleet: front '%s': keepalived pid %d holds %s with priority %d when elected\n",
-                 c.name.c_str(), static_cast<int>(vrrp), c.vip->address.c_str(), c.vip->priority);
+  return true;
+}
+
+pid_t start_haproxy(const config& c, const programs& p, const std::string& file) {
+  pid_t pid = start({p.haproxy, "-W", "-db", "-f", file});
+  if (pid > 0)
+    say(c, "haproxy pid " + std::to_string(pid) + ", " + std::to_string(c.servers.size()) + " node(s), configuration " +
+               file);
+  return pid;
+}
+
+pid_t start_keepalived(const config& c, const programs& p, pid_t haproxy) {
+  std::string ka = c.state_dir + "/" + c.name + ".keepalived.conf";
+  std::ofstream(ka) << keepalived_config(c, haproxy, p.kill);
+  std::string base = c.state_dir + "/" + c.name;
+  pid_t pid = start({p.keepalived, "--dont-fork", "--log-console", "--no-syslog", "--vrrp", "--use-file", ka, "--pid",
+                     base + ".keepalived.pid", "--vrrp_pid", base + ".vrrp.pid"});
+  if (pid > 0)
+    say(c, "keepalived pid " + std::to_string(pid) + " holds " + c.vip->address + " with priority " +
+               std::to_string(c.vip->priority) + " when elected");
+  return pid;
+}
+
+// The children while they run (0 once reaped) and the stop told so far: the snapshot that
+// policy.hpp decides over.
+struct children {
+  pid_t haproxy = 0;
+  pid_t keepalived = 0;
+  int stop = 0;
+  int haproxy_status = 0;  // its wait status, once reaped: our exit code
+
+  children_view view() const { return {.haproxy = haproxy != 0, .keepalived = keepalived != 0, .stop = stop}; }
+};
+
+std::string announcement(front_event e, int exit_status) {
+  switch (e) {
+    case front_event::graceful_stop: return "graceful stop: no new connections, requests in flight finish";
+    case front_event::fast_stop: return "fast stop";
+    case front_event::reload: return "reload";
+    case front_event::keepalived_exited:
+      return "keepalived exited (" + std::to_string(exit_code(exit_status)) +
+             "): stopping this front; a peer holds the address";
+    case front_event::haproxy_exited: return "haproxy exited (" + std::to_string(exit_code(exit_status)) + ")";
+    case front_event::quiet_second: break;
   }
-  auto say = [&](const std::string& what) {
-    std::fprintf(stderr, "loopfleet: front '%s': %s\n", c.name.c_str(), what.c_str());
-  };
-  // A stop goes to keepalived first: it hands the address to a peer, and haproxy is told to
-  // stop only once keepalived is gone, so clients reach the peer instead of closed listeners.
-  // HAProxy's master can miss a signal that comes in its first second or two (seen with 2.6:
-  // the soft stop never began), so the stop is repeated every second until haproxy exits.
-  // A hard stop (SIGTERM to haproxy) wins over a soft one (SIGUSR1), never the reverse.
-  int stop_signal = 0;
-  auto stop = [&](int haproxy_signal) {
-    if (stop_signal == SIGTERM) return;
-    stop_signal = haproxy_signal;
-    if (vrrp) ::kill(vrrp, SIGTERM);
-    if (pid && (!vrrp || haproxy_signal == SIGTERM)) ::kill(pid, stop_signal);
-  };
-  int haproxy_status = 0;
+  return {};
+}
+
+// Applies decide()'s step for `e`; true when the front is done.
+bool apply(const config& c, children& kids, front_event e, int exit_status = 0) {
+  front_step step = decide(kids.view(), e);
+  if (step.announce) say(c, announcement(e, exit_status));
+  if (step.stop_keepalived) ::kill(kids.keepalived, SIGTERM);
+  if (step.signal_haproxy) ::kill(kids.haproxy, step.signal_haproxy);
+  kids.stop = step.stop;
+  return step.exit;
+}
+
+// Until both children are gone: signals become events for policy.hpp, and so does each
+// child's exit. Returns haproxy's exit code.
+int supervise(const config& c, const sigset_t& mask, children kids) {
   for (;;) {
     siginfo_t info{};
     timespec second{1, 0};
-    int sig = stop_signal ? ::sigtimedwait(&mask, &info, &second) : ::sigwaitinfo(&mask, &info);
-    if (sig < 0) {
-      if (stop_signal && pid && !vrrp) ::kill(pid, stop_signal);
-      continue;
-    }
+    int sig = stopping(kids.view()) ? ::sigtimedwait(&mask, &info, &second) : ::sigwaitinfo(&mask, &info);
     switch (sig) {
       case SIGTERM:
-      case SIGINT:
-        say("graceful stop: no new connections, requests in flight finish");
-        stop(SIGUSR1);  // haproxy's soft stop
-        break;
-      case SIGHUP:
-        if (stop_signal) break;  // a reload would bind the listeners again
-        say("reload");
-        if (pid) ::kill(pid, SIGUSR2);  // haproxy's reload: new workers take the listeners over
-        break;
-      case SIGQUIT:
-        say("fast stop");
-        stop(SIGTERM);  // haproxy's hard stop
-        break;
-      case SIGCHLD:
+      case SIGINT: apply(c, kids, front_event::graceful_stop); break;
+      case SIGHUP: apply(c, kids, front_event::reload); break;
+      case SIGQUIT: apply(c, kids, front_event::fast_stop); break;
+      case SIGCHLD: {
+        int status = 0;
         for (pid_t done; (done = ::waitpid(-1, &status, WNOHANG)) > 0;) {
-          if (done == vrrp) {
-            vrrp = 0;
-            if (!stop_signal) {
-              say("keepalived exited (" + std::to_string(exit_code(status)) +
-                  "): stopping this front; a peer holds the address");
-              stop(SIGUSR1);
-            } else if (pid) {
-              ::kill(pid, stop_signal);  // the address has moved: now haproxy stops
-            }
-          } else if (done == pid) {
-            pid = 0;
-            haproxy_status = status;
-            say("haproxy exited (" + std::to_string(exit_code(status)) + ")");
-            if (vrrp) ::kill(vrrp, SIGTERM);
+          bool over = false;
+          if (done == kids.keepalived) {
+            kids.keepalived = 0;
+            over = apply(c, kids, front_event::keepalived_exited, status);
+          } else if (done == kids.haproxy) {
+            kids.haproxy = 0;
+            kids.haproxy_status = status;
+            over = apply(c, kids, front_event::haproxy_exited, status);
           }
+          if (over) return exit_code(kids.haproxy_status);
         }
-        if (!pid && !vrrp) return exit_code(haproxy_status);
         break;
+      }
+      default: apply(c, kids, front_event::quiet_second); break;  // timed out or interrupted
     }
   }
+}
+
+}  // namespace
+
+int run(const config& c) {
+  auto found = find_programs(c);
+  if (!found || !listeners_free(c)) return 2;
+  auto file = write_haproxy_config(c);
+  if (!file) return 2;
+  sigset_t mask = block_signals();
+  if (!haproxy_accepts(*found, *file)) return 2;
+  children kids;
+  kids.haproxy = start_haproxy(c, *found, *file);
+  if (kids.haproxy < 0) return 2;
+  if (c.vip) {
+    kids.keepalived = start_keepalived(c, *found, kids.haproxy);
+    if (kids.keepalived < 0) {
+      int status = 0;
+      ::kill(kids.haproxy, SIGTERM);
+      ::waitpid(kids.haproxy, &status, 0);
+      return 2;
+    }
+  }
+  return supervise(c, mask, kids);
 }
 
 }  // namespace loopfleet::front

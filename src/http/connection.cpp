@@ -1,7 +1,9 @@
-// The HTTP/1.1 protocol loop of one connection. This is the only translation unit that
-// includes Beast: its request parser is fuzzed and trusted, so we use it, but feed it from our
-// own buffer and write responses ourselves. A pre-serialized response in one write is what
-// brings per-request CPU to nginx's level (research/cpp_runtimes.md §2.8).
+// The HTTP/1.1 protocol loop of one connection (read a batch, answer its requests, write the
+// answers in one piece, keep the connection or close it) and the request_reader it parses
+// with. This is the only translation unit that includes Beast: its request parser is fuzzed
+// and trusted, so we use it, but feed it from our own buffer and write responses ourselves
+// (respond.cpp). The loop's decisions are the pure functions of connection_policy.hpp.
+#include "http/connection_policy.hpp"
 #include "http/request_reader.hpp"
 #include "http/server.hpp"
 
@@ -214,95 +216,6 @@ request_reader::result request_reader::parse(const char* data, std::size_t size)
 
 namespace {
 
-std::string_view reason(int status) {
-  switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-  }
-  return "Unknown";
-}
-
-void append_number(std::string& out, std::size_t n) {
-  char buf[24];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, n);
-  out.append(buf, end);
-}
-
-}  // namespace
-
-void append_response(std::string& out, const response& res, std::string_view date, bool head, bool close,
-                     bool keep_alive_10) {
-  int status = (res.status >= 100 && res.status <= 999) ? res.status : 500;
-  bool bodiless = status == 204 || status == 304 || status < 200;
-  out += "HTTP/1.1 ";
-  append_number(out, static_cast<std::size_t>(status));
-  out += ' ';
-  out += reason(status);
-  out += "\r\nServer: loopfleet\r\nDate: ";
-  out += date;
-  if (!bodiless) {
-    out += "\r\nContent-Type: ";
-    out += res.content_type;
-    out += "\r\nContent-Length: ";
-    append_number(out, res.body.size());
-  }
-  if (close) out += "\r\nConnection: close";
-  else if (keep_alive_10) out += "\r\nConnection: keep-alive";
-  for (const auto& [name, value] : res.headers) {
-    out += "\r\n";
-    out += name;
-    out += ": ";
-    out += value;
-  }
-  out += "\r\n\r\n";
-  if (!head && !bodiless) out += res.body;
-}
-
-response error_response(int status) {
-  return text(std::string(reason(status)) + "\n", status);
-}
-
-response respond_sync(const match_result& m, request& req) {
-  if (!m.found) {
-    if (m.allow.empty()) return error_response(404);
-    response r = error_response(405);
-    r.headers.emplace_back("Allow", m.allow);
-    return r;
-  }
-  try {
-    return m.found->sync(req);
-  } catch (const std::exception& e) {
-    log::error(std::string(req.method()) + " " + std::string(req.path()) + ": handler threw: " + e.what());
-  } catch (...) {
-    log::error(std::string(req.method()) + " " + std::string(req.path()) + ": handler threw a non-std exception");
-  }
-  return error_response(500);
-}
-
-namespace {
-
 asio::awaitable<response> respond_async(const route& r, request& req) {
   std::string failure;
   try {
@@ -316,137 +229,194 @@ asio::awaitable<response> respond_async(const route& r, request& req) {
   co_return error_response(500);
 }
 
-}  // namespace
+// A connection's protocol loop without its awaits: each step is a plain function, and
+// serve_connection, the only coroutine, awaits between them. A coroutine per step would cost
+// a frame per request on the hot path. It lives in serve_connection's frame.
+class protocol_loop {
+ public:
+  protocol_loop(server& srv, connection& conn)
+      : srv_(srv),
+        conn_(conn),
+        opt_(srv.options()),
+        max_buffer_(opt_.max_header_bytes + 4096),
+        in_(std::min<std::size_t>(4096, max_buffer_)),
+        reader_(opt_) {
+    conn_.enter(phase::waiting, opt_.header_timeout);  // a new client must start talking soon
+  }
 
-asio::awaitable<void> serve_connection(server& srv, socket_type socket) {
-  using asio::as_tuple;
-  using asio::use_awaitable;
-  const server_options& opt = srv.options();
-  connection conn(srv, std::move(socket));
-  conn.enter(phase::waiting, opt.header_timeout);  // a new client must start talking soon
+  request& current() { return reader_.current(); }
 
-  // Room for a whole header plus some; the parser rejects a longer one with 431 first.
-  const std::size_t max_buffer = opt.max_header_bytes + 4096;
-  std::vector<char> in(std::min<std::size_t>(4096, max_buffer));
-  std::size_t begin = 0, end = 0;
-  std::string out;
-  request_reader reader(opt);
-  request& req = reader.current();
-  clock::time_point request_deadline{};
-  bool sent_continue = false;
-  bool close_after = false;
-
-  for (;;) {
-    // Parse and answer every complete request in the buffer: pipelined requests are
-    // answered in order and their responses leave in one write.
-    while (!close_after && begin < end) {
-      if (!reader.active()) {
-        reader.start();
-        sent_continue = false;
-        auto now = clock::now();
-        request_deadline = now + opt.request_timeout;
-        conn.enter(phase::header, now + opt.header_timeout);
-      }
-      auto step = reader.parse(in.data() + begin, end - begin);
-      begin += step.used;
+  // Parses the buffer and answers each complete request in order, all into one output, so
+  // pipelined requests leave in one write. Stops at a request whose handler must be awaited
+  // and returns its route: its response goes to answered().
+  const route* answer_buffered() {
+    while (!close_after_ && begin_ < end_) {
+      if (!reader_.active()) start_request();
+      auto step = reader_.parse(in_.data() + begin_, end_ - begin_);
+      begin_ += step.used;
       if (step.what == request_reader::progress::need_more) {
         if (step.used == 0) break;
         continue;
       }
       if (step.what == request_reader::progress::failed) {
-        append_response(out, error_response(step.error_status), srv.date(), false, true, false);
-        close_after = true;
+        answer_and_close(step.error_status);
         break;
       }
       if (step.what != request_reader::progress::complete) continue;
 
-      bool keep = reader.keep_alive() && !srv.draining();
-      bool head = req.method() == "HEAD";
-      conn.enter(phase::handling, clock::duration::zero());
-      match_result m = srv.routes().match(req);
-      response res;
-      auto& stats = counters();
-      worker_counters::add(stats.in_flight, 1);
-      if (m.found && m.found->async)
-        res = co_await respond_async(*m.found, req);
-      else
-        res = respond_sync(m, req);
-      worker_counters::add(stats.in_flight, -1);
-      worker_counters::add(stats.requests, 1);
-      // The drain may have begun while the handler ran.
-      keep = keep && !srv.draining();
-      append_response(out, res, srv.date(), head, !keep, keep && req.version() == 10);
-      reader.finish();
-      close_after = !keep;
+      request& req = reader_.current();
+      client_keeps_alive_ = reader_.keep_alive();
+      head_ = req.method() == "HEAD";
+      conn_.enter(phase::handling, clock::duration::zero());
+      match_result m = srv_.routes().match(req);
+      stats_ = &counters();
+      worker_counters::add(stats_->in_flight, 1);
+      if (m.found && m.found->async) return m.found;
+      answered(respond_sync(m, req));
     }
-
-    if (reader.awaiting_body()) {
-      if (reader.expects_continue() && !sent_continue) {
-        out += "HTTP/1.1 100 Continue\r\n\r\n";
-        sent_continue = true;
+    if (reader_.awaiting_body()) {
+      if (reader_.expects_continue() && !sent_continue_) {
+        out_ += "HTTP/1.1 100 Continue\r\n\r\n";
+        sent_continue_ = true;
       }
-      if (conn.where == phase::header) conn.enter(phase::body, request_deadline);
+      if (conn_.where == phase::header) conn_.enter(phase::body, request_deadline_);
     }
+    return nullptr;
+  }
 
-    if (!out.empty()) {
-      auto resume = conn.where;
-      auto resume_deadline = conn.deadline;
-      conn.enter(phase::writing, opt.send_timeout);
-      auto [ec, n] = co_await asio::async_write(conn.socket, asio::buffer(out), as_tuple(use_awaitable));
+  void answered(const response& res) {
+    worker_counters::add(stats_->in_flight, -1);
+    worker_counters::add(stats_->requests, 1);
+    auto verdict = after_response(client_keeps_alive_, srv_.draining(), reader_.current().version());
+    append_response(out_, res, srv_.date(), head_, verdict.close, verdict.keep_alive_10);
+    reader_.finish();
+    close_after_ = verdict.close;
+  }
+
+  // The responses of the batch, for one write; written() once they are out.
+  std::optional<asio::const_buffer> pending_responses() {
+    if (out_.empty()) return std::nullopt;
+    resume_ = conn_.where;
+    resume_deadline_ = conn_.deadline;
+    conn_.enter(phase::writing, opt_.send_timeout);
+    return asio::buffer(out_);
+  }
+  void written() {
+    out_.clear();
+    if (reader_.active()) conn_.enter(resume_, resume_deadline_);  // still reading the same request
+  }
+
+  // After the connection's last response: half-closes, and returns where to discard what the
+  // client still sends for a moment. Closing with unread data would reset the connection and
+  // could destroy the response in flight.
+  std::optional<asio::mutable_buffer> shut_down_if_done() {
+    if (!close_after_) return std::nullopt;
+    boost::system::error_code ignored;
+    conn_.socket.shutdown(socket_type::shutdown_send, ignored);
+    conn_.enter(phase::closing, std::chrono::seconds(2));
+    return asio::buffer(in_);
+  }
+
+  // Where the next read goes; nothing when there is no room left (answered with 431, and the
+  // loop closes instead of reading).
+  std::optional<asio::mutable_buffer> room_for_next_read() {
+    if (!reader_.active() && conn_.where != phase::waiting)
+      conn_.enter(phase::waiting, idle_timeout(opt_, srv_.draining()));
+    switch (room_for_read(begin_, end_, in_.size(), max_buffer_)) {
+      case buffer_room::reset:
+        begin_ = end_ = 0;
+        break;
+      case buffer_room::enough:
+        break;
+      case buffer_room::compact:
+        std::memmove(in_.data(), in_.data() + begin_, end_ - begin_);
+        end_ -= begin_;
+        begin_ = 0;
+        break;
+      case buffer_room::grow:
+        in_.resize(std::min(in_.size() * 2, max_buffer_));
+        break;
+      case buffer_room::full:
+        // Cannot happen while the parser enforces header_limit below max_buffer; answer it like
+        // an oversized header rather than spin.
+        answer_and_close(431);
+        return std::nullopt;
+    }
+    return asio::buffer(in_.data() + end_, in_.size() - end_);
+  }
+  void received(std::size_t n) { end_ += n; }
+
+  // The read failed: when the timer cut a request short, the client is told why.
+  void read_failed() {
+    if (!tells_timeout(conn_.timed_out, conn_.where, reader_.active())) return;
+    std::string late;
+    append_response(late, error_response(408), srv_.date(), false, true, false);
+    boost::system::error_code ignored;
+    conn_.socket.non_blocking(true, ignored);
+    conn_.socket.write_some(asio::buffer(late), ignored);
+  }
+
+ private:
+  void start_request() {
+    reader_.start();
+    sent_continue_ = false;
+    auto now = clock::now();
+    request_deadline_ = now + opt_.request_timeout;
+    conn_.enter(phase::header, now + opt_.header_timeout);
+  }
+  void answer_and_close(int status) {
+    append_response(out_, error_response(status), srv_.date(), false, true, false);
+    close_after_ = true;
+  }
+
+  server& srv_;
+  connection& conn_;
+  const server_options& opt_;
+  // Room for a whole header plus some; the parser rejects a longer one with 431 first.
+  const std::size_t max_buffer_;
+  std::vector<char> in_;
+  std::size_t begin_ = 0, end_ = 0;
+  std::string out_;
+  request_reader reader_;
+  clock::time_point request_deadline_{};
+  phase resume_ = phase::waiting;
+  clock::time_point resume_deadline_{};
+  worker_counters* stats_ = nullptr;
+  bool client_keeps_alive_ = false;
+  bool head_ = false;
+  bool sent_continue_ = false;
+  bool close_after_ = false;
+};
+
+}  // namespace
+
+asio::awaitable<void> serve_connection(server& srv, socket_type socket) {
+  using asio::as_tuple;
+  using asio::use_awaitable;
+  connection conn(srv, std::move(socket));
+  protocol_loop loop(srv, conn);
+  for (;;) {
+    while (const route* r = loop.answer_buffered()) loop.answered(co_await respond_async(*r, loop.current()));
+    if (auto responses = loop.pending_responses()) {
+      auto [ec, n] = co_await asio::async_write(conn.socket, *responses, as_tuple(use_awaitable));
       if (ec) co_return;
-      out.clear();
-      if (reader.active()) conn.enter(resume, resume_deadline);  // still reading the same request
+      loop.written();
     }
-
-    if (close_after) {
-      // Half-close and discard what the client still sends for a moment: closing with
-      // unread data would reset the connection and could destroy the response in flight.
-      boost::system::error_code ignored;
-      conn.socket.shutdown(socket_type::shutdown_send, ignored);
-      conn.enter(phase::closing, std::chrono::seconds(2));
+    if (auto discard = loop.shut_down_if_done()) {
       for (int reads = 0; reads < 16; ++reads) {
-        auto [ec, n] = co_await conn.socket.async_read_some(asio::buffer(in), as_tuple(use_awaitable));
+        auto [ec, n] = co_await conn.socket.async_read_some(*discard, as_tuple(use_awaitable));
         if (ec) break;
       }
       co_return;
     }
-
-    if (!reader.active() && conn.where != phase::waiting)
-      conn.enter(phase::waiting, srv.draining() ? opt.drain_idle_timeout : opt.idle_timeout);
-
-    // Make room for the next read.
-    if (begin == end) {
-      begin = end = 0;
-    } else if (end == in.size()) {
-      if (begin > 0) {
-        std::memmove(in.data(), in.data() + begin, end - begin);
-        end -= begin;
-        begin = 0;
-      } else if (in.size() < max_buffer) {
-        in.resize(std::min(in.size() * 2, max_buffer));
-      } else {
-        // Cannot happen while the parser enforces header_limit below max_buffer; answer it
-        // like an oversized header rather than spin.
-        append_response(out, error_response(431), srv.date(), false, true, false);
-        close_after = true;
-        continue;
-      }
-    }
-
-    auto [ec, n] = co_await conn.socket.async_read_some(asio::buffer(in.data() + end, in.size() - end),
-                                                        as_tuple(use_awaitable));
+    auto room = loop.room_for_next_read();
+    if (!room) continue;
+    auto [ec, n] = co_await conn.socket.async_read_some(*room, as_tuple(use_awaitable));
     if (ec) {
-      // The timer cancelled a read in the middle of a request: tell the client why.
-      if (conn.timed_out && (conn.where == phase::header || conn.where == phase::body) && reader.active()) {
-        std::string late;
-        append_response(late, error_response(408), srv.date(), false, true, false);
-        boost::system::error_code ignored;
-        conn.socket.non_blocking(true, ignored);
-        conn.socket.write_some(asio::buffer(late), ignored);
-      }
+      loop.read_failed();
       co_return;
     }
-    end += n;
+    loop.received(n);
   }
 }
 

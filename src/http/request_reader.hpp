@@ -2,6 +2,7 @@
 // the server writes back. serve_connection feeds its read buffer through these, and the fuzz
 // harness (tests/fuzz/http_fuzz.cpp) feeds arbitrary bytes through the very same code. The
 // parser is Beast's, so it is only named here: Beast stays inside connection.cpp.
+// The response half is in respond.cpp.
 #pragma once
 
 #include "http/router_impl.hpp"

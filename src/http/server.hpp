@@ -2,6 +2,7 @@
 // that enforces every timeout, and drain. The per-connection protocol is in connection.cpp.
 #pragma once
 
+#include "http/connection_policy.hpp"
 #include "http/router_impl.hpp"
 
 #include <loopfleet/http.hpp>
@@ -26,16 +27,6 @@ namespace asio = boost::asio;
 using socket_type = asio::generic::stream_protocol::socket;
 using acceptor_type = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
 using clock = std::chrono::steady_clock;
-
-// Where a connection is; decides which deadline applies and whether drain may close it.
-enum class phase : std::uint8_t {
-  waiting,   // between requests (or before the first byte): idle timeout, or header timeout at first
-  header,    // part of a request line / header has arrived
-  body,      // header complete, body still arriving
-  handling,  // a handler is running: no deadline
-  writing,   // a response is being sent: send timeout
-  closing,   // lingering after the last response, before close
-};
 
 class server;
 

@@ -6,6 +6,7 @@
 // the rest is the byte stream. Properties: the answer is the same however the stream is
 // split (the server must not depend on how TCP segments it; see same_answers), it is a run
 // of HTTP/1.1 responses, and nothing is answered after a response that closes.
+#include "http/connection_policy.hpp"
 #include "http/request_reader.hpp"
 
 #include "fuzz_check.hpp"
@@ -89,11 +90,11 @@ std::string answer(const router& app, const server_options& opt, std::string_vie
       FUZZ_CHECK(req.path() == "/" || req.target().find(req.path()) != std::string_view::npos);
       FUZZ_CHECK(req.query_param("a").size() <= req.query().size());
       FUZZ_CHECK(req.headers().size() >= (req.has_header("content-type") ? 1u : 0u));
-      bool keep = reader.keep_alive();
+      auto verdict = detail::after_response(reader.keep_alive(), false, req.version());
       response res = detail::respond_sync(app.impl().match(req), req);
-      detail::append_response(out, res, date, req.method() == "HEAD", !keep, keep && req.version() == 10);
+      detail::append_response(out, res, date, req.method() == "HEAD", verdict.close, verdict.keep_alive_10);
       reader.finish();
-      if (!keep) return out;
+      if (verdict.close) return out;
     }
   }
   return out;

@@ -1,8 +1,12 @@
-// The front's flags and the HAProxy configuration it writes; the agent check's replies.
+// The front's flags and the HAProxy configuration it writes; the order in which it stops its
+// children; the agent check's replies.
 #include "front/front.hpp"
+#include "front/policy.hpp"
 #include "supervisor/policy.hpp"
 
 #include <gtest/gtest.h>
+
+#include <signal.h>
 
 using namespace loopfleet;
 
@@ -96,4 +100,99 @@ TEST(Front, VipErrors) {
   EXPECT_TRUE(has(error({"--vip", "10.0.0.100/24"}), "needs --vip-interface"));
   EXPECT_TRUE(has(error({"--vip", "10.0.0.100/24", "--vip-interface", "eth0", "--vip-peer", "x"}), "--vip-peer 'x'"));
   EXPECT_TRUE(has(error({"--vip-interface", "eth0"}), "need --vip"));
+}
+
+namespace {
+using front::children_view;
+using front::decide;
+using front::front_event;
+using front::front_step;
+
+// The front without --vip, and with keepalived beside haproxy.
+constexpr children_view alone{.haproxy = true};
+constexpr children_view with_vip{.haproxy = true, .keepalived = true};
+
+children_view after(children_view now, const front_step& s) {
+  now.stop = s.stop;
+  return now;
+}
+}  // namespace
+
+namespace loopfleet::front {
+void PrintTo(const front_step& s, std::ostream* os) {
+  *os << "{announce " << s.announce << ", stop_keepalived " << s.stop_keepalived << ", signal_haproxy "
+      << s.signal_haproxy << ", stop " << s.stop << ", exit " << s.exit << "}";
+}
+}  // namespace loopfleet::front
+
+TEST(FrontStop, WithoutVipHaproxyStopsSoftAtOnceAndTheLoopRepeatsIt) {
+  front_step s = decide(alone, front_event::graceful_stop);
+  EXPECT_EQ(s, (front_step{.announce = true, .signal_haproxy = SIGUSR1, .stop = SIGUSR1}));
+  EXPECT_TRUE(front::stopping(after(alone, s)));
+  EXPECT_FALSE(front::stopping(alone));  // no stop: the loop waits for ever
+  // haproxy's master may have missed it: each quiet second tells it again.
+  EXPECT_EQ(decide(after(alone, s), front_event::quiet_second),
+            (front_step{.signal_haproxy = SIGUSR1, .stop = SIGUSR1}));
+  EXPECT_EQ(decide({.stop = SIGUSR1}, front_event::haproxy_exited),
+            (front_step{.announce = true, .stop = SIGUSR1, .exit = true}));
+}
+
+TEST(FrontStop, WithVipKeepalivedGoesFirstAndHaproxyOnlyOnceTheAddressMoved) {
+  front_step s = decide(with_vip, front_event::graceful_stop);
+  // haproxy still accepts while the peer takes the address.
+  EXPECT_EQ(s, (front_step{.announce = true, .stop_keepalived = true, .stop = SIGUSR1}));
+  EXPECT_EQ(decide(after(with_vip, s), front_event::quiet_second), (front_step{.stop = SIGUSR1}));
+  // keepalived's exit we asked for: not announced, and now haproxy stops.
+  EXPECT_EQ(decide({.haproxy = true, .stop = SIGUSR1}, front_event::keepalived_exited),
+            (front_step{.signal_haproxy = SIGUSR1, .stop = SIGUSR1}));
+  EXPECT_EQ(decide({.haproxy = true, .stop = SIGUSR1}, front_event::quiet_second),
+            (front_step{.signal_haproxy = SIGUSR1, .stop = SIGUSR1}));
+  EXPECT_EQ(decide({.stop = SIGUSR1}, front_event::haproxy_exited),
+            (front_step{.announce = true, .stop = SIGUSR1, .exit = true}));
+}
+
+TEST(FrontStop, ASecondSignalForcesAHardStopThatNothingSoftens) {
+  children_view soft = after(with_vip, decide(with_vip, front_event::graceful_stop));
+  front_step hard = decide(soft, front_event::fast_stop);
+  // Without waiting for the address to move.
+  EXPECT_EQ(hard, (front_step{.announce = true, .stop_keepalived = true, .signal_haproxy = SIGTERM, .stop = SIGTERM}));
+  EXPECT_EQ(decide(after(soft, hard), front_event::graceful_stop), (front_step{.announce = true, .stop = SIGTERM}));
+  EXPECT_EQ(decide(after(soft, hard), front_event::fast_stop), (front_step{.announce = true, .stop = SIGTERM}));
+  // Once keepalived is gone the hard stop is what haproxy is told again.
+  EXPECT_EQ(decide({.haproxy = true, .stop = SIGTERM}, front_event::keepalived_exited),
+            (front_step{.signal_haproxy = SIGTERM, .stop = SIGTERM}));
+  EXPECT_EQ(decide({.haproxy = true, .stop = SIGTERM}, front_event::quiet_second),
+            (front_step{.signal_haproxy = SIGTERM, .stop = SIGTERM}));
+  // A hard stop from the start, with --vip: both at once.
+  EXPECT_EQ(decide(with_vip, front_event::fast_stop),
+            (front_step{.announce = true, .stop_keepalived = true, .signal_haproxy = SIGTERM, .stop = SIGTERM}));
+}
+
+TEST(FrontStop, HaproxyAlreadyDeadTakesKeepalivedAndTheAddressWithIt) {
+  // Not over until keepalived is gone too.
+  EXPECT_EQ(decide({.keepalived = true}, front_event::haproxy_exited),
+            (front_step{.announce = true, .stop_keepalived = true}));
+  // A stop asked now goes to keepalived only.
+  EXPECT_EQ(decide({.keepalived = true}, front_event::graceful_stop),
+            (front_step{.announce = true, .stop_keepalived = true, .stop = SIGUSR1}));
+  EXPECT_EQ(decide({.keepalived = true}, front_event::fast_stop),
+            (front_step{.announce = true, .stop_keepalived = true, .stop = SIGTERM}));
+  // keepalived then exits, as asked: worded as its own exit (as before), and the front is done.
+  EXPECT_EQ(decide({}, front_event::keepalived_exited), (front_step{.announce = true, .stop = SIGUSR1, .exit = true}));
+  EXPECT_EQ(decide({.stop = SIGUSR1}, front_event::quiet_second), (front_step{.stop = SIGUSR1}));
+}
+
+TEST(FrontStop, KeepalivedDeadOnItsOwnStopsTheFrontSoftly) {
+  front_step s = decide(alone, front_event::keepalived_exited);
+  EXPECT_EQ(s, (front_step{.announce = true, .signal_haproxy = SIGUSR1, .stop = SIGUSR1}));
+  // A stop signal then goes straight to haproxy.
+  EXPECT_EQ(decide(after(alone, s), front_event::graceful_stop).signal_haproxy, SIGUSR1);
+  EXPECT_EQ(decide(after(alone, s), front_event::fast_stop).signal_haproxy, SIGTERM);
+}
+
+TEST(FrontStop, ReloadGoesToHaproxyUnlessAStopBegan) {
+  EXPECT_EQ(decide(with_vip, front_event::reload), (front_step{.announce = true, .signal_haproxy = SIGUSR2}));
+  // Once stopping, a reload would bind the listeners again.
+  EXPECT_EQ(decide({.haproxy = true, .stop = SIGUSR1}, front_event::reload), (front_step{.stop = SIGUSR1}));
+  EXPECT_EQ(decide(alone, front_event::quiet_second), front_step{});  // an interrupted wait
 }

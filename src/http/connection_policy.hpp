@@ -1,0 +1,65 @@
+// The decisions of a connection's protocol loop as plain functions over plain values, so unit
+// tests (connection_policy_test.cpp) check them without a socket. Inline: the loop is the hot
+// path and calls them for every request.
+#pragma once
+
+#include <loopfleet/http.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+namespace loopfleet::http::detail {
+
+// Where a connection is; decides which deadline applies and whether drain may close it.
+enum class phase : std::uint8_t {
+  waiting,   // between requests (or before the first byte): idle timeout, or header timeout at first
+  header,    // part of a request line / header has arrived
+  body,      // header complete, body still arriving
+  handling,  // a handler is running: no deadline
+  writing,   // a response is being sent: send timeout
+  closing,   // lingering after the last response, before close
+};
+
+// What a response says about its connection.
+struct connection_verdict {
+  bool close = false;          // "Connection: close", and the connection ends after it
+  bool keep_alive_10 = false;  // "Connection: keep-alive": an HTTP/1.0 client asked to keep it
+};
+
+// After a handler: the connection stays only if the client allows it and no drain has begun
+// (a drain never ends, so looking once the handler returned also covers one that began while
+// it ran).
+constexpr connection_verdict after_response(bool client_keeps_alive, bool draining, int version) {
+  bool keep = client_keeps_alive && !draining;
+  return {.close = !keep, .keep_alive_10 = keep && version == 10};
+}
+
+// How long a connection may wait for its next request: a drain gives it only the short grace
+// for the request the client may be sending right then.
+constexpr std::chrono::milliseconds idle_timeout(const server_options& o, bool draining) {
+  return draining ? o.drain_idle_timeout : o.idle_timeout;
+}
+
+// What the read buffer needs before the next read. Bytes [begin, end) are not parsed yet.
+enum class buffer_room {
+  reset,    // everything was parsed: read from the start again
+  enough,   // there is room after `end`
+  compact,  // full, but parsed bytes at the front can go
+  grow,     // full of one unfinished header: double it, up to `max`
+  full,     // at `max` and still no complete header (the parser's limit is below it)
+};
+constexpr buffer_room room_for_read(std::size_t begin, std::size_t end, std::size_t size, std::size_t max) {
+  if (begin == end) return buffer_room::reset;
+  if (end != size) return buffer_room::enough;
+  if (begin > 0) return buffer_room::compact;
+  return size < max ? buffer_room::grow : buffer_room::full;
+}
+
+// Whether a failed read is the tick timer cutting a request short, which the client is told
+// with a 408 (a connection timed out between requests just closes).
+constexpr bool tells_timeout(bool timed_out, phase where, bool mid_request) {
+  return timed_out && (where == phase::header || where == phase::body) && mid_request;
+}
+
+}  // namespace loopfleet::http::detail

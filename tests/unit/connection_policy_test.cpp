@@ -1,0 +1,58 @@
+// The connection loop's decisions: keep-alive or close after a response, during a drain; the
+// idle wait; the read buffer; when a timeout is told to the client.
+#include "http/connection_policy.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace loopfleet::http;
+using namespace loopfleet::http::detail;
+using namespace std::chrono_literals;
+
+TEST(ConnectionPolicy, AResponseKeepsTheConnectionOnlyWhenTheClientAllowsAndNoDrainBegan) {
+  auto v = after_response(true, false, 11);
+  EXPECT_FALSE(v.close);
+  EXPECT_FALSE(v.keep_alive_10);  // HTTP/1.1 keeps by default: nothing to say
+  v = after_response(false, false, 11);  // "Connection: close", or a framing the parser distrusts
+  EXPECT_TRUE(v.close);
+  EXPECT_FALSE(v.keep_alive_10);
+  v = after_response(true, true, 11);  // draining: this response is the connection's last
+  EXPECT_TRUE(v.close);
+  EXPECT_FALSE(v.keep_alive_10);
+}
+
+TEST(ConnectionPolicy, AnHttp10ClientIsToldItsConnectionStays) {
+  auto v = after_response(true, false, 10);
+  EXPECT_FALSE(v.close);
+  EXPECT_TRUE(v.keep_alive_10);
+  v = after_response(true, true, 10);  // except during a drain
+  EXPECT_TRUE(v.close);
+  EXPECT_FALSE(v.keep_alive_10);
+  EXPECT_TRUE(after_response(false, false, 10).close);
+}
+
+TEST(ConnectionPolicy, ADrainShortensTheWaitForTheNextRequest) {
+  server_options o;
+  o.idle_timeout = 60s;
+  o.drain_idle_timeout = 1s;
+  EXPECT_EQ(idle_timeout(o, false), 60s);
+  EXPECT_EQ(idle_timeout(o, true), 1s);
+}
+
+TEST(ConnectionPolicy, TheReadBufferIsReusedCompactedGrownAndBounded) {
+  EXPECT_EQ(room_for_read(0, 0, 4096, 20480), buffer_room::reset);
+  EXPECT_EQ(room_for_read(4096, 4096, 4096, 20480), buffer_room::reset);  // all parsed
+  EXPECT_EQ(room_for_read(10, 100, 4096, 20480), buffer_room::enough);
+  EXPECT_EQ(room_for_read(10, 4096, 4096, 20480), buffer_room::compact);  // a request's tail at the end
+  EXPECT_EQ(room_for_read(0, 4096, 4096, 20480), buffer_room::grow);      // one long header
+  EXPECT_EQ(room_for_read(0, 20480, 20480, 20480), buffer_room::full);
+  EXPECT_EQ(room_for_read(1, 20480, 20480, 20480), buffer_room::compact);
+}
+
+TEST(ConnectionPolicy, OnlyARequestCutShortByTheTimerIsAnswered408) {
+  EXPECT_TRUE(tells_timeout(true, phase::header, true));
+  EXPECT_TRUE(tells_timeout(true, phase::body, true));
+  EXPECT_FALSE(tells_timeout(false, phase::header, true));   // the client went away
+  EXPECT_FALSE(tells_timeout(true, phase::waiting, false));  // idle between requests: just close
+  EXPECT_FALSE(tells_timeout(true, phase::writing, true));   // a response it does not read
+  EXPECT_FALSE(tells_timeout(true, phase::header, false));
+}
