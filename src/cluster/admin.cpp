@@ -20,7 +20,7 @@ namespace {
 // Connects, trying again with backoff for `patience` (a submit given --retry-for waits for a
 // node that is still starting; status and stats answer at once).
 bool connect_patiently(nats_connection& conn, const std::string& url, std::string& error,
-          std::chrono::milliseconds patience = std::chrono::milliseconds(0)) {
+                       std::chrono::milliseconds patience = std::chrono::milliseconds(0)) {
   auto give_up = std::chrono::steady_clock::now() + patience;
   for (int attempt = 0;; ++attempt) {
     natsStatus s = conn.open(url, {.timeout = std::chrono::milliseconds(2000)});
@@ -110,8 +110,8 @@ struct refused {
 // Many jobs without keys: published asynchronously, up to 4096 awaiting their confirmation.
 // What JetStream refuses for a reason that passes (storage full, election) is sent again with
 // backoff, for as long as each round stores something or `retry_for` has not passed.
-std::optional<std::string> submit_many(nats_connection& conn, const std::string& name, const std::string& payload, int count,
-                                       std::chrono::milliseconds retry_for, const job_limits& limits,
+std::optional<std::string> submit_many(nats_connection& conn, const std::string& name, const std::string& payload,
+                                       int count, std::chrono::milliseconds retry_for, const job_limits& limits,
                                        std::string& error) {
   refused back;
   jsOptions jo;

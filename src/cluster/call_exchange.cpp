@@ -97,11 +97,12 @@ asio::awaitable<std::string> call_exchange::call(std::string name, std::string p
   p->name = name;
   std::string reply = inbox_ + "." + std::to_string(id);
   std::string subject = "loopfleet.call." + name;
-  return detail::async_one_shot(std::move(p), [this, id, reply, subject, payload, timeout, name](
-                                                  const std::shared_ptr<pending_reply>& p) {
+  auto begin = [this, id, reply, subject, payload, timeout, name](const std::shared_ptr<pending_reply>& p) {
     expect_reply(p, id, timeout, "call '" + name + "' got no reply within " + std::to_string(timeout.count()) + " ms");
-    natsConnection_PublishRequest(nc_, subject.c_str(), reply.c_str(), payload.data(), static_cast<int>(payload.size()));
-  });
+    natsConnection_PublishRequest(nc_, subject.c_str(), reply.c_str(), payload.data(),
+                                  static_cast<int>(payload.size()));
+  };
+  return detail::async_one_shot(std::move(p), std::move(begin));
 }
 
 std::string call_exchange::reserve_reply(std::uint64_t& id) {

@@ -36,7 +36,8 @@ class call_exchange {
   // A subject one reply may be sent to (a job's Loopfleet-Reply), and the id to wait for it by.
   std::string reserve_reply(std::uint64_t& id);
   // Waits for the result of job `name` sent to reply `id`; fails with timeout after `timeout`.
-  boost::asio::awaitable<std::string> wait_result(std::uint64_t id, std::string name, std::chrono::milliseconds timeout);
+  boost::asio::awaitable<std::string> wait_result(std::uint64_t id, std::string name,
+                                                  std::chrono::milliseconds timeout);
 
  private:
   struct pending_reply {

@@ -1,16 +1,10 @@
-// What the two offload pools share with each other and with the worker's start-up, behind the
-// public include/loopfleet/offload.hpp.
+// What the worker's start-up needs of the offload pools, kept out of the public
+// include/loopfleet/offload.hpp (it would bring asio/io_context.hpp to every application).
 #pragma once
-
-#include <loopfleet/offload.hpp>
 
 #include <boost/asio/io_context.hpp>
 
 namespace loopfleet::detail {
-
-// The pool sizes, fixed at the first use of either pool: configure_offload, else the
-// LOOPFLEET_OFFLOAD_* environment, else the CPUs available over LOOPFLEET_WORKERS.
-offload_options frozen_offload_config();
 
 // Forks the process-pool helpers now if any task is registered (the runtime does this before
 // serving, so the first call does not wait for a fork).

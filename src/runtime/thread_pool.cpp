@@ -2,7 +2,6 @@
 // cancellation-aware operation that hands a task over and brings its outcome back.
 #include <loopfleet/offload.hpp>
 
-#include "runtime/offload_pools.hpp"
 #include "runtime/one_shot.hpp"
 
 #include <atomic>
@@ -65,7 +64,7 @@ class thread_pool_impl {
 thread_pool_impl& thread_pool() {
   // Never destroyed, threads detached: at exit a pool thread may still be running a task
   // whose result nobody awaits any more, and joining it would hold the exit hostage.
-  static auto* pool = new thread_pool_impl(detail::frozen_offload_config().threads);
+  static auto* pool = new thread_pool_impl(offload_threads());
   return *pool;
 }
 
