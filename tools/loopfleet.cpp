@@ -4,8 +4,8 @@
 #include "control/client.hpp"
 #include "front/front.hpp"
 #include "runtime/flags.hpp"
+#include "runtime/spawn.hpp"
 #include "supervisor/config.hpp"
-#include "supervisor/spawn.hpp"
 #include "supervisor/supervisor.hpp"
 
 #include <boost/json.hpp>
@@ -13,8 +13,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 #include <string>
 #include <string_view>
@@ -31,6 +33,8 @@ constexpr const char* usage =
     "  top [--interval S] [--count N] status, refreshed in place\n"
     "  reload                         start a new generation; the old one drains once it is ready\n"
     "  scale N                        change the number of workers\n"
+    "  upgrade [--binary PATH]        replace this supervisor by the loopfleet on disk (or PATH), no\n"
+    "                                 connection lost; rolled back if the new one fails (also SIGUSR2)\n"
     "  stop                           graceful stop\n"
     "  cluster status                 the cluster's nodes: up or down, workers, load\n"
     "  job submit NAME PAYLOAD        store a durable job (--count N, --key IDEMPOTENCY_KEY, --retry-for 10s)\n"
@@ -38,7 +42,7 @@ constexpr const char* usage =
     "  front --listen HOST:PORT --server HOST:PORT@AGENT_PORT ...\n"
     "                                 HAProxy in front of the nodes, fed by their --agent-check (front --help)\n"
     "\n"
-    "status, top, reload, scale and stop take --name NAME or --control PATH to pick the instance.\n";
+    "status, top, reload, scale, upgrade and stop take --name NAME or --control PATH to pick the instance.\n";
 
 int fail(const std::string& message) {
   std::fprintf(stderr, "loopfleet: error: %s\n", message.c_str());
@@ -46,7 +50,7 @@ int fail(const std::string& message) {
 }
 
 int client_command(std::string_view command, std::vector<std::string_view> args) {
-  std::string name, control;
+  std::string name, control, binary;
   std::chrono::milliseconds interval{1000};
   int count = 0;
   bool as_json = false;
@@ -59,6 +63,7 @@ int client_command(std::string_view command, std::vector<std::string_view> args)
     flags.add_duration("--interval", &interval, "refresh period");
     flags.add_int("--count", &count, 0, 1000000, "stop after this many refreshes (0 = until Ctrl-C)");
   }
+  if (command == "upgrade") flags.add_string("--binary", &binary, "the loopfleet executable to upgrade to");
   std::vector<std::string_view> flag_args;
   for (auto a : args) {
     if (a == "--json") as_json = true;
@@ -80,16 +85,24 @@ int client_command(std::string_view command, std::vector<std::string_view> args)
     char* end = nullptr;
     std::string n(rest.front());
     long v = std::strtol(n.c_str(), &end, 10);
-    if (*end || v < 1 || v > 1024) return fail("scale: '" + n + "' is not a number from 1 to 1024");
+    if (*end || v < 1 || v > loopfleet::supervisor::max_workers)
+      return fail("scale: '" + n + "' is not a number from 1 to " + std::to_string(loopfleet::supervisor::max_workers));
     req["workers"] = v;
-  } else if (!rest.empty()) {
+  } else if (command == "upgrade" && !binary.empty()) {
+    // The supervisor runs it, from its own working directory: a relative path means ours.
+    char* real = ::realpath(binary.c_str(), nullptr);
+    if (!real) return fail("--binary " + binary + ": " + std::strerror(errno));
+    req["binary"] = real;
+    std::free(real);
+  }
+  if (!rest.empty()) {
     return fail("unexpected argument '" + std::string(rest.front()) + "' (see loopfleet --help)");
   }
 
   std::string path, error;
   if (auto err = loopfleet::control::locate(control, name, path)) return fail(*err);
-  // A reload waits for the new generation to be ready, which may take the ready timeout.
-  auto timeout = std::chrono::seconds(command == "reload" ? 600 : 10);
+  // A reload or an upgrade waits for the new workers to be ready, which may take the ready timeout.
+  auto timeout = std::chrono::seconds(command == "reload" || command == "upgrade" ? 600 : 10);
   if (command == "top") {
     for (int i = 0; count == 0 || i < count; ++i) {
       if (i) std::this_thread::sleep_for(interval);
@@ -213,7 +226,7 @@ int run_command(std::vector<std::string_view> args) {
     std::fputs(loopfleet::supervisor::run_usage().c_str(), stdout);
     return 0;
   }
-  if (loopfleet::supervisor::find_executable(cfg.command.front()).empty())
+  if (loopfleet::find_executable(cfg.command.front()).empty())
     return fail("command '" + cfg.command.front() + "' not found or not executable (check the path after --)");
   std::vector<std::string> kept(args.begin(), args.end());
   return loopfleet::supervisor::run(std::move(cfg), std::move(kept));
@@ -230,10 +243,11 @@ int main(int argc, char** argv) {
   std::string_view command = args.front();
   args.erase(args.begin());
   if (command == "run") return run_command(args);
-  if (command == "status" || command == "top" || command == "reload" || command == "stop" || command == "scale")
+  if (command == "status" || command == "top" || command == "reload" || command == "stop" || command == "scale" ||
+      command == "upgrade")
     return client_command(command, args);
   if (command == "cluster" || command == "job") return nats_command(command, args);
   if (command == "front") return front_command(args);
   return fail("unknown command '" + std::string(command) +
-              "' (run, status, top, reload, scale, stop, cluster, job, front; see loopfleet --help)");
+              "' (run, status, top, reload, scale, upgrade, stop, cluster, job, front; see loopfleet --help)");
 }

@@ -84,6 +84,7 @@ std::string describe(const durability& d) {
   if (d.short_of_replicas())
     out += "; fewer replicas than promised: it grows when servers join (losing a server meanwhile can lose jobs or "
            "stop them)";
+  if (!d.servers.empty()) out += "; on " + d.servers;
   return out;
 }
 
@@ -105,7 +106,7 @@ namespace {
 
 // The leader plus the followers that are current: those that have every stored write.
 durability standing(std::string name, std::string kind, int want, const jsClusterInfo* ci, int configured) {
-  durability d{std::move(name), std::move(kind), want, configured, 0, false};
+  durability d{std::move(name), std::move(kind), want, configured, 0, false, {}};
   // A server without a cluster block names no leader: the one server that answered is it.
   // (In a cluster only the leader answers, and it names itself.)
   if (!ci || ((!ci->Leader || !*ci->Leader) && ci->ReplicasLen == 0)) {
@@ -116,10 +117,18 @@ durability standing(std::string name, std::string kind, int want, const jsCluste
   }
   d.leader = ci->Leader && *ci->Leader;
   d.in_sync = d.leader ? 1 : 0;
-  for (int i = 0; i < ci->ReplicasLen; ++i)
-    if (ci->Replicas[i] && ci->Replicas[i]->Current && !ci->Replicas[i]->Offline) ++d.in_sync;
-  // A consumer configured with 0 replicas has its stream's; the peers listed say how many.
-  if (d.has == 0) d.has = d.leader ? 1 + ci->ReplicasLen : 0;
+  if (d.leader) d.servers = std::string(ci->Leader) + " (leader)";
+  for (int i = 0; i < ci->ReplicasLen; ++i) {
+    const jsPeerInfo* r = ci->Replicas[i];
+    if (!r) continue;
+    if (r->Current && !r->Offline) ++d.in_sync;
+    if (!d.servers.empty()) d.servers += ", ";
+    d.servers += std::string(r->Name ? r->Name : "?") + (r->Offline ? " (offline)" : !r->Current ? " (behind)" : "");
+  }
+  // The peers listed, not the configured count: nats-server 2.9 has been seen to create a
+  // stream with 3 replicas configured on 2 servers, and a consumer configured with 0 replicas
+  // has its stream's count but not always its stream's servers.
+  if (d.leader) d.has = 1 + ci->ReplicasLen;
   return d;
 }
 
@@ -130,7 +139,7 @@ std::optional<durability> read_stream(jsCtx* js, const std::string& name, const 
   jsErrCode err = static_cast<jsErrCode>(0);
   natsStatus s = js_GetStreamInfo(&si, js, name.c_str(), nullptr, &err);
   if (s == NATS_NOT_FOUND || err == JSStreamNotFoundErr) return std::nullopt;
-  if (s != NATS_OK) return durability{name, kind, 0, 0, 0, false};
+  if (s != NATS_OK) return durability{name, kind, 0, 0, 0, false, {}};
   auto d = standing(name, kind, wanted_replicas(si->Config->Description, static_cast<int>(si->Config->Replicas)),
                     si->Cluster, static_cast<int>(si->Config->Replicas));
   if (keep) *keep = si;
@@ -156,7 +165,7 @@ std::vector<durability> read_durability(jsCtx* js) {
     for (int i = 0; i < names->Count; ++i) {
       jsConsumerInfo* ci = nullptr;
       if (js_GetConsumerInfo(&ci, js, jobs_stream, names->List[i], nullptr, &err) != NATS_OK) {
-        out.push_back({names->List[i], "consumer", want, 0, 0, false});
+        out.push_back({names->List[i], "consumer", want, 0, 0, false, {}});
         continue;
       }
       out.push_back(standing(names->List[i], "consumer", want, ci->Cluster, static_cast<int>(ci->Config->Replicas)));
@@ -172,7 +181,8 @@ boost::json::array durability_json(const std::vector<durability>& all) {
   boost::json::array out;
   for (const auto& d : all)
     out.push_back(boost::json::object{{"name", d.name},       {"kind", d.kind},       {"want", d.want},
-                                      {"has", d.has},         {"in_sync", d.in_sync}, {"quorum", d.quorum()}});
+                                      {"has", d.has},         {"in_sync", d.in_sync}, {"quorum", d.quorum()},
+                                      {"servers", d.servers}});
   return out;
 }
 
@@ -316,6 +326,29 @@ void raise(jsCtx* js, const std::string& name, int want) {
   jsStreamInfo_Destroy(si);
 }
 
+// Gives a jobs consumer its stream's servers. nats-server moves consumers along when we raise
+// their stream, but not when it repairs a stream on its own: a consumer made while its 3-replica
+// stream sat on 2 servers keeps 2 after the third joins, and loses its quorum with one of them.
+// Its configured count already says 3 (0: the stream's), so asking for 3 changes nothing; asking
+// for what it has and then for `want` is a scale-up nats-server carries out, state and all.
+void raise_consumer(jsCtx* js, const std::string& name, int has, int want) {
+  jsConsumerInfo* ci = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  if (js_GetConsumerInfo(&ci, js, jobs_stream, name.c_str(), nullptr, &err) != NATS_OK) return;
+  bool ok = true;
+  for (int step : {has, want}) {
+    if (!ok || ci->Config->Replicas == step) continue;
+    ci->Config->Replicas = step;
+    jsConsumerInfo* updated = nullptr;
+    ok = js_UpdateConsumer(&updated, js, jobs_stream, ci->Config, nullptr, &err) == NATS_OK;
+    if (updated) jsConsumerInfo_Destroy(updated);
+  }
+  if (ok)
+    log::info("cluster: consumer " + name + " now has " + std::to_string(want) + " replicas (had " +
+              std::to_string(has) + ")");
+  jsConsumerInfo_Destroy(ci);
+}
+
 }  // namespace
 
 void node_agent::run() {
@@ -410,10 +443,15 @@ void node_agent::run() {
       int up = 0;
       for (const auto& n : read_nodes(kv, node_down_after_s))
         if (n.as_object().at("state") == "up") ++up;
-      // Consumers need nothing here: nats-server scales them with their stream (the
-      // durability tests check that the jobs' consumer reaches the stream's replicas).
-      for (const auto& d : standing)
-        if (d.kind != "consumer" && d.has > 0 && d.has < replicas_.want) raise(js, d.name, replicas_.want);
+      // A consumer is raised only once its stream has the servers: nats-server scales
+      // consumers with the stream it raises, and the durability tests check that it did.
+      bool stream_whole = !standing.empty() && standing.front().name == jobs_stream &&
+                          standing.front().has >= replicas_.want;
+      for (const auto& d : standing) {
+        if (d.has == 0 || d.has >= replicas_.want) continue;
+        if (d.kind != "consumer") raise(js, d.name, replicas_.want);
+        else if (stream_whole) raise_consumer(js, d.name, d.has, replicas_.want);
+      }
       if (++ticks % 5 == 0) {
         std::string which;
         if (int n = sweep_stranded_jobs(js, 256, which); n > 0)

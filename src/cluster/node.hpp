@@ -72,12 +72,16 @@ struct durability {
   int has = 0;         // replicas it is configured with now
   int in_sync = 0;     // the leader and the followers that are current
   bool leader = false;
+  // Where it is stored, as JetStream reports it: "n1 (leader), n2, n3 (offline)". Which
+  // servers hold the jobs is what an operator needs before taking one down.
+  std::string servers;
   // A write is stored only when a majority of `has` confirms it; without that the object
   // takes nothing (submits retry) and delivers nothing.
   bool quorum() const { return leader && in_sync * 2 > has; }
   bool short_of_replicas() const { return has < want; }
 };
-// "stream LOOPFLEET_JOBS: 3 of 3 replicas, 3 in sync, quorum" (and what is missing).
+// "stream LOOPFLEET_JOBS: 3 of 3 replicas, 3 in sync, quorum; on n1 (leader), n2, n3" (and
+// what is missing).
 std::string describe(const durability& d);
 
 // The description stored with each stream: JetStream keeps the replicas a node created it for,

@@ -1,7 +1,6 @@
 #include "control/client.hpp"
 
-#include "supervisor/config.hpp"
-#include "supervisor/private_dir.hpp"
+#include "runtime/private_dir.hpp"
 
 #include <boost/json.hpp>
 
@@ -23,11 +22,11 @@ std::optional<std::string> locate(const std::string& explicit_path, const std::s
     return std::nullopt;
   }
   // A socket in a directory another user controls may be theirs, answering in our name.
-  std::string dir = supervisor::runtime_dir();
+  std::string dir = runtime_dir();
   std::string fix = "remove it (rm -r " + dir + ") or set XDG_RUNTIME_DIR to a directory of yours";
-  if (auto err = supervisor::check_private_dir("runtime directory", dir, fix)) return err;
+  if (auto err = check_private_dir("runtime directory", dir, fix)) return err;
   if (!name.empty()) {
-    path = supervisor::default_control_path(name);
+    path = default_control_path(name);
     return std::nullopt;
   }
   std::vector<std::string> found;
@@ -176,7 +175,10 @@ std::string format_status(const std::string& reply_json) {
       bool quorum = true_at(d, "quorum");
       out += "  " + fixed(d.if_contains("kind"), 8, true) + " " + fixed(d.if_contains("name"), 20, true) + " " +
              fixed(d.if_contains("has"), 0) + " of " + fixed(d.if_contains("want"), 0) + " replicas, " +
-             fixed(d.if_contains("in_sync"), 0) + " in sync, " + (quorum ? "quorum" : "NO QUORUM") + "\n";
+             fixed(d.if_contains("in_sync"), 0) + " in sync, " + (quorum ? "quorum" : "NO QUORUM");
+      if (const auto* on = d.if_contains("servers"); on && on->is_string() && !on->get_string().empty())
+        out += "; on " + std::string(on->get_string());
+      out += "\n";
     }
   }
   return out;

@@ -1,55 +1,68 @@
 #include "front/front.hpp"
 
 #include "runtime/address.hpp"
-#include "runtime/child.hpp"
 #include "runtime/error.hpp"
-#include "runtime/flags.hpp"
-#include "supervisor/config.hpp"
-#include "supervisor/private_dir.hpp"
-#include "supervisor/spawn.hpp"
+#include "runtime/private_dir.hpp"
+#include "runtime/settings.hpp"
+#include "runtime/spawn.hpp"
 
 #include <arpa/inet.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <charconv>
-#include <cstring>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <system_error>
 #include <variant>
 
 namespace loopfleet::front {
 namespace {
 
-struct raw_values {
-  std::vector<std::string> servers;
+// What the flags fill: the configuration, the VIP's settings (kept only with --vip) and the
+// texts that are checked into servers once every flag is read.
+struct front_flags : config, vip_settings {
+  std::vector<std::string> server_specs;
   int agent_port = 0;
-  vip_settings vip;
+  bool print_config = false;
 };
 
-void register_flags(flag_set& f, config& c, raw_values& raw) {
-  f.add_list("--listen", &c.listen, "where clients connect, HOST:PORT (comma-separated or repeated)");
-  f.add_list("--server", &raw.servers,
-             "a node's HTTP address, HOST:PORT, with @AGENT_PORT for its --agent-check port (comma-separated or "
-             "repeated)");
-  f.add_int("--agent-port", &raw.agent_port, 0, 65535, "agent check port of servers given without @AGENT_PORT");
-  f.add_duration("--check-interval", &c.check_interval, "how often each node is checked (port and agent)");
-  f.add_string("--health-path", &c.health_path, "check nodes with GET PATH (2xx/3xx = up) instead of a TCP connect");
-  f.add_string("--stats", &c.stats, "HOST:PORT of HAProxy's stats page, with Prometheus metrics at /metrics");
-  f.add_duration("--graceful-timeout", &c.graceful_timeout, "on SIGTERM, how long requests in flight may finish");
-  f.add_string("--vip", &raw.vip.address,
-               "ADDRESS/PREFIX this front holds with keepalived while it is the live one with the highest priority");
-  f.add_string("--vip-interface", &raw.vip.interface, "with --vip: the interface the address goes on");
-  f.add_list("--vip-peer", &raw.vip.peers, "with --vip: another front's address for VRRP (unicast; default multicast)");
-  f.add_int("--vip-priority", &raw.vip.priority, 1, 254, "with --vip: higher holds the address [default: 100]");
-  f.add_int("--vip-router-id", &raw.vip.router_id, 1, 255, "with --vip: the same on every front of one address");
-  f.add_string("--name", &c.name, "names the generated configuration and admin socket");
-  f.add_string("--state-dir", &c.state_dir,
-               "where the configuration and admin socket go [default: $XDG_RUNTIME_DIR/loopfleet]");
-}
+constexpr int max_port = 65535;
+
+constexpr setting<front_flags> front_table[] = {
+    {.name = "listen", .where = &front_flags::listen,
+     .help = "where clients connect, HOST:PORT (comma-separated or repeated)"},
+    {.name = "server", .where = &front_flags::server_specs,
+     .help = "a node's HTTP address, HOST:PORT, with @AGENT_PORT for its --agent-check port (comma-separated or "
+             "repeated)"},
+    {.name = "agent-port", .where = &front_flags::agent_port, .range = {0, max_port},
+     .help = "agent check port of servers given without @AGENT_PORT"},
+    {.name = "check-interval", .where = &front_flags::check_interval,
+     .help = "how often each node is checked (port and agent)"},
+    {.name = "health-path", .where = &front_flags::health_path,
+     .help = "check nodes with GET PATH (2xx/3xx = up) instead of a TCP connect"},
+    {.name = "stats", .where = &front_flags::stats,
+     .help = "HOST:PORT of HAProxy's stats page, with Prometheus metrics at /metrics"},
+    {.name = "graceful-timeout", .where = &front_flags::graceful_timeout,
+     .help = "on SIGTERM, how long requests in flight may finish"},
+    {.name = "vip", .where = &front_flags::address,
+     .help = "ADDRESS/PREFIX this front holds with keepalived while it is the live one with the highest priority"},
+    {.name = "vip-interface", .where = &front_flags::interface,
+     .help = "with --vip: the interface the address goes on"},
+    {.name = "vip-peer", .where = &front_flags::peers,
+     .help = "with --vip: another front's address for VRRP (unicast; default multicast)"},
+    {.name = "vip-priority", .where = &front_flags::priority, .range = {1, 254},
+     .help = "with --vip: higher holds the address"},
+    {.name = "vip-router-id", .where = &front_flags::router_id, .range = {1, 255},
+     .help = "with --vip: the same on every front of one address"},
+    {.name = "name", .where = &front_flags::name, .help = "names the generated configuration and admin socket"},
+    {.name = "state-dir", .where = &front_flags::state_dir, .shown_default = "$XDG_RUNTIME_DIR/loopfleet",
+     .help = "where the configuration and admin socket go"},
+    {.name = "print-config", .where = &front_flags::print_config, .help = "print the HAProxy configuration and exit"},
+};
 
 std::optional<std::string> parse_server(const std::string& text, int default_agent, server& out) {
   std::string address = text;
@@ -59,8 +72,9 @@ std::optional<std::string> parse_server(const std::string& text, int default_age
     std::string_view port = std::string_view(text).substr(at + 1);
     int value = 0;
     auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (ec != std::errc() || end != port.data() + port.size() || value < 1 || value > 65535)
-      return "--server '" + text + "': the agent port after '@' must be a number from 1 to 65535";
+    if (ec != std::errc() || end != port.data() + port.size() || value < 1 || value > max_port)
+      return "--server '" + text + "': the agent port after '@' must be a number from 1 to " +
+             std::to_string(max_port);
     out.agent_port = value;
   }
   listen_address a;
@@ -84,9 +98,8 @@ std::string bind_text(const std::string& hostport) {
 
 std::string usage() {
   flag_set f("loopfleet front");
-  config c;
-  raw_values raw;
-  register_flags(f, c, raw);
+  front_flags all;
+  add_settings<front_flags>(f, all, front_table);
   return "usage: loopfleet front --listen HOST:PORT --server HOST:PORT@AGENT_PORT [--server ...] [flags]\n\n"
          "Runs HAProxy in front of the nodes: each node's `loopfleet run --agent-check HOST:PORT` tells it\n"
          "up (with a weight), drain (stopping) or down. --print-config prints the configuration and exits.\n\n" +
@@ -95,25 +108,26 @@ std::string usage() {
 
 std::optional<std::string> parse_args(std::span<const std::string_view> args, config& out, bool* help, bool* print) {
   flag_set f("loopfleet front");
-  raw_values raw;
-  bool print_only = false;
-  register_flags(f, out, raw);
-  f.add_bool("--print-config", &print_only, "print the HAProxy configuration and exit");
+  front_flags all;
+  static_cast<config&>(all) = out;
+  add_settings<front_flags>(f, all, front_table);
   if (auto err = f.parse(args)) return err;
   if (help) *help = f.help_requested();
   if (f.help_requested()) return std::nullopt;
-  if (print) *print = print_only;
+  if (print) *print = all.print_config;
+  out = all;
+  vip_settings& vip = all;
   split_commas(out.listen);
-  split_commas(raw.servers);
+  split_commas(all.server_specs);
   if (out.listen.empty()) return "front needs --listen HOST:PORT: the address clients connect to";
-  if (raw.servers.empty())
+  if (all.server_specs.empty())
     return "front needs at least one --server HOST:PORT@AGENT_PORT: a node's HTTP address and its --agent-check port";
   for (const auto& l : out.listen)
     if (auto err = check_tcp_address("--listen", l)) return err;
   out.servers.clear();
-  for (const auto& text : raw.servers) {
+  for (const auto& text : all.server_specs) {
     server s;
-    if (auto err = parse_server(text, raw.agent_port, s)) return err;
+    if (auto err = parse_server(text, all.agent_port, s)) return err;
     for (const auto& other : out.servers)
       if (other.host == s.host && other.port == s.port) return "--server " + text + " is given twice";
     out.servers.push_back(s);
@@ -126,9 +140,9 @@ std::optional<std::string> parse_args(std::span<const std::string_view> args, co
   for (char ch : out.name)
     if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_')
       return "--name '" + out.name + "' may use letters, digits, '-' and '_' only";
-  if (out.state_dir.empty()) out.state_dir = supervisor::runtime_dir();
-  if (!raw.vip.address.empty()) {
-    auto& v = raw.vip;
+  if (out.state_dir.empty()) out.state_dir = runtime_dir();
+  if (!vip.address.empty()) {
+    auto& v = vip;
     split_commas(v.peers);
     auto slash = v.address.find('/');
     in_addr ignored{};
@@ -141,7 +155,7 @@ std::optional<std::string> parse_args(std::span<const std::string_view> args, co
       if (::inet_pton(AF_INET, peer.c_str(), &ignored) != 1)
         return "--vip-peer '" + peer + "' must be the other front's IPv4 address";
     out.vip = v;
-  } else if (!raw.vip.interface.empty() || !raw.vip.peers.empty()) {
+  } else if (!vip.interface.empty() || !vip.peers.empty()) {
     return "--vip-interface and --vip-peer need --vip ADDRESS/PREFIX";
   }
   return std::nullopt;
@@ -232,41 +246,30 @@ std::string keepalived_config(const config& c, int haproxy_pid, const std::strin
 
 namespace {
 
-// Forks and execs `argv` in its own process group (a Ctrl-C on the terminal reaches only us;
-// we stop the children in order), dying with SIGTERM if we die. -1 when fork fails.
+// haproxy and keepalived: in their own process group (a Ctrl-C on the terminal reaches only
+// us; we stop the children in order), dying with SIGTERM if we die. -1 when fork fails.
 pid_t start(const std::vector<std::string>& argv) {
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t parent = ::getpid();
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    become_child_of(parent, SIGTERM);
-    ::setpgid(0, 0);
-    ::execv(args[0], args.data());
-    std::fprintf(stderr, "loopfleet: error: cannot run %s: %s\n", args[0], std::strerror(errno));
-    ::_exit(127);
+  spawn_spec spec;
+  spec.argv = argv;
+  spec.exec_failure = "loopfleet: error: cannot run ";
+  try {
+    return spawn(spec).pid;
+  } catch (const std::system_error& e) {
+    std::fprintf(stderr, "loopfleet: error: cannot start %s: %s\n", argv[0].c_str(), e.code().message().c_str());
+    return -1;
   }
-  if (pid < 0)
-    std::fprintf(stderr, "loopfleet: error: cannot start %s: %s\n", argv[0].c_str(), std::strerror(errno));
-  return pid;
-}
-
-int exit_code(int status) {
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
 }  // namespace
 
 int run(const config& c) {
-  std::string haproxy = supervisor::find_executable("haproxy");
+  std::string haproxy = find_executable("haproxy");
   if (haproxy.empty()) {
     std::fprintf(stderr, "loopfleet: error: haproxy not found: install it (scripts/install-deps.sh installs it)\n");
     return 2;
   }
-  std::string keepalived = c.vip ? supervisor::find_executable("keepalived") : "";
-  std::string kill_path = supervisor::find_executable("kill");  // keepalived's check of haproxy
+  std::string keepalived = c.vip ? find_executable("keepalived") : "";
+  std::string kill_path = find_executable("kill");  // keepalived's check of haproxy
   if (c.vip && (keepalived.empty() || kill_path.empty())) {
     std::fprintf(stderr, "loopfleet: error: %s not found (--vip needs it): install it "
                          "(scripts/install-deps.sh installs it)\n", keepalived.empty() ? "keepalived" : "kill");
@@ -283,8 +286,8 @@ int run(const config& c) {
       return 2;
     }
   }
-  if (auto err = supervisor::ensure_private_dir(
-          "state directory", c.state_dir, supervisor::current_user(),
+  if (auto err = ensure_private_dir(
+          "state directory", c.state_dir, current_user(),
           "remove it (rm -r " + c.state_dir + ") or choose another --state-dir")) {
     std::fprintf(stderr, "loopfleet: error: %s\n", err->c_str());
     return 2;

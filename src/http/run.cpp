@@ -2,12 +2,34 @@
 
 #include "http/server.hpp"
 #include "runtime/flags.hpp"
+#include "runtime/settings.hpp"
 
 #include <cstdio>
 #include <string_view>
 #include <vector>
 
 namespace loopfleet::http {
+namespace {
+
+constexpr setting<server_options> server_table[] = {
+    {.name = "max-header-bytes", .where = &server_options::max_header_bytes,
+     .help = "largest request line + headers; larger gets 431"},
+    {.name = "max-body-bytes", .where = &server_options::max_body_bytes,
+     .help = "largest request body; larger gets 413"},
+    {.name = "max-connections", .where = &server_options::max_connections,
+     .help = "open connections per worker; more get 503"},
+    {.name = "header-timeout", .where = &server_options::header_timeout,
+     .help = "first byte to end of headers; slower gets 408"},
+    {.name = "request-timeout", .where = &server_options::request_timeout,
+     .help = "first byte to end of body; slower gets 408"},
+    {.name = "idle-timeout", .where = &server_options::idle_timeout, .help = "keep-alive wait for the next request"},
+    {.name = "send-timeout", .where = &server_options::send_timeout,
+     .help = "time a client may take to read a response"},
+    {.name = "drain-idle-timeout", .where = &server_options::drain_idle_timeout,
+     .help = "when draining, how long an idle keep-alive connection may send one more request"},
+};
+
+}  // namespace
 
 int run(int argc, char** argv, router app) {
   std::string_view program = argc > 0 ? argv[0] : "loopfleet-worker";
@@ -18,15 +40,7 @@ int run(int argc, char** argv, router app) {
 
   flag_set flags(worker.name);
   add_worker_flags(flags, worker);
-  flags.add_size("--max-header-bytes", &server.max_header_bytes, "largest request line + headers; larger gets 431");
-  flags.add_size("--max-body-bytes", &server.max_body_bytes, "largest request body; larger gets 413");
-  flags.add_size("--max-connections", &server.max_connections, "open connections per worker; more get 503");
-  flags.add_duration("--header-timeout", &server.header_timeout, "first byte to end of headers; slower gets 408");
-  flags.add_duration("--request-timeout", &server.request_timeout, "first byte to end of body; slower gets 408");
-  flags.add_duration("--idle-timeout", &server.idle_timeout, "keep-alive wait for the next request");
-  flags.add_duration("--send-timeout", &server.send_timeout, "time a client may take to read a response");
-  flags.add_duration("--drain-idle-timeout", &server.drain_idle_timeout,
-                     "when draining, how long an idle keep-alive connection may send one more request");
+  add_settings<server_options>(flags, server, server_table);
 
   std::vector<std::string_view> args(argv + (argc > 0 ? 1 : 0), argv + argc);
   if (auto err = flags.parse(args)) {

@@ -11,6 +11,11 @@
 
 namespace loopfleet {
 
+// What a worker and `loopfleet run` serve when given no --listen (and no inherited socket).
+inline constexpr std::string_view default_listen = "127.0.0.1:8080";
+// listen(2)'s backlog, as --backlog takes it; the kernel caps it at net.core.somaxconn.
+inline constexpr int max_backlog = 65535;
+
 struct listen_address {
   bool is_unix = false;
   std::string host;  // IP literal or name; "0.0.0.0" for ":PORT"

@@ -108,6 +108,13 @@ void flag_set::add_bool(std::string name, bool* out, std::string help) {
        }});
 }
 
+void flag_set::add_parsed(std::string name, std::string help,
+                          std::function<std::optional<std::string>(std::string_view)> set) {
+  add({name, "TEXT", std::move(help), "", false, std::move(set)});
+}
+
+void flag_set::show_default(std::string text) { flags_.back().default_text = std::move(text); }
+
 std::optional<std::string> flag_set::parse(std::span<const std::string_view> args) {
   for (std::size_t i = 0; i < args.size(); ++i) {
     std::string_view arg = args[i];
@@ -145,8 +152,8 @@ std::string flag_set::usage() const {
     std::string left = "  " + f.name + (f.metavar.empty() ? "" : " " + f.metavar);
     if (left.size() < 32) left.resize(32, ' ');
     out += left + " " + f.help;
-    if (f.repeatable) out += " (repeatable)";
     if (!f.default_text.empty()) out += " [default: " + f.default_text + "]";
+    if (f.repeatable) out += " (repeatable)";
     out += '\n';
   }
   out += "  --help                         show this help\n";

@@ -28,6 +28,12 @@ class flag_set {
   void add_int(std::string name, int* out, int min, int max, std::string help);
   // A switch without a value: "--name" sets it.
   void add_bool(std::string name, bool* out, std::string help);
+  // A value the kinds above cannot type (an enum, "a number or auto"): `set` stores it or says
+  // why not (" is not shared or reuseport", after the flag and the value).
+  void add_parsed(std::string name, std::string help, std::function<std::optional<std::string>(std::string_view)> set);
+  // The default --help shows for the flag added last, where its value does not say it (a 0
+  // that means "auto", an empty list that means 127.0.0.1:8080).
+  void show_default(std::string text);
 
   // Parses args (without the program name). Returns an error sentence, or nullopt.
   // "--help"/"-h" sets help_requested() and stops.

@@ -12,6 +12,8 @@
 // index of the listener it was queued on (the LISTEN_FDS order) and, as ancillary data, its fd.
 #pragma once
 
+#include "runtime/worker_env.hpp"
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -22,7 +24,7 @@ class io_context;
 
 namespace loopfleet::handoff {
 
-inline constexpr const char* fd_env = "LOOPFLEET_HANDOFF_FD";
+inline constexpr const char* fd_env = worker_env::handoff_fd;
 inline constexpr const char* ready_key = "X_LOOPFLEET_HANDOFF=1";
 
 // Sends connection `fd` (kept open: the caller closes its copy) without blocking. False with

@@ -1,6 +1,7 @@
 #include "runtime/heartbeat.hpp"
 
 #include "runtime/log.hpp"
+#include "runtime/worker_env.hpp"
 
 #include <boost/asio/steady_timer.hpp>
 
@@ -88,10 +89,10 @@ struct heartbeat::beat_timer {
 };
 
 heartbeat::heartbeat() {
-  const char* fd_text = std::getenv("LOOPFLEET_HEARTBEAT_FD");
+  const char* fd_text = std::getenv(worker_env::heartbeat_fd);
   if (!fd_text) return;
   int fd = std::atoi(fd_text);
-  ::unsetenv("LOOPFLEET_HEARTBEAT_FD");
+  ::unsetenv(worker_env::heartbeat_fd);
   void* p = ::mmap(nullptr, sizeof(heartbeat_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   ::close(fd);
   if (p == MAP_FAILED) {

@@ -63,6 +63,27 @@ struct heartbeat_reading {
 // layout (magic, version) or the loop has not beaten yet.
 std::optional<heartbeat_reading> read_heartbeat(const heartbeat_region& region, std::int64_t now_ns);
 
+// The supervisor side: a fresh region for one worker, in a memfd mapped here. The worker
+// inherits `fd()` (LOOPFLEET_HEARTBEAT_FD), which the supervisor closes after the spawn; the
+// mapping stays until the page is destroyed, so a dead worker's last counts remain readable.
+class heartbeat_page {
+ public:
+  // nullptr when no region can be made (the reason is in errno): the worker then runs
+  // without one, unwatched by the region's reader.
+  static std::unique_ptr<heartbeat_page> create();
+  ~heartbeat_page();
+  heartbeat_page(const heartbeat_page&) = delete;
+  heartbeat_page& operator=(const heartbeat_page&) = delete;
+  const heartbeat_region& region() const { return *region_; }
+  int fd() const { return fd_; }
+  void close_fd();
+
+ private:
+  heartbeat_page(heartbeat_region* region, int fd) : region_(region), fd_(fd) {}
+  heartbeat_region* region_;
+  int fd_;
+};
+
 // The worker side: maps the region named by LOOPFLEET_HEARTBEAT_FD (if any), installs the
 // stack-dump signal handler and beats from a timer on `loop`.
 class heartbeat {

@@ -2,8 +2,38 @@
 #include "runtime/heartbeat.hpp"
 
 #include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <new>
 
 namespace loopfleet {
+
+std::unique_ptr<heartbeat_page> heartbeat_page::create() {
+  int fd = ::memfd_create("loopfleet-heartbeat", MFD_CLOEXEC);
+  if (fd < 0) return nullptr;
+  void* mem = MAP_FAILED;
+  if (::ftruncate(fd, sizeof(heartbeat_region)) == 0)
+    mem = ::mmap(nullptr, sizeof(heartbeat_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (mem == MAP_FAILED) {
+    int e = errno;
+    ::close(fd);
+    errno = e;
+    return nullptr;
+  }
+  return std::unique_ptr<heartbeat_page>(new heartbeat_page(new (mem) heartbeat_region(), fd));
+}
+
+heartbeat_page::~heartbeat_page() {
+  close_fd();
+  ::munmap(region_, sizeof(heartbeat_region));
+}
+
+void heartbeat_page::close_fd() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
 
 std::optional<heartbeat_reading> read_heartbeat(const heartbeat_region& region, std::int64_t now_ns) {
   if (region.magic != heartbeat_region::magic_value || region.version != heartbeat_region::current_version)

@@ -2,6 +2,7 @@
 
 #include "runtime/address.hpp"
 #include "runtime/error.hpp"
+#include "runtime/worker_env.hpp"
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -53,13 +54,13 @@ std::variant<inherited_fds, std::string> read_listen_fds(const char* listen_pid,
 }
 
 std::vector<listener> adopt_listen_fds() {
-  auto rules = read_listen_fds(std::getenv("LISTEN_PID"), std::getenv("LISTEN_FDS"), std::getenv("LISTEN_FDNAMES"),
-                               ::getpid());
+  auto rules = read_listen_fds(std::getenv(worker_env::listen_pid), std::getenv(worker_env::listen_fds),
+                               std::getenv(worker_env::listen_fdnames), ::getpid());
   if (auto* err = std::get_if<std::string>(&rules))
     throw startup_error("cannot adopt inherited sockets: " + *err + " (the parent process set it wrong)");
-  ::unsetenv("LISTEN_PID");
-  ::unsetenv("LISTEN_FDS");
-  ::unsetenv("LISTEN_FDNAMES");
+  ::unsetenv(worker_env::listen_pid);
+  ::unsetenv(worker_env::listen_fds);
+  ::unsetenv(worker_env::listen_fdnames);
 
   auto& inherited = std::get<inherited_fds>(rules);
   std::vector<listener> out;

@@ -3,6 +3,7 @@
 #include "runtime/handoff.hpp"
 
 #include "runtime/log.hpp"
+#include "runtime/worker_env.hpp"
 
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -17,9 +18,9 @@
 namespace loopfleet {
 
 notifier notifier::from_environment() {
-  const char* path = std::getenv("NOTIFY_SOCKET");
-  const char* usec = std::getenv("WATCHDOG_USEC");
-  const char* wpid = std::getenv("WATCHDOG_PID");
+  const char* path = std::getenv(worker_env::notify_socket);
+  const char* usec = std::getenv(worker_env::watchdog_usec);
+  const char* wpid = std::getenv(worker_env::watchdog_pid);
   std::chrono::microseconds watchdog{0};
   long long n = 0;
   long pid = 0;
@@ -27,9 +28,9 @@ notifier notifier::from_environment() {
   if (usec && for_us && std::from_chars(usec, usec + std::strlen(usec), n).ec == std::errc() && n > 0)
     watchdog = std::chrono::microseconds(n);
   notifier out = path && *path ? notifier(path, watchdog) : notifier();
-  ::unsetenv("NOTIFY_SOCKET");
-  ::unsetenv("WATCHDOG_USEC");
-  ::unsetenv("WATCHDOG_PID");
+  ::unsetenv(worker_env::notify_socket);
+  ::unsetenv(worker_env::watchdog_usec);
+  ::unsetenv(worker_env::watchdog_pid);
   return out;
 }
 

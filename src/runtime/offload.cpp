@@ -3,10 +3,10 @@
 // limit means for its call), and the pools' sizes. The thread pool is thread_pool.cpp.
 #include <loopfleet/offload.hpp>
 
-#include "runtime/child.hpp"
 #include "runtime/log.hpp"
 #include "runtime/offload_pools.hpp"
 #include "runtime/one_shot.hpp"
+#include "runtime/spawn.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -36,6 +36,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <system_error>
 #include <vector>
 
 namespace loopfleet {
@@ -143,11 +144,6 @@ void spin_until_readable(int fd, std::chrono::microseconds budget) {
   }
 }
 
-std::string signal_text(int sig) {
-  const char* abbrev = ::sigabbrev_np(sig);
-  return "signal " + std::to_string(sig) + (abbrev ? std::string(" (SIG") + abbrev + ")" : "");
-}
-
 struct call {
   std::string name, input;
   process_call_options options;
@@ -248,21 +244,20 @@ class process_pool : public asio::execution_context::service {
       log::error(std::string("process pool: socketpair failed: ") + std::strerror(errno));
       return;
     }
-    pid_t parent = ::getpid();
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      // A helper never outlives its worker, even one killed with SIGKILL.
-      become_child_of(parent, SIGKILL);
-      // Keep stdio and the channel only: an inherited client connection held open here would
-      // keep that client waiting after its worker died.
-      ::dup2(sv[1], 3);
-      ::close_range(4, ~0U, 0);
-      helper_main(3);
+    spawn_spec spec;
+    spec.fds = {sv[1]};
+    spec.death_signal = SIGKILL;  // a helper never outlives its worker, even one killed with SIGKILL
+    spec.own_process_group = false;
+    spec.run = [] { helper_main(3); };
+    pid_t pid = -1;
+    try {
+      pid = loopfleet::spawn(spec).pid;
+    } catch (const std::system_error& e) {
+      log::error("process pool: fork failed: " + e.code().message());
     }
     ::close(sv[1]);
     if (pid < 0) {
       ::close(sv[0]);
-      log::error(std::string("process pool: fork failed: ") + std::strerror(errno));
       return;
     }
     h.pid = pid;
@@ -354,10 +349,10 @@ class process_pool : public asio::execution_context::service {
                                                       " ms; its helper was killed");
       else if (WIFSIGNALED(wstatus))
         c->fail(offload_error::reason::crashed,
-                "process task '" + c->name + "' crashed its helper: " + signal_text(WTERMSIG(wstatus)));
+                "process task '" + c->name + "' crashed its helper: " + describe_exit(wstatus));
       else
-        c->fail(offload_error::reason::exited, "process task '" + c->name + "' ended its helper with exit code " +
-                                                   std::to_string(WEXITSTATUS(wstatus)));
+        c->fail(offload_error::reason::exited,
+                "process task '" + c->name + "' ended its helper with " + describe_exit(wstatus));
       boost::system::error_code ignored;
       h.sock.close(ignored);
       spawn(h);

@@ -5,6 +5,7 @@
 #include "runtime/handoff.hpp"
 #include "runtime/error.hpp"
 #include "runtime/flags.hpp"
+#include "runtime/settings.hpp"
 #include "runtime/heartbeat.hpp"
 #include "runtime/listen_fds.hpp"
 #include "runtime/log.hpp"
@@ -44,7 +45,7 @@ std::vector<listener> open_listeners(const worker_options& options) {
     return inherited;
   }
   std::vector<std::string> specs = options.listen;
-  if (specs.empty()) specs.push_back("127.0.0.1:8080");
+  if (specs.empty()) specs.emplace_back(default_listen);
   std::vector<listener> out;
   try {
     for (const auto& text : specs) {
@@ -84,13 +85,19 @@ void at_drain(std::function<void(std::function<void()>)> hook) { drain_hooks().p
 
 void at_loop_start(std::function<void(asio::io_context&)> hook) { loop_start_hooks().push_back(std::move(hook)); }
 
+namespace {
+constexpr setting<worker_options> worker_table[] = {
+    {.name = "listen", .where = &worker_options::listen, .shown_default = default_listen,
+     .help = "address to serve when no socket is inherited: HOST:PORT, [IPV6]:PORT or unix:PATH"},
+    {.name = "backlog", .where = &worker_options::backlog, .range = {1, max_backlog},
+     .help = "listen backlog of sockets bound here"},
+    {.name = "drain-timeout", .where = &worker_options::drain_timeout, .help = "longest graceful drain after SIGTERM"},
+    {.name = "name", .where = &worker_options::name, .help = "name shown in log lines"},
+};
+}  // namespace
+
 void add_worker_flags(flag_set& flags, worker_options& options) {
-  flags.add_list("--listen", &options.listen,
-                 "address to serve when no socket is inherited: HOST:PORT, [IPV6]:PORT or unix:PATH "
-                 "[default: 127.0.0.1:8080]");
-  flags.add_int("--backlog", &options.backlog, 1, 65535, "listen backlog of sockets bound here");
-  flags.add_duration("--drain-timeout", &options.drain_timeout, "longest graceful drain after SIGTERM");
-  flags.add_string("--name", &options.name, "name shown in log lines");
+  add_settings<worker_options>(flags, options, worker_table);
 }
 
 int run_worker(const worker_options& options, service& svc) {

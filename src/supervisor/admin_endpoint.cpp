@@ -305,8 +305,11 @@ double cpu_seconds(pid_t pid) {
   return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
-admin_endpoint::admin_endpoint(boost::asio::io_context& loop, const std::string& address, model_fn model) {
-  listener l = bind_listener(std::get<listen_address>(parse_listen_address(address)), "--admin " + address, 64);
+admin_endpoint::admin_endpoint(boost::asio::io_context& loop, const std::string& address, model_fn model,
+                               const listener* inherited) {
+  listener l = inherited ? *inherited
+                         : bind_listener(std::get<listen_address>(parse_listen_address(address)), "--admin " + address, 64);
+  fd_ = l.fd;
   http::router app;
   auto no_store = [](http::response r, std::string type) {
     r.content_type = std::move(type);

@@ -5,6 +5,8 @@
 // never asks a worker anything (the numbers come from the heartbeat regions already mapped).
 #pragma once
 
+#include <loopfleet/runtime.hpp>
+
 #include <boost/json/object.hpp>
 
 #include <sys/types.h>
@@ -40,7 +42,9 @@ class admin_endpoint {
   using model_fn = std::function<boost::json::object()>;
   // Binds `address` (HOST:PORT, already checked by the config) and serves on `loop` with the
   // project's HTTP server. Throws startup_error naming --admin when it cannot bind.
-  admin_endpoint(boost::asio::io_context& loop, const std::string& address, model_fn model);
+  // `inherited`: a predecessor's socket for it (loopfleet upgrade), so scrapes keep working.
+  admin_endpoint(boost::asio::io_context& loop, const std::string& address, model_fn model,
+                 const listener* inherited = nullptr);
   ~admin_endpoint();
   admin_endpoint(const admin_endpoint&) = delete;
   admin_endpoint& operator=(const admin_endpoint&) = delete;
@@ -49,9 +53,11 @@ class admin_endpoint {
   // endpoint itself must outlive the loop, whose destructor still ends connection coroutines
   // that refer to the server.
   void close();
+  int native_handle() const { return fd_; }  // what a successor inherits
 
  private:
   std::unique_ptr<http::detail::server> server_;
+  int fd_ = -1;
 };
 
 }  // namespace loopfleet::supervisor

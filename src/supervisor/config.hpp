@@ -1,8 +1,10 @@
 // `loopfleet run` settings: every flag has a TOML key of the same name (dashes become
-// underscores). Flags override the file; a reload re-reads the file and re-applies the flags.
+// underscores), both made from one table (run_settings). Flags override the file; a reload
+// re-reads the file and re-applies the flags.
 #pragma once
 
-#include "supervisor/user.hpp"
+#include "runtime/settings.hpp"
+#include "runtime/user.hpp"
 
 #include <chrono>
 #include <optional>
@@ -12,6 +14,9 @@
 #include <vector>
 
 namespace loopfleet::supervisor {
+
+// `--workers`, `scale N` and the control socket's scale request all stop here.
+inline constexpr int max_workers = 1024;
 
 enum class distribution { shared, reuseport };
 enum class readiness { notify, started };
@@ -68,6 +73,9 @@ struct config {
   bool inherited_sockets = false;
 };
 
+// Every `run` setting, once: what makes its flag, its file key, its range and its help line.
+std::span<const setting<config>> run_settings();
+
 // Parses `loopfleet run` arguments (everything after "run"), reading --config if given.
 // Returns an error sentence naming the flag, or the file, line and key. Sets *help (if
 // given) when --help was asked for; nothing else is checked then.
@@ -77,7 +85,7 @@ std::optional<std::string> parse_run_args(std::span<const std::string_view> args
 std::optional<std::string> reload_config(const config& current, std::span<const std::string> original_args,
                                          config& out);
 
-// Loads a TOML file into `out`; errors name the file, line and key.
+// Loads a TOML file into `out` (config_file.cpp); errors name the file, line and key.
 std::optional<std::string> load_config_file(const std::string& path, config& out);
 
 // Help text for `loopfleet run --help`.
@@ -85,18 +93,6 @@ std::string run_usage();
 
 // The number of CPUs this process may run on (sched_getaffinity), at least 1.
 int available_cpus();
-
-// Where sockets and generated files go: $XDG_RUNTIME_DIR/loopfleet, /run/loopfleet as root,
-// else /tmp/loopfleet-UID.
-std::string runtime_dir();
-
-// Default control socket path for an instance name: in runtime_dir().
-std::string default_control_path(const std::string& name);
-
-// Creates `path` and its missing parents, mode 0700, for a path the user chose (--control);
-// errors surface when the path is used. Directories of our own go through
-// ensure_private_dir (private_dir.hpp), which also refuses one another user controls.
-void make_private_dirs(const std::string& path);
 
 // Who owns the files the children must open (the NATS data dir): the --user, or us.
 run_as children_user(const config& c);

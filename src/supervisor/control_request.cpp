@@ -1,5 +1,7 @@
 #include "supervisor/control_request.hpp"
 
+#include "supervisor/config.hpp"
+
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 
@@ -13,17 +15,27 @@ std::variant<control_request, std::string> parse_control_request(std::string_vie
   if (!cmd || !cmd->is_string()) return std::string("expected a JSON object with a \"command\"");
   std::string_view c = cmd->as_string();
   using kind = control_request::kind;
-  if (c == "status") return control_request{kind::status};
-  if (c == "reload") return control_request{kind::reload};
-  if (c == "stop") return control_request{kind::stop};
+  auto of = [](kind k, int workers = 0) { return control_request{k, workers, {}}; };
+  if (c == "status") return of(kind::status);
+  if (c == "reload") return of(kind::reload);
+  if (c == "stop") return of(kind::stop);
   if (c == "scale") {
     const boost::json::value* n = req->if_contains("workers");
     // Checked before narrowing to int: 4294967298 must not become 2.
-    if (!n || !n->is_int64() || n->as_int64() < 1 || n->as_int64() > 1024)
-      return std::string("scale needs \"workers\": a number from 1 to 1024");
-    return control_request{kind::scale, static_cast<int>(n->as_int64())};
+    if (!n || !n->is_int64() || n->as_int64() < 1 || n->as_int64() > max_workers)
+      return "scale needs \"workers\": a number from 1 to " + std::to_string(max_workers);
+    return of(kind::scale, static_cast<int>(n->as_int64()));
   }
-  return "unknown command '" + std::string(c) + "' (status, reload, stop, scale)";
+  if (c == "upgrade") {
+    control_request r = of(kind::upgrade);
+    if (const boost::json::value* b = req->if_contains("binary")) {
+      if (!b->is_string() || b->as_string().empty() || b->as_string().size() > 4096)
+        return std::string("upgrade's \"binary\" must be the path of a loopfleet executable");
+      r.binary = b->as_string();
+    }
+    return r;
+  }
+  return "unknown command '" + std::string(c) + "' (status, reload, stop, scale, upgrade)";
 }
 
 }  // namespace loopfleet::supervisor

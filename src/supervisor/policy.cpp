@@ -1,10 +1,6 @@
 #include "supervisor/policy.hpp"
 
-#include <sys/wait.h>
-
 #include <algorithm>
-#include <csignal>
-#include <cstring>
 
 namespace loopfleet::supervisor {
 
@@ -32,14 +28,54 @@ bool queue_needs_taking(const queue_view& v, std::int64_t late_ns) {
   return v.silent_ns >= late_ns;
 }
 
-std::string describe_exit(int status) {
-  if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) {
-    int sig = WTERMSIG(status);
-    const char* abbrev = ::sigabbrev_np(sig);
-    return "signal " + std::to_string(sig) + (abbrev ? std::string(" (SIG") + abbrev + ")" : "");
+liveness_verdict judge_liveness(const liveness_input& in) {
+  liveness_verdict v;
+  if (in.limit_ns <= 0 || (!in.beat_age_ns && in.last_ping_ns <= 0)) return v;
+  v.silent_ns = in.beat_age_ns ? *in.beat_age_ns : in.now_ns - in.last_ping_ns;
+  v.suspect = in.beat_age_ns && v.silent_ns > in.suspect_after_ns;
+  v.stalled = v.silent_ns > in.limit_ns;
+  return v;
+}
+
+std::optional<std::string> recycle_reason(std::uint64_t requests, std::uint64_t request_limit, long rss_mib,
+                                          long max_memory_mib) {
+  if (request_limit > 0 && requests >= request_limit)
+    return "served " + std::to_string(requests) + " requests (--max-requests)";
+  if (max_memory_mib > 0 && rss_mib > max_memory_mib)
+    return "RSS " + std::to_string(rss_mib) + " MiB over --max-memory " + std::to_string(max_memory_mib);
+  return std::nullopt;
+}
+
+bool may_recycle(const recycle_guard& g) {
+  return !g.reloading && !g.stopping && !g.has_candidate && !g.backing_off && g.slot_active;
+}
+
+reload_progress judge_reload(const std::vector<candidate_view>& candidates) {
+  bool all_ready = true;
+  for (const auto& c : candidates) {
+    if (!c.alive) return reload_progress::failed;
+    all_ready = all_ready && c.ready;
   }
-  return "status " + std::to_string(status);
+  return all_ready ? reload_progress::complete : reload_progress::waiting;
+}
+
+std::vector<int> steering_set(const std::vector<bool>& serves) {
+  std::vector<int> out;
+  for (int i = 0; i < static_cast<int>(serves.size()); ++i)
+    if (serves[i]) out.push_back(i);
+  if (out.empty())
+    for (int i = 0; i < static_cast<int>(serves.size()); ++i) out.push_back(i);
+  return out;
+}
+
+bool still_degraded(const slot_view& s) { return s.degraded && !(s.has_worker && s.uptime >= s.healthy_after); }
+
+std::string slot_state_name(const slot_view& s) {
+  bool degraded = still_degraded(s);
+  if (!s.has_worker) return degraded ? "degraded" : "restarting";
+  if (s.stalled) return "stalled";
+  if (s.ready) return "ready";
+  return degraded ? "degraded" : "starting";
 }
 
 }  // namespace loopfleet::supervisor

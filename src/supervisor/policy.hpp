@@ -4,7 +4,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace loopfleet::supervisor {
 
@@ -47,7 +49,67 @@ struct queue_view {
 // queued there would wait for the loop to come back or for its replacement.
 bool queue_needs_taking(const queue_view& v, std::int64_t late_ns);
 
-// "exit code 3", "signal 9 (SIGKILL)", from a waitpid status.
-std::string describe_exit(int wait_status);
+// The watchdog's view of one serving worker's loop. A native worker beats a shared region
+// (`beat_age_ns`: since its last beat); any worker may send WATCHDOG=1 (`last_ping_ns`, 0 if
+// never). `limit_ns` is --watchdog (0: off).
+struct liveness_input {
+  std::optional<std::int64_t> beat_age_ns;
+  std::int64_t last_ping_ns = 0;
+  std::int64_t now_ns = 0;
+  std::int64_t limit_ns = 0;
+  std::int64_t suspect_after_ns = 0;
+};
+struct liveness_verdict {
+  bool suspect = false;       // beats late: steer new connections elsewhere (region only)
+  bool stalled = false;       // silent past the watchdog: ask its stack, replace it
+  std::int64_t silent_ns = 0;
+};
+// Silence exactly at a threshold is not past it. A worker that never beat is not judged:
+// its loop has not started (readiness covers it), and a ping-only worker cannot be suspect,
+// since pings come too rarely to say a loop is merely late.
+liveness_verdict judge_liveness(const liveness_input& in);
+
+// Why a serving worker should be replaced by a fresh one now, if it should: its request
+// budget (`request_limit`, 0 = none) is spent, or its memory is over `max_memory_mib` (0 = no
+// limit; `rss_mib` < 0 when not measured this pass).
+std::optional<std::string> recycle_reason(std::uint64_t requests, std::uint64_t request_limit, long rss_mib,
+                                          long max_memory_mib);
+
+// Whether a slot may start a successor for its worker now. Never during a reload (which
+// replaces every worker anyway) or a stop, never twice at once, not while a failed recycle
+// backs off, not for a slot being scaled away.
+struct recycle_guard {
+  bool reloading = false;
+  bool stopping = false;
+  bool has_candidate = false;
+  bool backing_off = false;
+  bool slot_active = true;
+};
+bool may_recycle(const recycle_guard& g);
+
+// A reload commits when every slot's candidate has said READY; it fails as soon as one died.
+struct candidate_view {
+  bool alive = true;
+  bool ready = false;
+};
+enum class reload_progress { waiting, complete, failed };
+reload_progress judge_reload(const std::vector<candidate_view>& candidates);
+
+// The slots new connections are steered to (reuseport): those whose worker serves. With
+// nobody serving, every slot, so connections queue until workers return instead of failing.
+std::vector<int> steering_set(const std::vector<bool>& serves);
+
+// A slot as `status` shows it. A crash loop ends after a run of `healthy_after`: from then on
+// the slot is no longer shown degraded, though its failure count resets only at the next exit.
+struct slot_view {
+  bool has_worker = false;
+  bool ready = false;
+  bool stalled = false;
+  bool degraded = false;  // as decide_restart last said
+  milliseconds uptime{};
+  milliseconds healthy_after{60000};
+};
+bool still_degraded(const slot_view& s);
+std::string slot_state_name(const slot_view& s);  // ready, starting, stalled, degraded, restarting
 
 }  // namespace loopfleet::supervisor

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <variant>
 
@@ -41,13 +42,25 @@ listen_sockets::listen_sockets(distribution mode, const std::vector<std::string>
     fds_.emplace_back();
     bound_as_.emplace_back(text);
   }
-  for (const auto& l : inherited) {
-    texts_.push_back(l.name);
-    reusable_.push_back(false);
-    fds_.push_back({l.fd});
-    bound_as_.push_back(l.address);
-  }
+  own_addresses_ = texts_.size();
   try {
+    for (const auto& l : inherited) {
+      unsigned a = 0, slot = 0;
+      char end = 0;
+      if (std::sscanf(l.name.c_str(), "loopfleet-listen-%u-%u%c", &a, &slot, &end) == 2) {
+        adopt(l, a, slot);
+        continue;
+      }
+      texts_.push_back(l.name);
+      reusable_.push_back(false);
+      fds_.push_back({l.fd});
+      bound_as_.push_back(l.address);
+    }
+    for (std::size_t a = 0; a < own_addresses_; ++a)
+      for (int fd : fds_[a])
+        if (fd < 0)
+          throw startup_error("the previous supervisor handed over --listen " + texts_[a] +
+                              " with a socket missing: restart instead of upgrading");
     ensure_slots(slots);
   } catch (...) {
     close_all();
@@ -55,11 +68,34 @@ listen_sockets::listen_sockets(distribution mode, const std::vector<std::string>
   }
 }
 
+// A predecessor's socket: the same --listen address must have the same kind of queues.
+void listen_sockets::adopt(const listener& l, std::size_t a, std::size_t slot) {
+  if (a >= own_addresses_ || (!reusable_[a] && slot > 0)) {
+    ::close(l.fd);
+    throw startup_error("the previous supervisor handed over sockets for other --listen addresses or another "
+                        "--distribution than this one has: upgrade with the same flags, or restart");
+  }
+  if (fds_[a].size() <= slot) fds_[a].resize(slot + 1, -1);
+  fds_[a][slot] = l.fd;
+  bound_as_[a] = local_address(l.fd);  // more slots join this group, on its port
+}
+
+std::vector<std::pair<int, std::string>> listen_sockets::handover() const {
+  std::vector<std::pair<int, std::string>> out;
+  for (std::size_t a = 0; a < fds_.size(); ++a)
+    for (std::size_t slot = 0; slot < fds_[a].size(); ++slot)
+      out.emplace_back(fds_[a][slot], a < own_addresses_ ? "loopfleet-listen-" + std::to_string(a) + "-" +
+                                                               std::to_string(slot)
+                                                         : texts_[a]);
+  return out;
+}
+
 listen_sockets::~listen_sockets() { close_all(); }
 
 void listen_sockets::close_all() {
   for (auto& per_address : fds_)
-    for (int fd : per_address) ::close(fd);
+    for (int fd : per_address)
+      if (fd >= 0) ::close(fd);
   fds_.clear();
 }
 

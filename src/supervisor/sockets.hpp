@@ -30,7 +30,9 @@ std::vector<sock_filter> steering_program(const std::vector<int>& serving);
 class listen_sockets {
  public:
   // Binds every address and adds the `inherited` sockets (socket activation of the supervisor
-  // itself), which every worker shares whatever the mode. Throws startup_error.
+  // itself), which every worker shares whatever the mode. Inherited sockets named by
+  // handover() are a predecessor's (loopfleet upgrade): they take their old places instead of
+  // new ones being bound, so no queue is ever closed. Throws startup_error.
   listen_sockets(distribution mode, const std::vector<std::string>& addresses, int backlog, int slots,
                  const std::vector<listener>& inherited);
   ~listen_sockets();
@@ -45,6 +47,10 @@ class listen_sockets {
   std::string fd_names() const;
   // Steers new connections to the slots in `serving` (reuseport only; no-op for shared).
   void steer(const std::vector<int>& serving);
+  // Every socket with the LISTEN_FDNAMES name a successor adopts it by: "loopfleet-listen-A-S"
+  // for --listen address A, slot S (the socket's place in its reuseport group); an inherited
+  // socket keeps its own name.
+  std::vector<std::pair<int, std::string>> handover() const;
   // Printable local addresses, for logs.
   std::string describe() const;
   // The slot's own queues (reuseport sockets; not those every slot shares), each with the
@@ -57,7 +63,10 @@ class listen_sockets {
   int bind_one(std::size_t address_index, bool reuseport);
   void close_all();
 
+  void adopt(const listener& l, std::size_t address, std::size_t slot);
+
   distribution mode_;
+  std::size_t own_addresses_ = 0;        // texts_ [0, own) are --listen; the rest inherited
   std::vector<std::string> texts_;
   int backlog_;
   std::vector<bool> reusable_;           // per address: false for Unix sockets (always shared)

@@ -1,6 +1,7 @@
-// `loopfleet run`: the master loop. One single-threaded Asio loop reacts to signals
-// (SIGCHLD, SIGTERM/SIGINT, SIGHUP, SIGQUIT), to the workers' notify datagrams, to their
-// output pipes, to timers and to the control socket. Decisions come from policy.hpp.
+// `loopfleet run`: the supervisor's entry point. One single-threaded Asio loop reacts to
+// signals (SIGCHLD, SIGTERM/SIGINT, SIGHUP, SIGQUIT), to the workers' notify datagrams, to
+// their output pipes, to timers and to the control socket (master.hpp); decisions come from
+// policy.hpp.
 #pragma once
 
 #include "supervisor/config.hpp"

@@ -71,21 +71,23 @@ TEST(Replicas, OnlyThePromisedCountUntilThePatienceRunsOut) {
 }
 
 TEST(Replicas, QuorumIsALeaderAndAMajorityInSync) {
-  EXPECT_TRUE((durability{"S", "stream", 3, 3, 3, true}.quorum()));
-  EXPECT_TRUE((durability{"S", "stream", 3, 3, 2, true}.quorum()));    // one server lost
-  EXPECT_FALSE((durability{"S", "stream", 3, 3, 1, true}.quorum()));   // two lost: a stale leader
-  EXPECT_FALSE((durability{"S", "stream", 3, 2, 1, true}.quorum()));   // two replicas, one lost: stalled
-  EXPECT_FALSE((durability{"S", "stream", 3, 3, 2, false}.quorum()));  // electing
-  EXPECT_TRUE((durability{"S", "stream", 1, 1, 1, true}.quorum()));
+  EXPECT_TRUE((durability{"S", "stream", 3, 3, 3, true, {}}.quorum()));
+  EXPECT_TRUE((durability{"S", "stream", 3, 3, 2, true, {}}.quorum()));    // one server lost
+  EXPECT_FALSE((durability{"S", "stream", 3, 3, 1, true, {}}.quorum()));   // two lost: a stale leader
+  EXPECT_FALSE((durability{"S", "stream", 3, 2, 1, true, {}}.quorum()));   // two replicas, one lost: stalled
+  EXPECT_FALSE((durability{"S", "stream", 3, 3, 2, false, {}}.quorum()));  // electing
+  EXPECT_TRUE((durability{"S", "stream", 1, 1, 1, true, {}}.quorum()));
 }
 
 TEST(Replicas, DescriptionSaysWhatIsMissing) {
-  auto full = describe({"LOOPFLEET_JOBS", "stream", 3, 3, 3, true});
+  auto full = describe({"LOOPFLEET_JOBS", "stream", 3, 3, 3, true, {}});
   EXPECT_EQ(full, "stream LOOPFLEET_JOBS: 3 of 3 replicas, 3 in sync, quorum");
-  auto small = describe({"LOOPFLEET_JOBS", "stream", 3, 2, 2, true});
+  auto small = describe({"LOOPFLEET_JOBS", "stream", 3, 2, 2, true, {}});
   EXPECT_NE(small.find("2 of 3 replicas"), std::string::npos);
   EXPECT_NE(small.find("fewer replicas than promised"), std::string::npos);
-  auto stalled = describe({"loopfleet_work", "consumer", 3, 0, 0, false});
+  auto placed = describe({"LOOPFLEET_JOBS", "stream", 3, 3, 2, true, "n1 (leader), n2, n3 (offline)"});
+  EXPECT_EQ(placed, "stream LOOPFLEET_JOBS: 3 of 3 replicas, 2 in sync, quorum; on n1 (leader), n2, n3 (offline)");
+  auto stalled = describe({"loopfleet_work", "consumer", 3, 0, 0, false, {}});
   EXPECT_NE(stalled.find("no quorum"), std::string::npos);
 }
 

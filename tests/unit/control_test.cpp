@@ -30,6 +30,17 @@ TEST(ControlRequest, RejectsMalformedLinesWithAReason) {
   EXPECT_NE(error_of(R"({"command":"scale","workers":"3"})").find("\"workers\""), std::string::npos);
 }
 
+TEST(ControlRequest, UpgradeTakesAnOptionalBinary) {
+  auto plain = supervisor::parse_control_request(R"({"command":"upgrade"})");
+  ASSERT_TRUE(std::holds_alternative<control_request>(plain));
+  EXPECT_EQ(std::get<control_request>(plain).command, control_request::kind::upgrade);
+  EXPECT_EQ(std::get<control_request>(plain).binary, "");
+  auto to = supervisor::parse_control_request(R"({"command":"upgrade","binary":"/opt/loopfleet/bin/loopfleet"})");
+  EXPECT_EQ(std::get<control_request>(to).binary, "/opt/loopfleet/bin/loopfleet");
+  EXPECT_NE(error_of(R"({"command":"upgrade","binary":7})").find("\"binary\""), std::string::npos);
+  EXPECT_NE(error_of(R"({"command":"upgrade","binary":""})").find("\"binary\""), std::string::npos);
+}
+
 // static_cast<int> of 4294967298 is 2: the supervisor scaled to 2 and replied "scaled to
 // 4294967298 workers".
 TEST(ControlRequest, ScaleCountIsCheckedBeforeNarrowing) {

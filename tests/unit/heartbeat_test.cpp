@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mman.h>
 
 using namespace loopfleet;
 
@@ -54,4 +55,21 @@ TEST(HeartbeatReader, ClampsWhatAWorkerCouldScribble) {
   EXPECT_EQ(reading->age_ns, 0);
   EXPECT_EQ(reading->loop_tid, 0);
   EXPECT_EQ(reading->stack_signal, 0);
+}
+
+TEST(HeartbeatPage, AFreshRegionStaysReadableAfterItsDescriptorIsClosed) {
+  auto page = loopfleet::heartbeat_page::create();
+  ASSERT_NE(page, nullptr);
+  ASSERT_GE(page->fd(), 0);
+  // What the worker maps through the inherited descriptor is the page the supervisor reads.
+  void* theirs = ::mmap(nullptr, sizeof(loopfleet::heartbeat_region), PROT_READ | PROT_WRITE, MAP_SHARED, page->fd(), 0);
+  ASSERT_NE(theirs, MAP_FAILED);
+  auto* worker_side = static_cast<loopfleet::heartbeat_region*>(theirs);
+  EXPECT_EQ(worker_side->magic, loopfleet::heartbeat_region::magic_value);
+  page->close_fd();
+  EXPECT_EQ(page->fd(), -1);
+  worker_side->counters.requests.store(42);
+  EXPECT_EQ(page->region().counters.requests.load(), 42u);
+  EXPECT_EQ(loopfleet::read_heartbeat(page->region(), loopfleet::monotonic_ns()), std::nullopt);  // never beaten
+  ::munmap(theirs, sizeof(loopfleet::heartbeat_region));
 }

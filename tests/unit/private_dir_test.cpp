@@ -1,10 +1,10 @@
-#include "supervisor/private_dir.hpp"
-#include "supervisor/user.hpp"
+#include "runtime/private_dir.hpp"
+#include "runtime/user.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
-using namespace loopfleet::supervisor;
+using namespace loopfleet;
 
 namespace {
 run_as user(uid_t uid, gid_t gid = 100) {

@@ -17,6 +17,7 @@ std::string write_file(const std::string& text) {
   std::ofstream(path) << text;
   return path;
 }
+bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 }  // namespace
 
 TEST(RunConfig, FlagsAndCommand) {
@@ -183,4 +184,71 @@ TEST(RunConfig, WholeNumbersFromFloatsAreRangeChecked) {
   EXPECT_FALSE(parse({"--config", write_file("backlog = 128.0\nworkers = 2.0\ncommand = [\"app\"]\n")}, ok));
   EXPECT_EQ(ok.backlog, 128);
   EXPECT_EQ(ok.workers, 2);
+}
+
+// `loopfleet run`: the table is the whole list of flags and file keys.
+TEST(RunSettings, HelpListsEveryFlagAndTheUnknownKeyErrorEveryKey) {
+  auto help = run_usage();
+  std::string path = write_file("wrokers = 3\n");
+  config c;
+  auto err = load_config_file(path, c);
+  ::unlink(path.c_str());
+  ASSERT_TRUE(err);
+  for (const auto& s : run_settings()) {
+    std::string key = loopfleet::file_key(s.name);
+    bool in_file = s.scope != loopfleet::setting_scope::flag_only;
+    EXPECT_EQ(has(help, "  --" + std::string(s.name) + " "), s.scope != loopfleet::setting_scope::file_only) << s.name;
+    EXPECT_EQ(has(*err, " " + key + ",") || has(*err, " " + key + ")"), in_file) << key << ": " << *err;
+  }
+  EXPECT_TRUE(has(*err, ":1: unknown key 'wrokers' (known: workers, listen, ")) << *err;
+}
+
+// The range is written once, so the flag and the file key refuse the same values.
+TEST(RunSettings, FlagAndFileShareEachRange) {
+  for (const auto& s : run_settings()) {
+    if (!std::holds_alternative<int config::*>(s.where)) continue;
+    std::string key = loopfleet::file_key(s.name), flag = "--" + std::string(s.name);
+    std::string range = "from " + std::to_string(s.range.min) + " to " + std::to_string(s.range.max);
+    std::string above = std::to_string(static_cast<long long>(s.range.max) + 1);
+    config a;
+    auto flag_err = parse({flag, above, "--", "app"}, a);
+    ASSERT_TRUE(flag_err) << flag;
+    EXPECT_EQ(*flag_err, flag + " '" + above + "' is not a whole number " + range);
+    std::string path = write_file(key + " = " + above + "\n");
+    config b;
+    auto file_err = load_config_file(path, b);
+    ::unlink(path.c_str());
+    ASSERT_TRUE(file_err) << key;
+    EXPECT_EQ(*file_err, path + ":1: " + key + " must be a whole number " + range);
+  }
+}
+
+TEST(RunSettings, DefaultsAreTheStructsAndHelpSaysThem) {
+  config c;
+  ASSERT_FALSE(parse({"--", "app"}, c));
+  config fresh;
+  EXPECT_EQ(c.workers, 0);  // auto
+  EXPECT_EQ(c.backlog, fresh.backlog);
+  EXPECT_EQ(c.ready_timeout, fresh.ready_timeout);
+  EXPECT_EQ(c.listen, (std::vector<std::string>{"127.0.0.1:8080"}));
+  auto help = run_usage();
+  EXPECT_TRUE(has(help, "[default: auto]\n")) << help;
+  EXPECT_TRUE(has(help, "listen backlog of each socket [default: 4096]\n")) << help;
+  EXPECT_TRUE(has(help, "killed [default: 30s]\n")) << help;
+  EXPECT_TRUE(has(help, "[default: 127.0.0.1:8080] (repeatable)\n")) << help;
+}
+
+TEST(RunSettings, WorkersIsANumberOrAuto) {
+  for (std::string_view bad : {"0", "1025", "lots", ""}) {
+    config c;
+    EXPECT_EQ(*parse({"--workers", bad, "--", "app"}, c),
+              "--workers '" + std::string(bad) + "' is not a number from 1 to 1024 or auto");
+  }
+  config c;
+  std::string path = write_file("workers = 4.0\ncommand = [\"app\"]\n");
+  ASSERT_FALSE(load_config_file(path, c));
+  EXPECT_EQ(c.workers, 4);
+  std::ofstream(path) << "workers = [4]\n";
+  EXPECT_EQ(*load_config_file(path, c), path + ":1: workers must be a number or \"auto\"");
+  ::unlink(path.c_str());
 }

@@ -1,7 +1,8 @@
 // `--user USER[:GROUP]`: the identity every child (workers, their offload helpers, the node's
 // nats-server) runs as, while the supervisor keeps root for what only it does. Names are
 // resolved here, at configuration time: after fork only async-signal-safe calls are allowed,
-// and getpwnam may open files, take locks and allocate.
+// and getpwnam may open files, take locks and allocate. In the runtime because the one spawn
+// (spawn.hpp) drops to it and the private directories are checked against it.
 #pragma once
 
 #include <sys/types.h>
@@ -11,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-namespace loopfleet::supervisor {
+namespace loopfleet {
 
 struct run_as {
   std::string spec;  // as given, for messages
@@ -32,4 +33,4 @@ std::optional<std::string> resolve_user(std::string_view spec, run_as& out);
 // neither). Async-signal-safe. Returns false with errno set.
 bool become_user(const run_as& who);
 
-}  // namespace loopfleet::supervisor
+}  // namespace loopfleet

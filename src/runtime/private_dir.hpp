@@ -4,9 +4,11 @@
 // a symlink at a file of ours. So a directory is used only if it belongs to its owner and
 // nobody else may write to it or to the directories above it; otherwise start-up refuses
 // with one line naming the path, what was found and the fix. The verdicts are pure.
+// In the runtime because the supervisor, the front and the control client all keep or look
+// for their files here, and none of them should link another's layer to find them.
 #pragma once
 
-#include "supervisor/user.hpp"
+#include "runtime/user.hpp"
 
 #include <sys/types.h>
 
@@ -14,7 +16,20 @@
 #include <string>
 #include <string_view>
 
-namespace loopfleet::supervisor {
+namespace loopfleet {
+
+// Where sockets and generated files go: $XDG_RUNTIME_DIR/loopfleet, /run/loopfleet as root,
+// else /tmp/loopfleet-UID.
+std::string runtime_dir();
+
+// Default control socket path for an instance name: in runtime_dir(). The supervisor listens
+// there and the control client looks there.
+std::string default_control_path(const std::string& name);
+
+// Creates `path` and its missing parents, mode 0700, for a path the user chose (--control);
+// errors surface when the path is used. Directories of our own go through
+// ensure_private_dir, which also refuses one another user controls.
+void make_private_dirs(const std::string& path);
 
 // What lstat (or stat, for an ancestor) found at a path.
 struct path_facts {
@@ -59,4 +74,4 @@ std::optional<std::string> check_private_dir(std::string_view what, const std::s
 // planted there cannot redirect our write to a file of root's.
 std::optional<std::string> write_private_file(const std::string& path, const std::string& text, const run_as& owner);
 
-}  // namespace loopfleet::supervisor
+}  // namespace loopfleet

@@ -1,4 +1,4 @@
-#include "supervisor/user.hpp"
+#include "runtime/user.hpp"
 
 #include <grp.h>
 #include <pwd.h>
@@ -9,7 +9,7 @@
 #include <charconv>
 #include <cstring>
 
-namespace loopfleet::supervisor {
+namespace loopfleet {
 namespace {
 
 std::optional<unsigned long> number(std::string_view s) {
@@ -102,4 +102,4 @@ bool become_user(const run_as& who) {
   return ::setgroups(who.groups.size(), who.groups.data()) == 0 && ::setgid(who.gid) == 0 && ::setuid(who.uid) == 0;
 }
 
-}  // namespace loopfleet::supervisor
+}  // namespace loopfleet

@@ -1,4 +1,4 @@
-#include "supervisor/private_dir.hpp"
+#include "runtime/private_dir.hpp"
 
 #include <fcntl.h>
 #include <pwd.h>
@@ -8,10 +8,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
-namespace loopfleet::supervisor {
+namespace loopfleet {
 namespace {
 
 std::string octal(mode_t mode) {
@@ -61,6 +62,19 @@ std::string trimmed(const std::string& path) {
 }
 
 }  // namespace
+
+std::string runtime_dir() {
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg && *xdg) return std::string(xdg) + "/loopfleet";
+  if (::getuid() == 0) return "/run/loopfleet";
+  return "/tmp/loopfleet-" + std::to_string(::getuid());
+}
+
+std::string default_control_path(const std::string& name) { return runtime_dir() + "/" + name + ".sock"; }
+
+void make_private_dirs(const std::string& path) {
+  for (std::size_t at = 1; at <= path.size(); ++at)
+    if (at == path.size() || path[at] == '/') ::mkdir(path.substr(0, at).c_str(), 0700);
+}
 
 std::optional<std::string> private_dir_problem(std::string_view what, const std::string& path, const path_facts& f,
                                                const run_as& want, std::string_view fix_owner) {
@@ -174,4 +188,4 @@ std::optional<std::string> write_private_file(const std::string& path, const std
   return std::nullopt;
 }
 
-}  // namespace loopfleet::supervisor
+}  // namespace loopfleet
