@@ -15,8 +15,12 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
 
+#include <boost/asio/posix/stream_descriptor.hpp>
+
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 namespace loopfleet::supervisor {
 
@@ -47,9 +51,31 @@ void cluster_member::prepare_data_dir(const config& cfg) {
 }
 
 void cluster_member::start() {
+  if (own_server() && predecessor_) {
+    log::info("cluster: the previous supervisor's nats-server (pid " + std::to_string(predecessor_) +
+              ") serves this node until its workers have drained; ours starts on the same ports and store then");
+    ready_ = true;  // it answers already: the workers and the agent connect to it now
+    start_agent();
+    on_ready_();
+    asio::co_spawn(loop_, start_after_predecessor(), asio::detached);
+    return;
+  }
   if (own_server()) return start_server();
   start_agent();
   on_ready_();
+}
+
+// Not our child: a pidfd tells when it has exited (even unreaped), where waitpid cannot.
+asio::awaitable<void> cluster_member::start_after_predecessor() {
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, predecessor_, 0));
+  if (fd >= 0) {
+    asio::posix::stream_descriptor exited(loop_, fd);
+    co_await exited.async_wait(asio::posix::stream_descriptor::wait_read, asio::as_tuple(asio::use_awaitable));
+  }
+  if (stopping_) co_return;
+  log::info("cluster: the previous nats-server (pid " + std::to_string(predecessor_) + ") has exited; starting ours");
+  predecessor_ = 0;
+  start_server();
 }
 
 void cluster_member::start_server() {

@@ -35,6 +35,12 @@ class cluster_member {
 
   // Starts nats-server (own_server) or only the agent (--nats): calls on_ready when it can.
   void start();
+  // loopfleet upgrade, in the successor: the predecessor's nats-server (pid `server`) serves
+  // the node until the predecessor's workers have drained. start() then runs the agent and the
+  // workers on it at once, and our own server starts on the same ports and store when it has
+  // exited; the workers' NATS clients reconnect to it.
+  void follow(pid_t server) { predecessor_ = server; }
+  pid_t server_pid() const { return pid_; }
   bool owns(pid_t pid) const { return pid && pid == pid_; }
   // The nats-server child exited: restarted with backoff, unless stopping.
   void on_exit(int status);
@@ -51,12 +57,14 @@ class cluster_member {
   bool own_server() const { return cfg_.nats.empty(); }
   void start_server();
   boost::asio::awaitable<void> wait_until_accepting(pid_t pid);
+  boost::asio::awaitable<void> start_after_predecessor();
   void start_agent();
 
   boost::asio::io_context& loop_;
   const config& cfg_;
   std::function<void()> on_ready_;
   pid_t pid_ = 0;
+  pid_t predecessor_ = 0;
   int failures_ = 0;
   int restarts_ = 0;
   bool ready_ = false;

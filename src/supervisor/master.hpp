@@ -164,6 +164,7 @@ class master {
   bool told_ready_ = false;
   // A predecessor's control, agent-check and admin sockets, adopted at start-up.
   std::optional<listener> inherited_control_, inherited_agent_check_, inherited_admin_;
+  pid_t predecessor_nats_ = 0;  // its node's nats-server, until ours replaces it
 };
 
 }  // namespace loopfleet::supervisor

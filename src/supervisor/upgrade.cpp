@@ -4,13 +4,16 @@
 // included. The successor starts its own workers on the very sockets; only when every one of
 // them is READY does it say READY=1 to us; then our workers drain and we exit, and no queue is
 // ever closed. A successor that exits first, or is not ready in time, is rolled back: ours
-// never stopped serving. Under systemd we tell it MAINPID= of the successor.
+// never stopped serving. Under systemd we tell it MAINPID= of the successor. A cluster node's
+// nats-server keeps serving (our draining workers still ack jobs on it) and stops last, as in
+// any stop; the successor's own starts on its ports and store once it has exited.
 #include "supervisor/master.hpp"
 
 #include "runtime/log.hpp"
 #include "runtime/spawn.hpp"
 #include "supervisor/admin_endpoint.hpp"
 #include "supervisor/agent_check.hpp"
+#include "supervisor/cluster_member.hpp"
 #include "supervisor/control_server.hpp"
 #include "supervisor/notify_listener.hpp"
 #include "supervisor/sockets.hpp"
@@ -31,6 +34,7 @@ constexpr const char* agent_check_name = "loopfleet-agent-check";
 constexpr const char* admin_name = "loopfleet-admin";
 constexpr const char* generation_env = "LOOPFLEET_UPGRADE_GENERATION";
 constexpr const char* systemd_env = "LOOPFLEET_SYSTEMD_NOTIFY";
+constexpr const char* nats_env = "LOOPFLEET_UPGRADE_NATS_PID";
 
 // The binary this process was started from, as it is on disk now: a package upgrade replaces
 // the file, and /proc says "(deleted)" of the one we run.
@@ -57,6 +61,10 @@ std::vector<listener> master::take_handed_over(std::vector<listener> inherited) 
     generation_ = std::atoi(g) + 1;  // the generations go on across the upgrade
     ::unsetenv(generation_env);
   }
+  if (const char* n = std::getenv(nats_env)) {
+    predecessor_nats_ = static_cast<pid_t>(std::atoi(n));
+    ::unsetenv(nats_env);
+  }
   return rest;
 }
 
@@ -76,9 +84,6 @@ void master::begin_upgrade(std::string binary, done_fn done) {
   if (stopping_) return refuse("the instance is stopping");
   if (upgrade_) return refuse("an upgrade is already in progress (to pid " + std::to_string(upgrade_->pid) + ")");
   if (reload_) return refuse("a reload is in progress; upgrade after it");
-  if (cfg_.cluster)
-    return refuse("upgrading a cluster node in place is not supported yet (its nats-server would have to be handed "
-                  "over): restart the node instead; its stored jobs are durable and resume on the others");
   if (binary.empty()) binary = own_binary();
   struct stat st{};
   bool runnable = !binary.empty() && ::stat(binary.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
@@ -101,6 +106,8 @@ void master::begin_upgrade(std::string binary, done_fn done) {
   spec.env = {"LISTEN_FDS=" + std::to_string(spec.fds.size()), "LISTEN_FDNAMES=" + names,
               "NOTIFY_SOCKET=" + notify_->name(), std::string(generation_env) + "=" + std::to_string(generation_)};
   if (!systemd_socket_.empty()) spec.env.push_back(std::string(systemd_env) + "=" + systemd_socket_);
+  if (cluster_ && cluster_->server_pid())
+    spec.env.push_back(std::string(nats_env) + "=" + std::to_string(cluster_->server_pid()));
   spec.listen_pid = true;
   spec.death_signal = 0;            // it is to outlive us
   spec.own_process_group = false;   // where we were: the same terminal's Ctrl-C, the same unit

@@ -4,10 +4,11 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 
 import pytest
 
-from conftest import SLOW, Wrk, binary, established_connections, pid_alive, wait_until
+from conftest import SLOW, Supervisor, Wrk, binary, established_connections, free_port, jobs_done, pid_alive, wait_until
 
 
 def stop_successor(sup, pid):
@@ -94,3 +95,85 @@ def test_an_upgrade_to_a_binary_that_fails_is_rolled_back(supervise, tmp_path):
     assert refused.returncode == 1 and "is not an executable loopfleet (give --binary PATH)" in refused.stderr
     missing = sup.cli("upgrade", "--binary", str(tmp_path / "nothing-here"))
     assert missing.returncode == 2 and "nothing-here" in missing.stderr
+
+
+def test_a_cluster_node_upgraded_during_a_stream_of_jobs_loses_none(tmp_path):
+    """One node with its own nats-server: the old supervisor's server serves until its workers
+    drained, then the successor's starts on the same ports and store. Jobs submitted before,
+    during and after, and those running at the switch, all complete."""
+    port = free_port()
+    journal = tmp_path / "jobs-done"
+    node = Supervisor(2, ["--cluster", "--node", "solo", "--nats-listen", f"127.0.0.1:{port}", "--data-dir",
+                          str(tmp_path / "solo")], [binary("cluster-example")], tmp=str(tmp_path),
+                      env={"JOBS_DONE_FILE": str(journal)})
+    successor = None
+    try:
+        node.log.wait_for(r"cluster: node solo joined", timeout=60)
+        before = node.status()
+        # 1500 jobs of 300 ms, two workers with 64 at once each: seconds of work, across the upgrade.
+        submitter = subprocess.Popen([binary("loopfleet"), "job", "submit", "work", "up:300", "--count", "1500",
+                                      "--retry-for", "60s", "--nats", f"nats://127.0.0.1:{port}"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: len(jobs_done(journal)) >= 50, timeout=60, what="50 jobs done")
+        done = node.cli("upgrade", timeout=120)
+        assert done.returncode == 0, done.stderr
+        after = node.status()
+        successor = after["pid"]
+        assert successor != before["pid"]
+        out, err = submitter.communicate(timeout=180 * SLOW)
+        assert submitter.returncode == 0, err
+        assert "stored 1500 job(s)" in out, out
+        assert node.proc.wait(timeout=60 * SLOW) == 0
+        node.log.wait_for(r"cluster: the previous nats-server \(pid \d+\) has exited; starting ours", timeout=60)
+        wait_until(lambda: len({p for p, _ in jobs_done(journal)}) >= 1500, timeout=180, what="1500 jobs done")
+        assert {p for p, _ in jobs_done(journal)} == {f"up:300-{i}" for i in range(1500)}
+        status = node.status()
+        assert status["cluster"]["nats_pid"] and status["cluster"]["nats_ready"], status["cluster"]
+        # Both generations ran jobs: the stream did span the switch.
+        by_pid = {}
+        for line in journal.read_text().splitlines():
+            pid = int(line.split(" pid=")[1].split()[0])
+            by_pid[pid] = by_pid.get(pid, 0) + 1
+        old = sum(n for p, n in by_pid.items() if p in {s["pid"] for s in before["slots"]})
+        new = sum(n for p, n in by_pid.items() if p in {s["pid"] for s in after["slots"]})
+        print(f"cluster upgrade: 1500 jobs, {old} by the old workers, {new} by the new, "
+              f"{len(jobs_done(journal)) - 1500} run twice (redelivered after the switch)")
+        assert old > 0 and new > 0, by_pid
+    finally:
+        if successor:
+            stop_successor(node, successor)
+        node.stop()
+
+
+def test_under_a_notify_parent_it_says_ready_and_names_its_successor_mainpid(tmp_path):
+    """What systemd (Type=notify) reads on NOTIFY_SOCKET: READY=1 once every slot serves, and
+    MAINPID= of the successor when an upgrade hands over, so the unit follows the new pid.
+    (No systemd runs here: the socket is read the way systemd reads it.)"""
+    import socket as so
+    path = str(tmp_path / "notify.sock")
+    server = so.socket(so.AF_UNIX, so.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(30 * SLOW)
+    sup = Supervisor(2, [], None, tmp=str(tmp_path), env={"NOTIFY_SOCKET": path})
+    successor = None
+    try:
+        first = server.recv(4096).decode()
+        assert "READY=1" in first and "2 workers serving" in first, first
+        done = sup.cli("upgrade", timeout=120)
+        assert done.returncode == 0, done.stderr
+        successor = sup.status()["pid"]
+        said = server.recv(4096).decode()
+        assert said == f"MAINPID={successor}", said
+        assert sup.proc.wait(timeout=60 * SLOW) == 0
+        # The successor keeps systemd's socket: its own upgrade names the next one.
+        again = sup.cli("upgrade", timeout=120)
+        assert again.returncode == 0, again.stderr
+        third = sup.status()["pid"]
+        assert server.recv(4096).decode() == f"MAINPID={third}"
+        wait_until(lambda: not pid_alive(successor), timeout=60, what="the second supervisor gone")
+        successor = third
+    finally:
+        if successor:
+            stop_successor(sup, successor)
+        sup.stop()
+        server.close()
