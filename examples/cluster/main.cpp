@@ -109,6 +109,7 @@ boost::asio::awaitable<http::response> call(http::request&) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cluster::join();
   cluster::serve("whoami", [](std::string_view) { return where(); });
   cluster::handle_jobs("work", work);
   // For benchmarks: a job that does nothing, so what is measured is the job system.

@@ -1,9 +1,11 @@
 // The cluster layer for workers: load-balanced calls and durable jobs over NATS.
 //
-// Under `loopfleet run --cluster` (or --join / --nats) every worker gets LOOPFLEET_NATS_URL
-// and connects at start-up. Register handlers before http::run (or run_worker):
+// A worker joins the cluster by calling join() in main(). Then, under `loopfleet run
+// --cluster` (or --join / --nats), which gives every worker LOOPFLEET_NATS_URL, it connects at
+// start-up. Join and register handlers before http::run (or run_worker):
 //
-//   loopfleet::cluster::serve("whoami", [](std::string in) { return node_name(); });
+//   loopfleet::cluster::join();
+//   loopfleet::cluster::serve("whoami", [](std::string_view) { return loopfleet::cluster::node_name(); });
 //   loopfleet::cluster::handle_jobs("resize", [](loopfleet::cluster::job& j) -> awaitable<void> {...});
 //
 // and from any coroutine on the loop:
@@ -27,6 +29,7 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace loopfleet::cluster {
 
@@ -40,11 +43,18 @@ class cluster_error : public std::runtime_error {
   reason why_;
 };
 
+// Puts this worker in the cluster: every start of its loop connects to NATS at
+// LOOPFLEET_NATS_URL (without it the worker runs alone, and call and submit throw
+// not_configured), serves the calls and runs the jobs registered, and a drain waits for the
+// jobs in flight to be acknowledged. Call once in main(), before the worker runs; a second
+// call does nothing.
+void join();
+
 // --- calls ---
 
 using call_handler = std::function<std::string(std::string_view payload)>;
 
-// Serves calls named `name` from this worker. Call before the worker starts.
+// Serves calls named `name` from this worker (once it has joined). Call before the worker starts.
 void serve(std::string name, call_handler handler);
 
 // Calls `name` on one worker of any node. Throws cluster_error: no_responders at once when
@@ -74,8 +84,9 @@ struct job_options {
 
 using job_handler = std::function<boost::asio::awaitable<void>(job&)>;
 
-// Runs jobs named `name` on this worker, at most `concurrency` at once. A handler that throws
-// (or passes its time limit) fails that attempt. Call before the worker starts.
+// Runs jobs named `name` on this worker (once it has joined), at most `concurrency` at once. A
+// handler that throws (or passes its time limit) fails that attempt. Call before the worker
+// starts.
 void handle_jobs(std::string name, job_handler handler, int concurrency = 64);
 
 // Stores a job; returns its id once JetStream has it (replicated). Throws cluster_error.

@@ -1,6 +1,8 @@
-// Everything an application needs: the worker runtime and the HTTP server.
+// Everything an application needs, in one include: the worker runtime (runtime.hpp), the HTTP
+// server (http.hpp), the offload pools (offload.hpp) and the cluster layer (cluster.hpp).
 #pragma once
 
+#include <loopfleet/cluster.hpp>
 #include <loopfleet/http.hpp>
 #include <loopfleet/offload.hpp>
 #include <loopfleet/runtime.hpp>

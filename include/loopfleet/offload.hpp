@@ -28,20 +28,12 @@
 // task's result is dropped (a process task's helper is killed).
 #pragma once
 
-#include <boost/asio/any_completion_handler.hpp>
-#include <boost/asio/associated_cancellation_slot.hpp>
-#include <boost/asio/associated_executor.hpp>
-#include <boost/asio/async_result.hpp>
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/execution/outstanding_work.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/prefer.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/use_awaitable.hpp>
+#include <loopfleet/detail/offload.hpp>
 
-#include <atomic>
+#include <boost/asio/awaitable.hpp>
+
 #include <chrono>
-#include <exception>
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -50,7 +42,6 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
-#include <variant>
 
 namespace boost::json {
 class value;
@@ -66,7 +57,7 @@ class offload_error : public std::runtime_error {
     crashed,                  // the helper process died of a signal (SIGSEGV, SIGABRT, ...)
     exited,                   // the helper process exited (the task called exit?)
     timed_out,                // the task ran past its time limit; the helper was killed
-    queue_full,               // fail_when_full was asked and the queue was full
+    queue_full,               // wait_when_full was false and the queue was full
     unknown_task,             // no task registered under that name
     task_failed,              // the task threw; what() carries its message
   };
@@ -77,118 +68,19 @@ class offload_error : public std::runtime_error {
   reason why_;
 };
 
-namespace detail {
-
-void post_to_thread_pool(std::function<void()> work);
-// True when recent thread-pool jobs ran for only microseconds: then the loop waits for the
-// result a moment (bounded) instead of sleeping and paying for a cross-CPU wake-up.
-bool short_jobs_recently();
-// Forks the process-pool helpers now if any task is registered (the runtime does this before
-// serving, so the first call does not wait for a fork).
-void start_process_pool(boost::asio::io_context& loop);
-
-template <class R>
-using offload_value = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
-
-// Shared between the loop (initiation, cancellation, completion) and one pool thread (run).
-// `state` decides who completes the handler, once; the handler only ever runs on the loop.
-template <class V>
-struct thread_job : std::enable_shared_from_this<thread_job<V>> {
-  enum : int { queued, running, finished, cancelled, abandoned };
-  std::atomic<int> state{queued};
-  std::atomic<bool> delivered{false};  // the completion is queued on the loop
-  std::optional<V> value;
-  std::exception_ptr error;
-  // In an optional, set with emplace: Asio 1.26's any_completion_handler move-assignment
-  // recurses into its own converting constructor.
-  std::optional<boost::asio::any_completion_handler<void(std::exception_ptr, V)>> handler;
-  boost::asio::any_io_executor loop;  // where the awaiting coroutine resumes; counts as work
-  boost::asio::cancellation_slot slot;
-
-  // Called on the loop (cancellation) or on a pool thread (finished): either way the handler
-  // runs on the loop, after the slot is cleared.
-  void complete(std::exception_ptr e, V v) {
-    auto to = loop;
-    boost::asio::post(to, [self = this->shared_from_this(), e, v = std::move(v)]() mutable {
-      if (self->slot.is_connected()) self->slot.clear();
-      self->loop = {};  // running on the loop now: the job need not keep it alive any more
-      auto handler = std::move(*self->handler);
-      self.reset();
-      std::move(handler)(e, std::move(v));
-    });
-    delivered.store(true, std::memory_order_release);
-  }
-};
-
-}  // namespace detail
-
-namespace detail {
-
-// The asynchronous operation behind offload(). A plain function, not a coroutine: GCC 12
-// double-frees a capturing lambda that sits in the same expression as a co_await.
-template <class F, class V = offload_value<std::invoke_result_t<F&>>>
-auto start_thread_job(std::shared_ptr<thread_job<V>> job, F fn) {
-  using R = std::invoke_result_t<F&>;
-  auto initiation = [job, fn = std::move(fn)](auto handler) mutable {
-    job->slot = boost::asio::get_associated_cancellation_slot(handler);
-    // Tracked: while the task is on a pool thread, the loop has work and does not return.
-    job->loop = boost::asio::prefer(boost::asio::get_associated_executor(handler),
-                                    boost::asio::execution::outstanding_work.tracked);
-    job->handler.emplace(std::move(handler));
-    if (job->slot.is_connected()) {
-      job->slot.assign([weak = std::weak_ptr<thread_job<V>>(job)](boost::asio::cancellation_type) {
-        auto j = weak.lock();
-        if (!j) return;
-        int expected = thread_job<V>::queued;
-        if (j->state.compare_exchange_strong(expected, thread_job<V>::cancelled)) {
-          j->complete(std::make_exception_ptr(offload_error(offload_error::reason::cancelled_before_start,
-                                                            "offload cancelled before it started")),
-                      V{});
-        } else if (expected == thread_job<V>::running &&
-                   j->state.compare_exchange_strong(expected, thread_job<V>::abandoned)) {
-          j->complete(std::make_exception_ptr(offload_error(
-                          offload_error::reason::cancelled_while_running,
-                          "offload cancelled while running; the task finishes and its result is dropped")),
-                      V{});
-        }
-      });
-    }
-    post_to_thread_pool([job, fn = std::move(fn)]() mutable {
-      int expected = thread_job<V>::queued;
-      if (!job->state.compare_exchange_strong(expected, thread_job<V>::running)) return;
-      V result{};
-      std::exception_ptr failure;
-      try {
-        if constexpr (std::is_void_v<R>) fn();
-        else result = fn();
-      } catch (...) {
-        failure = std::current_exception();
-      }
-      expected = thread_job<V>::running;
-      if (job->state.compare_exchange_strong(expected, thread_job<V>::finished)) job->complete(failure, std::move(result));
-    });
-    if (short_jobs_recently()) {
-      // At most 50 us on the loop: the completion is then already queued when we return.
-      auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
-      while (!job->delivered.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < until) {
-      }
-    }
-  };
-  // use_awaitable rethrows a non-null exception_ptr in the awaiting coroutine.
-  return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(std::exception_ptr, V)>(
-      std::move(initiation), boost::asio::use_awaitable);
-}
-
-}  // namespace detail
-
 // Runs `fn` on the worker's thread pool and resumes the caller on its loop with the result.
 template <class F>
 boost::asio::awaitable<std::invoke_result_t<F&>> offload(F fn) {
   using R = std::invoke_result_t<F&>;
-  using V = detail::offload_value<R>;
-  auto job = std::make_shared<detail::thread_job<V>>();
-  V value = co_await detail::start_thread_job(job, std::move(fn));
-  if constexpr (!std::is_void_v<R>) co_return std::move(value);
+  if constexpr (std::is_void_v<R>) {
+    std::function<void()> task(std::move(fn));
+    co_await detail::run_on_thread_pool(std::move(task));
+  } else {
+    auto result = std::make_shared<std::optional<R>>();
+    std::function<void()> task = detail::keeping_result(std::move(fn), result);
+    co_await detail::run_on_thread_pool(std::move(task));
+    co_return std::move(**result);
+  }
 }
 
 // --- process pool ---

@@ -1,5 +1,7 @@
+// What the `loopfleet cluster` and `loopfleet job` commands do, against NATS directly.
 #include "cluster/admin.hpp"
 
+#include "cluster/nats_connection.hpp"
 #include "cluster/node.hpp"
 
 #include <boost/json.hpp>
@@ -15,41 +17,25 @@
 namespace loopfleet::cluster {
 namespace {
 
-struct session {
-  natsConnection* nc = nullptr;
-  jsCtx* js = nullptr;
-  ~session() {
-    if (js) jsCtx_Destroy(js);
-    if (nc) natsConnection_Destroy(nc);
-  }
-  // Connects, trying again with backoff for `patience` (a submit given --retry-for waits for a
-  // node that is still starting; status and stats answer at once).
-  bool open(const std::string& url, std::string& error,
-            std::chrono::milliseconds patience = std::chrono::milliseconds(0)) {
-    auto give_up = std::chrono::steady_clock::now() + patience;
-    for (int attempt = 0;; ++attempt) {
-      natsOptions* opts = nullptr;
-      natsOptions_Create(&opts);
-      natsOptions_SetURL(opts, url.c_str());
-      natsOptions_SetTimeout(opts, 2000);
-      natsStatus s = natsConnection_Connect(&nc, opts);
-      natsOptions_Destroy(opts);
-      if (s == NATS_OK) break;
-      nc = nullptr;
-      error = "cannot reach NATS at " + url + ": " + natsStatus_GetText(s) +
-              " (is the node running with --cluster? --nats picks another URL)";
-      auto delay = retry_delay(attempt);
-      if (std::chrono::steady_clock::now() + delay > give_up) {
-        if (attempt) error += "; gave up after " + std::to_string(attempt + 1) + " tries";
-        return false;
-      }
-      if (attempt == 0) std::fprintf(stderr, "loopfleet: %s; retrying with backoff\n", error.c_str());
-      std::this_thread::sleep_for(delay);
+// Connects, trying again with backoff for `patience` (a submit given --retry-for waits for a
+// node that is still starting; status and stats answer at once).
+bool connect_patiently(nats_connection& conn, const std::string& url, std::string& error,
+                       std::chrono::milliseconds patience = std::chrono::milliseconds(0)) {
+  auto give_up = std::chrono::steady_clock::now() + patience;
+  for (int attempt = 0;; ++attempt) {
+    natsStatus s = conn.open(url, {.timeout = std::chrono::milliseconds(2000)});
+    if (s == NATS_OK) return true;
+    error = "cannot reach NATS at " + url + ": " + natsStatus_GetText(s) +
+            " (is the node running with --cluster? --nats picks another URL)";
+    auto delay = retry_delay(attempt);
+    if (std::chrono::steady_clock::now() + delay > give_up) {
+      if (attempt) error += "; gave up after " + std::to_string(attempt + 1) + " tries";
+      return false;
     }
-    natsConnection_JetStream(&js, nc, nullptr);
-    return true;
+    if (attempt == 0) std::fprintf(stderr, "loopfleet: %s; retrying with backoff\n", error.c_str());
+    std::this_thread::sleep_for(delay);
   }
-};
+}
 
 std::string pad(std::string s, std::size_t w, bool left = true) {
   if (s.size() < w) s = left ? s + std::string(w - s.size(), ' ') : std::string(w - s.size(), ' ') + s;
@@ -66,16 +52,16 @@ std::string durability_text(const std::vector<durability>& all) {
 }  // namespace
 
 std::optional<std::string> cluster_status(const std::string& url, double down_after_s, bool as_json, std::string& error) {
-  session ss;
-  if (!ss.open(url, error)) return std::nullopt;
+  nats_connection conn;
+  if (!connect_patiently(conn, url, error)) return std::nullopt;
   kvStore* kv = nullptr;
-  if (js_KeyValue(&kv, ss.js, nodes_bucket) != NATS_OK) {
+  if (js_KeyValue(&kv, conn.js(), nodes_bucket) != NATS_OK) {
     error = "no node has announced itself yet (bucket " + std::string(nodes_bucket) + " missing)";
     return std::nullopt;
   }
   boost::json::array nodes = read_nodes(kv, down_after_s);
   kvStore_Destroy(kv);
-  auto standing = read_durability(ss.js);
+  auto standing = read_durability(conn.js());
   if (as_json)
     return boost::json::serialize(boost::json::object{{"nodes", nodes}, {"streams", durability_json(standing)}}) + "\n";
   std::string out = "NODE          STATE  AGE_S  WORKERS  READY   LOAD    REQUESTS  NATS\n";
@@ -124,8 +110,8 @@ struct refused {
 // Many jobs without keys: published asynchronously, up to 4096 awaiting their confirmation.
 // What JetStream refuses for a reason that passes (storage full, election) is sent again with
 // backoff, for as long as each round stores something or `retry_for` has not passed.
-std::optional<std::string> submit_many(session& ss, const std::string& name, const std::string& payload, int count,
-                                       std::chrono::milliseconds retry_for, const job_limits& limits,
+std::optional<std::string> submit_many(nats_connection& conn, const std::string& name, const std::string& payload,
+                                       int count, std::chrono::milliseconds retry_for, const job_limits& limits,
                                        std::string& error) {
   refused back;
   jsOptions jo;
@@ -135,7 +121,7 @@ std::optional<std::string> submit_many(session& ss, const std::string& name, con
   jo.PublishAsync.ErrHandler = refused::on_error;
   jo.PublishAsync.ErrHandlerClosure = &back;
   jsCtx* js = nullptr;
-  natsConnection_JetStream(&js, ss.nc, &jo);
+  natsConnection_JetStream(&js, conn.nc(), &jo);
   // On every way out, first let the confirmations in flight arrive: the error handler they
   // may call uses `back`, which goes when this function returns.
   auto settle = [](jsCtx* j) {
@@ -226,9 +212,9 @@ std::optional<std::string> submit_many(session& ss, const std::string& name, con
 std::optional<std::string> submit_jobs(const std::string& url, const std::string& name, const std::string& payload,
                                        int count, const std::string& key, std::chrono::milliseconds retry_for,
                                        const job_limits& limits, std::string& error) {
-  session ss;
-  if (!ss.open(url, error, retry_for)) return std::nullopt;
-  if (count > 1 && key.empty()) return submit_many(ss, name, payload, count, retry_for, limits, error);
+  nats_connection conn;
+  if (!connect_patiently(conn, url, error, retry_for)) return std::nullopt;
+  if (count > 1 && key.empty()) return submit_many(conn, name, payload, count, retry_for, limits, error);
   int stored = 0, duplicates = 0, retries = 0;
   std::uint64_t first = 0, last = 0;
   for (int i = 0; i < count; ++i) {
@@ -244,7 +230,7 @@ std::optional<std::string> submit_jobs(const std::string& url, const std::string
       jsPubOptions_Init(&po);
       if (!id.empty()) po.MsgId = id.c_str();
       jsErrCode jerr = static_cast<jsErrCode>(0);
-      natsStatus s = js_PublishMsg(&ack, ss.js, m, &po, &jerr);
+      natsStatus s = js_PublishMsg(&ack, conn.js(), m, &po, &jerr);
       natsMsg_Destroy(m);
       if (s == NATS_OK) break;
       natsStatus ignored = NATS_OK;
@@ -271,29 +257,29 @@ std::optional<std::string> submit_jobs(const std::string& url, const std::string
 }
 
 std::optional<std::string> job_stats(const std::string& url, std::string& error) {
-  session ss;
-  if (!ss.open(url, error)) return std::nullopt;
+  nats_connection conn;
+  if (!connect_patiently(conn, url, error)) return std::nullopt;
   jsStreamInfo* jobs = nullptr;
   jsStreamInfo* dead = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
-  if (natsStatus s = js_GetStreamInfo(&jobs, ss.js, jobs_stream, nullptr, &jerr); s != NATS_OK) {
+  if (natsStatus s = js_GetStreamInfo(&jobs, conn.js(), jobs_stream, nullptr, &jerr); s != NATS_OK) {
     error = "cannot read stream " + std::string(jobs_stream) + ": " + natsStatus_GetText(s) +
             (s == NATS_NOT_FOUND ? " (no job was ever submitted, or no node created it yet)"
                                  : " (JetStream error " + std::to_string(jerr) +
                                        "; right after a node is lost a new leader is being elected: retry)");
     return std::nullopt;
   }
-  js_GetStreamInfo(&dead, ss.js, dead_stream, nullptr, &jerr);
+  js_GetStreamInfo(&dead, conn.js(), dead_stream, nullptr, &jerr);
   std::uint64_t dead_count = dead ? dead->State.Msgs : 0;
   std::uint64_t waiting = jobs->State.Msgs;  // not yet acknowledged (pending + in flight)
   std::uint64_t total = jobs->State.LastSeq;
   std::string out = "JOB            PENDING  IN_FLIGHT  REDELIVERED\n";
   std::uint64_t in_flight_all = 0;
   jsConsumerNamesList* names = nullptr;
-  if (js_ConsumerNames(&names, ss.js, jobs_stream, nullptr, &jerr) == NATS_OK && names) {
+  if (js_ConsumerNames(&names, conn.js(), jobs_stream, nullptr, &jerr) == NATS_OK && names) {
     for (int i = 0; i < names->Count; ++i) {
       jsConsumerInfo* ci = nullptr;
-      if (js_GetConsumerInfo(&ci, ss.js, jobs_stream, names->List[i], nullptr, &jerr) != NATS_OK) continue;
+      if (js_GetConsumerInfo(&ci, conn.js(), jobs_stream, names->List[i], nullptr, &jerr) != NATS_OK) continue;
       std::string name = names->List[i];
       if (name.starts_with("loopfleet_")) name = name.substr(10);
       in_flight_all += static_cast<std::uint64_t>(ci->NumAckPending);
@@ -310,7 +296,7 @@ std::optional<std::string> job_stats(const std::string& url, std::string& error)
          std::to_string(dead_count) + "\n";
   jsStreamInfo_Destroy(jobs);
   if (dead) jsStreamInfo_Destroy(dead);
-  return out + durability_text(read_durability(ss.js));
+  return out + durability_text(read_durability(conn.js()));
 }
 
 }  // namespace loopfleet::cluster

@@ -1,5 +1,6 @@
 #include "cluster/node.hpp"
 
+#include "cluster/nats_connection.hpp"
 #include "cluster/sweeper.hpp"
 
 #include "runtime/log.hpp"
@@ -63,11 +64,6 @@ publish_failure describe_publish_failure(natsStatus status, jsErrCode js_error, 
 
 std::chrono::milliseconds retry_delay(int n) {
   return std::min(std::chrono::milliseconds(2000), std::chrono::milliseconds(50L << std::clamp(n, 0, 6)));
-}
-
-void back_off_reconnects(natsOptions* opts) {
-  natsOptions_SetCustomReconnectDelay(
-      opts, [](natsConnection*, int attempts, void*) -> int64_t { return retry_delay(attempts).count(); }, nullptr);
 }
 
 int replicas_for(std::size_t peers) { return static_cast<int>(std::min<std::size_t>(3, peers + 1)); }
@@ -356,8 +352,7 @@ void raise_consumer(jsCtx* js, const std::string& name, int has, int want) {
 }  // namespace
 
 void node_agent::run() {
-  natsConnection* nc = nullptr;
-  jsCtx* js = nullptr;
+  nats_connection connection;
   kvStore* kv = nullptr;
   // Sleeps `ms` in steps that notice a stop; false when stopping.
   auto pause = [this](std::chrono::milliseconds ms) {
@@ -379,25 +374,17 @@ void node_agent::run() {
       std::lock_guard lock(mutex_);
       if (stop_) break;
     }
-    if (!nc) {
-      natsOptions* opts = nullptr;
-      natsOptions_Create(&opts);
-      natsOptions_SetURL(opts, url_.c_str());
-      natsOptions_SetMaxReconnect(opts, -1);
-      back_off_reconnects(opts);
-      natsOptions_SetTimeout(opts, 2000);
-      natsStatus s = natsConnection_Connect(&nc, opts);
-      natsOptions_Destroy(opts);
-      if (s != NATS_OK) {
+    if (!connection) {
+      if (natsStatus s = connection.open(url_, {.reconnect_forever = true, .timeout = std::chrono::milliseconds(2000)});
+          s != NATS_OK) {
         if (!warned) log::warn("cluster: cannot reach NATS at " + url_ + ": " + natsStatus_GetText(s) + "; retrying");
         warned = true;
-        nc = nullptr;
         if (!pause(retry_delay(failures++))) break;
         continue;
       }
-      natsConnection_JetStream(&js, nc, nullptr);
       failures = 0;
     }
+    jsCtx* js = connection.js();
     if (!kv) {
       // Every object, each with the replicas promised. Until enough servers are there the
       // jobs stream is missing and a submit retries (no responders) instead of being stored
@@ -478,8 +465,6 @@ void node_agent::run() {
     if (!pause(kv ? std::chrono::milliseconds(1000) : retry_delay(failures++))) break;  // heartbeat every second
   }
   if (kv) kvStore_Destroy(kv);
-  if (js) jsCtx_Destroy(js);
-  if (nc) natsConnection_Destroy(nc);
 }
 
 }  // namespace loopfleet::cluster

@@ -50,9 +50,6 @@ publish_failure describe_publish_failure(natsStatus status, jsErrCode js_error, 
 // publishes JetStream refused and for reaching NATS again.
 std::chrono::milliseconds retry_delay(int n);
 
-// Makes a NATS connection wait retry_delay(attempts) between reconnect attempts.
-void back_off_reconnects(natsOptions* opts);
-
 // The default for --replicas: min(3, nodes), with nodes = this one plus its peers.
 int replicas_for(std::size_t peers);
 

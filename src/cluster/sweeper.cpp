@@ -1,5 +1,6 @@
 #include "cluster/sweeper.hpp"
 
+#include "cluster/nats_connection.hpp"
 #include "cluster/node.hpp"
 
 #include <algorithm>
@@ -21,11 +22,6 @@ bool stranded(const stored_job& j) { return j.delivered && j.age > stored_lifeti
 namespace {
 
 constexpr std::string_view job_prefix = "loopfleet.job.";
-
-std::string header_of(natsMsg* m, const char* key) {
-  const char* v = nullptr;
-  return natsMsgHeader_Get(m, key, &v) == NATS_OK && v ? v : "";
-}
 
 // The delivered stream sequence of each job consumer (loopfleet_NAME), by job subject.
 std::map<std::string, std::uint64_t> delivered_by_subject(jsCtx* js) {
@@ -101,8 +97,8 @@ int sweep_stranded_jobs(jsCtx* js, int budget, std::string& report) {
     j.age = std::chrono::duration_cast<milliseconds>(now_ns - std::chrono::nanoseconds(natsMsg_GetTime(m)));
     auto d = delivered.find(subject);
     j.delivered = d != delivered.end() && d->second >= seq;
-    if (int a = std::atoi(header_of(m, "Loopfleet-Max-Attempts").c_str()); a > 0) j.max_attempts = a;
-    if (long long t = std::atoll(header_of(m, "Loopfleet-Time-Limit-Ms").c_str()); t > 0) j.time_limit = milliseconds(t);
+    if (int a = std::atoi(header(m, "Loopfleet-Max-Attempts").c_str()); a > 0) j.max_attempts = a;
+    if (long long t = std::atoll(header(m, "Loopfleet-Time-Limit-Ms").c_str()); t > 0) j.time_limit = milliseconds(t);
     bool young = j.age < job_ack_wait * 2;
     if (stranded(j) && requeue(js, m, seq)) {
       ++queued;

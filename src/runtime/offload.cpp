@@ -1,7 +1,11 @@
-// The thread pool and the crash-isolated process pool behind include/loopfleet/offload.hpp.
+// The crash-isolated process pool behind include/loopfleet/offload.hpp (helper processes the
+// worker forks and owns, the frame format on their socketpairs, what a helper's death or time
+// limit means for its call), and the pools' sizes. The thread pool is thread_pool.cpp.
 #include <loopfleet/offload.hpp>
 
 #include "runtime/log.hpp"
+#include "runtime/offload_pools.hpp"
+#include "runtime/one_shot.hpp"
 #include "runtime/spawn.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -27,8 +31,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <condition_variable>
-#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -71,62 +73,6 @@ offload_options frozen_config() {
   return config;
 }
 
-// --- thread pool ---
-
-// A plain queue of jobs served by N threads. An idle thread polls the queue for a few tens of
-// microseconds before it sleeps on the condition variable: waking a sleeping thread on another
-// (virtual) CPU costs more than a short job.
-class thread_pool_impl {
- public:
-  explicit thread_pool_impl(int threads) {
-    for (int i = 0; i < threads; ++i) std::thread([this] { serve(); }).detach();
-  }
-  void post(std::function<void()> job) {
-    {
-      std::lock_guard lock(mutex_);
-      jobs_.push_back(std::move(job));
-      pending_.fetch_add(1, std::memory_order_release);
-    }
-    ready_.notify_one();
-  }
-  // How long recent jobs ran, for the loop's decision to wait for one briefly.
-  std::chrono::nanoseconds recent_runtime() const { return std::chrono::nanoseconds(recent_ns_.load()); }
-
- private:
-  void serve() {
-    for (;;) {
-      auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
-      while (pending_.load(std::memory_order_acquire) == 0 && std::chrono::steady_clock::now() < until) {
-      }
-      std::function<void()> job;
-      {
-        std::unique_lock lock(mutex_);
-        ready_.wait(lock, [this] { return !jobs_.empty(); });
-        job = std::move(jobs_.front());
-        jobs_.pop_front();
-        pending_.fetch_sub(1, std::memory_order_relaxed);
-      }
-      auto began = std::chrono::steady_clock::now();
-      job();
-      auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - began).count();
-      recent_ns_.store((recent_ns_.load(std::memory_order_relaxed) * 7 + ns) / 8, std::memory_order_relaxed);
-    }
-  }
-
-  std::mutex mutex_;
-  std::condition_variable ready_;
-  std::deque<std::function<void()>> jobs_;
-  std::atomic<int> pending_{0};
-  std::atomic<long long> recent_ns_{0};
-};
-
-thread_pool_impl& thread_pool() {
-  // Never destroyed, threads detached: at exit a pool thread may still be running a task
-  // whose result nobody awaits any more, and joining it would hold the exit hostage.
-  static auto* pool = new thread_pool_impl(frozen_config().threads);
-  return *pool;
-}
-
 // --- process pool: wire format on a socketpair ---
 // request:  u32 name length, u64 input length, name, input
 // response: u8 status (0 ok, 1 the task threw, 2 unknown task), u64 length, data
@@ -138,10 +84,12 @@ std::map<std::string, process_task, std::less<>>& registry() {
   return tasks;
 }
 
-bool read_full(int fd, void* buf, std::size_t n) {
-  auto* p = static_cast<char*>(buf);
+// All `n` bytes through `io` (::read or ::write), across EINTR and short transfers; false
+// once the other end is gone.
+template <class Io, class Byte>
+bool whole(Io io, int fd, Byte* p, std::size_t n) {
   while (n) {
-    ssize_t r = ::read(fd, p, n);
+    ssize_t r = io(fd, p, n);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return false;
     p += r;
@@ -150,17 +98,8 @@ bool read_full(int fd, void* buf, std::size_t n) {
   return true;
 }
 
-bool write_full(int fd, const void* buf, std::size_t n) {
-  auto* p = static_cast<const char*>(buf);
-  while (n) {
-    ssize_t r = ::write(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
+bool read_full(int fd, void* buf, std::size_t n) { return whole(::read, fd, static_cast<char*>(buf), n); }
+bool write_full(int fd, const void* buf, std::size_t n) { return whole(::write, fd, static_cast<const char*>(buf), n); }
 
 // Waking a sleeping process on another CPU costs tens of microseconds on a virtual machine,
 // more than a short task itself. So both ends poll briefly before they sleep: the helper for
@@ -208,26 +147,12 @@ void spin_until_readable(int fd, std::chrono::microseconds budget) {
 struct call {
   std::string name, input;
   process_call_options options;
-  // emplace only: Asio 1.26's any_completion_handler move-assignment recurses.
-  std::optional<asio::any_completion_handler<void(std::exception_ptr, std::string)>> handler;
-  asio::any_io_executor loop;  // where the awaiting coroutine resumes
-  asio::cancellation_slot slot;
-  bool done = false;
   struct helper* on = nullptr;  // the helper running it, once sent
+  detail::one_shot<std::exception_ptr, std::string> done;
 
-  // Always on the loop thread. The slot is cleared in the posted step, not here: this may
-  // run inside the slot's own cancellation handler.
-  void complete(std::exception_ptr e, std::string out) {
-    if (done) return;
-    done = true;
-    asio::post(loop, [h = std::move(*handler), s = slot, e, out = std::move(out)]() mutable {
-      if (s.is_connected()) s.clear();
-      std::move(h)(e, std::move(out));
-    });
-    loop = {};
-  }
+  void complete(std::string out) { done.complete(nullptr, std::move(out)); }
   void fail(offload_error::reason r, const std::string& message) {
-    complete(std::make_exception_ptr(offload_error(r, message)), {});
+    done.complete(std::make_exception_ptr(offload_error(r, message)), {});
   }
 };
 
@@ -289,21 +214,15 @@ class process_pool : public asio::execution_context::service {
   }
 
  private:
-  // Not a coroutine: GCC 12 double-frees a capturing lambda in a co_await expression.
   asio::awaitable<std::string> enqueue(std::shared_ptr<call> c) {
-    auto initiation = [this, c](auto handler) {
-      c->slot = asio::get_associated_cancellation_slot(handler);
-      c->loop = asio::prefer(asio::get_associated_executor(handler, ex_), asio::execution::outstanding_work.tracked);
-      c->handler.emplace(std::move(handler));
-      if (c->slot.is_connected())
-        c->slot.assign([this, weak = std::weak_ptr<call>(c)](asio::cancellation_type) {
+    return detail::async_one_shot(std::move(c), [this](const std::shared_ptr<call>& c) {
+      if (auto slot = c->done.slot(); slot.is_connected())
+        slot.assign([this, weak = std::weak_ptr<call>(c)](asio::cancellation_type) {
           if (auto alive = weak.lock()) cancel(alive);
         });
       queue_.push_back(c);
       pump();
-    };
-    return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, std::string)>(
-        std::move(initiation), asio::use_awaitable);
+    });
   }
 
   void start(const asio::any_io_executor& ex) {
@@ -363,7 +282,7 @@ class process_pool : public asio::execution_context::service {
   }
 
   void cancel(const std::shared_ptr<call>& c) {
-    if (c->done) return;
+    if (c->done.done()) return;
     if (!c->on) {
       std::erase(queue_, c);
       room_->cancel();
@@ -416,7 +335,7 @@ class process_pool : public asio::execution_context::service {
     auto took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - sent);
     recent_reply_ = (recent_reply_ * 7 + took) / 8;
     if (!ec) {
-      if (status == reply_ok) c->complete(nullptr, std::move(out));
+      if (status == reply_ok) c->complete(std::move(out));
       else if (status == reply_threw)
         c->fail(offload_error::reason::task_failed, "process task '" + c->name + "' threw: " + out);
       else c->fail(offload_error::reason::unknown_task, "process task '" + c->name + "' is unknown to the helper");
@@ -453,10 +372,6 @@ class process_pool : public asio::execution_context::service {
 }  // namespace
 
 namespace detail {
-void post_to_thread_pool(std::function<void()> work) { thread_pool().post(std::move(work)); }
-
-bool short_jobs_recently() { return thread_pool().recent_runtime() < std::chrono::microseconds(20); }
-
 void start_process_pool(asio::io_context& loop) {
   if (!registry().empty()) process_pool::on(loop.get_executor());
 }

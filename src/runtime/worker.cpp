@@ -1,5 +1,4 @@
 // The worker's life: sockets, READY, serve, drain on SIGTERM, exit.
-#include <loopfleet/offload.hpp>
 #include <loopfleet/runtime.hpp>
 
 #include "runtime/address.hpp"
@@ -11,6 +10,7 @@
 #include "runtime/listen_fds.hpp"
 #include "runtime/log.hpp"
 #include "runtime/notify.hpp"
+#include "runtime/offload_pools.hpp"
 
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>

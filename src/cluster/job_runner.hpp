@@ -1,0 +1,61 @@
+// Running the jobs this worker handles: a fetch thread per job name pulls from its durable
+// consumer (nats.c's fetch blocks) as long as the job's concurrency leaves room; each job runs
+// on the loop against its time limit, and is acked, retried or moved to the dead letters.
+// A drain fetches no more and waits for the jobs in flight to be acked.
+#pragma once
+
+#include <loopfleet/cluster.hpp>
+
+#include "cluster/job_store.hpp"
+#include "cluster/nats_connection.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <nats/nats.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace loopfleet::cluster {
+
+struct job_def {
+  job_handler handler;
+  int concurrency;
+};
+
+class job_runner {
+ public:
+  job_runner(boost::asio::io_context& loop, const nats_connection& connection, job_store& store);
+  ~job_runner();
+
+  // Starts a fetch thread for each job handled.
+  void start(const std::map<std::string, job_def>& handled);
+  // Fetch no more jobs; `done` (on the loop) once the jobs in flight have finished and been acked.
+  void drain(std::function<void()> done);
+
+ private:
+  void fetch_loop(const std::string& name, const job_def& def);
+  boost::asio::awaitable<void> run(const std::string& name, const job_def& def, natsMsg* msg);
+  void check_drained();
+
+  boost::asio::io_context& loop_;
+  natsConnection* nc_;
+  jsCtx* js_;
+  job_store& store_;
+  std::mutex slots_mutex_;
+  std::condition_variable slot_freed_;
+  std::map<std::string, int> in_flight_;
+  std::atomic<bool> stop_{false};
+  std::function<void()> drained_;
+  std::vector<std::thread> fetchers_;
+  std::vector<natsSubscription*> pull_subs_;  // destroyed last, after every job is done
+};
+
+}  // namespace loopfleet::cluster
