@@ -59,7 +59,7 @@ std::optional<std::string> cluster_status(const std::string& url, double down_af
     error = "no node has announced itself yet (bucket " + std::string(nodes_bucket) + " missing)";
     return std::nullopt;
   }
-  boost::json::array nodes = read_nodes(kv, down_after_s);
+  boost::json::array nodes = read_nodes(conn.js(), kv, down_after_s);
   kvStore_Destroy(kv);
   auto standing = read_durability(conn.js());
   if (as_json)

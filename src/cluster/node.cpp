@@ -212,15 +212,32 @@ int node_agent::nodes_up() const {
   return nodes_up_;
 }
 
-boost::json::array read_nodes(kvStore* kv, double down_after_s) {
-  kvKeysList keys{};
-  kvStore_Keys(&keys, kv, nullptr);
+boost::json::array read_nodes(jsCtx* js, kvStore* kv, double down_after_s) {
+  // The keys from the bucket stream's subjects, which its leader answers itself. Not
+  // kvStore_Keys: that makes an ephemeral consumer, which nats-server 2.9 may place on a
+  // replica that has just died and not yet been seen offline; the list then came back empty
+  // for tens of seconds after a node was killed, though the bucket had its quorum.
+  jsOptions o;
+  jsOptions_Init(&o);
+  std::string prefix = std::string("$KV.") + nodes_bucket + ".";
+  std::string filter = prefix + ">";
+  o.Stream.Info.SubjectsFilter = filter.c_str();
+  jsStreamInfo* si = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  std::vector<std::string> keys;
+  if (js_GetStreamInfo(&si, js, nodes_bucket_stream.c_str(), &o, &err) == NATS_OK) {
+    if (si->State.Subjects)
+      for (int i = 0; i < si->State.Subjects->Count; ++i)
+        if (std::string_view subject = si->State.Subjects->List[i].Subject; subject.starts_with(prefix))
+          keys.emplace_back(subject.substr(prefix.size()));
+    jsStreamInfo_Destroy(si);
+  }
   auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
                     .count();
   boost::json::array nodes;
-  for (int i = 0; i < keys.Count; ++i) {
+  for (const auto& key : keys) {
     kvEntry* e = nullptr;
-    if (kvStore_Get(&e, kv, keys.Keys[i]) != NATS_OK) continue;
+    if (kvStore_Get(&e, kv, key.c_str()) != NATS_OK) continue;  // deleted, or gone meanwhile
     boost::system::error_code ec;
     auto v = boost::json::parse(kvEntry_ValueString(e), ec);
     kvEntry_Destroy(e);
@@ -232,7 +249,6 @@ boost::json::array read_nodes(kvStore* kv, double down_after_s) {
     o["state"] = age <= down_after_s ? "up" : "down";
     nodes.push_back(std::move(v));
   }
-  kvKeysList_Destroy(&keys);
   return nodes;
 }
 
@@ -441,7 +457,7 @@ void node_agent::run() {
       }
       auto standing = read_durability(js);
       int up = 0;
-      for (const auto& n : read_nodes(kv, node_down_after_s))
+      for (const auto& n : read_nodes(js, kv, node_down_after_s))
         if (n.as_object().at("state") == "up") ++up;
       // A consumer is raised only once its stream has the servers: nats-server scales
       // consumers with the stream it raises, and the durability tests check that it did.

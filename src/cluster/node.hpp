@@ -96,7 +96,7 @@ boost::json::array durability_json(const std::vector<durability>& all);
 
 // Every node's last heartbeat in the nodes bucket, each with "age_s" and "state" ("up" when
 // it beat within `down_after_s`, else "down": a dead node's key stays until it returns).
-boost::json::array read_nodes(kvStore* kv, double down_after_s);
+boost::json::array read_nodes(jsCtx* js, kvStore* kv, double down_after_s);
 // The default for `down_after_s`: three missed heartbeats (one a second).
 inline constexpr double node_down_after_s = 3.0;
 
