@@ -88,15 +88,16 @@ int client_command(std::string_view command, std::vector<std::string_view> args)
     if (*end || v < 1 || v > loopfleet::supervisor::max_workers)
       return fail("scale: '" + n + "' is not a number from 1 to " + std::to_string(loopfleet::supervisor::max_workers));
     req["workers"] = v;
-  } else if (command == "upgrade" && !binary.empty()) {
+  } else if (!rest.empty()) {
+    return fail("unexpected argument '" + std::string(rest.front()) + "' (see loopfleet --help)");
+  }
+
+  if (command == "upgrade" && !binary.empty()) {
     // The supervisor runs it, from its own working directory: a relative path means ours.
     char* real = ::realpath(binary.c_str(), nullptr);
     if (!real) return fail("--binary " + binary + ": " + std::strerror(errno));
     req["binary"] = real;
     std::free(real);
-  }
-  if (!rest.empty()) {
-    return fail("unexpected argument '" + std::string(rest.front()) + "' (see loopfleet --help)");
   }
 
   std::string path, error;
