@@ -34,6 +34,15 @@ class Wrk:
         return r
 
 
+def pid_alive(pid):
+    """Running (a zombie counts as gone: it only waits to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def established(pids, port):
     """TCP connections held by any of `pids` in state ESTABLISHED on local port `port`."""
     inodes = set()

@@ -21,16 +21,8 @@ import sys
 import tempfile
 import time
 
-from loadkit import Wrk, established
-from supervise import Gunicorn, Loopfleet, LoopfleetShared, Nginx, children, tree, wait_for
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+from loadkit import Wrk, established, pid_alive
+from supervise import ROOT, Gunicorn, Loopfleet, LoopfleetShared, Nginx, children, tree, wait_for
 
 
 def read_pid(path):
@@ -77,7 +69,7 @@ def upgrade_nginx(s):
     new = read_pid(s.pidfile)
     wait_for(lambda: len(children(new)) == s.workers, 30, "the new master's workers")
     os.kill(old, signal.SIGQUIT)  # graceful shutdown of the old master and its workers
-    return old, lambda: not alive(old)
+    return old, lambda: not pid_alive(old)
 
 
 class GunicornScript(Gunicorn):
@@ -117,7 +109,7 @@ def run_upgrade(cls, args, workdir):
         took = time.monotonic() - began
         r = load.result()
         return {"failed": r["failed"], "requests": r["requests"], "connect": r["connect"], "read": r["read"],
-                "non2xx": r["non2xx"], "old_gone": not alive(old), "took_s": took}
+                "non2xx": r["non2xx"], "old_gone": not pid_alive(old), "took_s": took}
     finally:
         if hasattr(s, "master") and s.master():
             os.kill(s.master(), signal.SIGTERM)  # the daemon left our process group
@@ -141,8 +133,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--duration", type=int, default=6)
-    ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                                  "build", "bin"))
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))
     ap.add_argument("--only", default="", help="comma-separated subset: loopfleet,loopfleet-shared,nginx,gunicorn")
     args = ap.parse_args()
     servers = [Loopfleet, LoopfleetShared, NginxDaemon, GunicornScript]

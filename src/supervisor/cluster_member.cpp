@@ -31,10 +31,6 @@ namespace asio = boost::asio;
 namespace json = boost::json;
 using std::chrono::milliseconds;
 
-namespace {
-std::string ms_text(milliseconds d) { return std::to_string(d.count()) + " ms"; }
-}  // namespace
-
 cluster_member::cluster_member(asio::io_context& loop, const config& cfg, std::function<void()> on_ready)
     : loop_(loop), cfg_(cfg), on_ready_(std::move(on_ready)), timer_(loop) {}
 

@@ -30,8 +30,6 @@ namespace loopfleet::supervisor {
 namespace asio = boost::asio;
 namespace json = boost::json;
 
-std::string ms_text(milliseconds d) { return std::to_string(d.count()) + " ms"; }
-
 master::master(config cfg, std::vector<std::string> args) : cfg_(std::move(cfg)), args_(std::move(args)) {}
 master::~master() = default;
 
@@ -69,22 +67,6 @@ void master::open_everything() {
           return o;
         },
         adopted(inherited_admin_));
-}
-
-// Who started us, told when every slot serves (tell_parent_if_all_ready): systemd with
-// Type=notify, or a predecessor handing over. systemd stays known across upgrades, so the
-// last supervisor can still name itself its main pid.
-void master::find_parent() {
-  const char* socket = std::getenv("NOTIFY_SOCKET");
-  std::string parent_socket = socket ? socket : "";
-  parent_ = notifier::from_environment();
-  if (const char* s = std::getenv("LOOPFLEET_SYSTEMD_NOTIFY")) {
-    systemd_socket_ = s;
-    ::unsetenv("LOOPFLEET_SYSTEMD_NOTIFY");
-  } else if (!std::getenv("LOOPFLEET_UPGRADE_GENERATION")) {
-    systemd_socket_ = parent_socket;
-  }
-  if (!systemd_socket_.empty()) systemd_ = notifier(systemd_socket_, std::chrono::microseconds(0));
 }
 
 int master::run() {

@@ -15,6 +15,7 @@
 #include "runtime/notify.hpp"
 #include "supervisor/config.hpp"
 #include "supervisor/fleet.hpp"
+#include "supervisor/policy.hpp"
 #include "supervisor/queue_handoff.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -43,7 +44,6 @@ struct control_request;
 using std::chrono::milliseconds;
 using done_fn = std::function<void(bool ok, std::string message)>;
 
-std::string ms_text(milliseconds d);
 long rss_kib(pid_t pid);  // resident memory, from /proc (0 if gone)
 
 class master {

@@ -28,6 +28,8 @@ bool queue_needs_taking(const queue_view& v, std::int64_t late_ns) {
   return v.silent_ns >= late_ns;
 }
 
+std::string ms_text(milliseconds d) { return std::to_string(d.count()) + " ms"; }
+
 liveness_verdict judge_liveness(const liveness_input& in) {
   liveness_verdict v;
   if (in.limit_ns <= 0 || (!in.beat_age_ns && in.last_ping_ns <= 0)) return v;

@@ -49,6 +49,9 @@ struct queue_view {
 // queued there would wait for the loop to come back or for its replacement.
 bool queue_needs_taking(const queue_view& v, std::int64_t late_ns);
 
+// "250 ms": how every duration reads in the supervisor's log and replies.
+std::string ms_text(milliseconds d);
+
 // The watchdog's view of one serving worker's loop. A native worker beats a shared region
 // (`beat_age_ns`: since its last beat); any worker may send WATCHDOG=1 (`last_ping_ns`, 0 if
 // never). `limit_ns` is --watchdog (0: off).

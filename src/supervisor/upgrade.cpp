@@ -49,6 +49,22 @@ std::string own_binary() {
 
 }  // namespace
 
+// Who started us, told when every slot serves (tell_parent_if_all_ready): systemd with
+// Type=notify, or a predecessor handing over. systemd stays known across upgrades, so the
+// last supervisor can still name itself its main pid.
+void master::find_parent() {
+  const char* socket = std::getenv("NOTIFY_SOCKET");
+  std::string parent_socket = socket ? socket : "";
+  parent_ = notifier::from_environment();
+  if (const char* s = std::getenv(systemd_env)) {
+    systemd_socket_ = s;
+    ::unsetenv(systemd_env);
+  } else if (!std::getenv(generation_env)) {
+    systemd_socket_ = parent_socket;
+  }
+  if (!systemd_socket_.empty()) systemd_ = notifier(systemd_socket_, std::chrono::microseconds(0));
+}
+
 std::vector<listener> master::take_handed_over(std::vector<listener> inherited) {
   std::vector<listener> rest;
   for (auto& l : inherited) {

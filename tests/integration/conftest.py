@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "bench"))
-from loadkit import Wrk, established  # noqa: E402  (shared with bench/)
+from loadkit import Wrk, established, pid_alive  # noqa: E402  (shared with bench/)
 
 BIN = os.environ.get("LOOPFLEET_BIN") or os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "build", "bin")
@@ -294,15 +294,6 @@ def supervise(tmp_path):
     yield _start
     for s in started:
         s.stop()
-
-
-def pid_alive(pid):
-    """Running (a zombie counts as gone: it only waits to be reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def established_connections(pid, port):
