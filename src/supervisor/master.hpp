@@ -7,7 +7,8 @@
 //   workers.cpp  starting, readiness, exits and restarts, steering
 //   watchdog.cpp stalled loops, recycling, handing over stalled queues
 //   reload.cpp   reload (a new generation, committed or rolled back) and scale
-//   upgrade.cpp  replacing this supervisor by a new binary (loopfleet upgrade, SIGUSR2)
+//   upgrade.cpp  replacing this supervisor by a new binary (loopfleet upgrade, SIGUSR2), and
+//                telling whoever started us (systemd, a predecessor) READY=1 and MAINPID=
 //   status.cpp   the status JSON and the cluster heartbeat
 // Private to src/supervisor: supervisor.hpp is the public entry point.
 #pragma once
