@@ -146,17 +146,27 @@ def test_crash_loop_backs_off_and_degrades_one_slot_only(supervise):
 def test_balance_of_keep_alive_connections(supervise, mode):
     sup = supervise(2, ["--distribution", mode])
     pids = sup.worker_pids()
+    handed = lambda: [s.get("handed_over", 0) for s in sup.status()["slots"]]  # noqa: E731
+    handed_before = handed()
     load = Wrk(sup.port, duration=3, connections=64)
     counts = wait_until(lambda: (lambda c: c if sum(c) == 64 else None)(
         [established_connections(p, sup.port) for p in pids]), what="64 connections")
     load.result()
-    share = max(counts) / 64
-    print(f"balance ({mode}): connections per worker {counts}, largest share {share:.0%}")
+    # On a busy machine (or the sanitizer build) a loop may miss two beats while wrk
+    # connects, and the supervisor then hands what queued on its slot to the other worker: a
+    # latency win that skews who holds the connections, not how the kernel spread them. With
+    # two slots, what slot 0 handed went to worker 1 and the other way round.
+    moved = [a - b for a, b in zip(handed(), handed_before)]
+    spread = [counts[0] + moved[0] - moved[1], counts[1] + moved[1] - moved[0]]
+    share = max(spread) / 64
+    print(f"balance ({mode}): connections per worker {counts}, handed over {moved}, as the kernel spread them "
+          f"{spread}, largest share {share:.0%}")
     if mode == "reuseport":  # the default
-        # Under the sanitizer build a loop may miss two beats while wrk connects, and the
-        # supervisor then hands what queued for it to the other worker (a latency win that
-        # skews the count): a looser bound there.
-        assert share <= (0.65 if SLOW == 1 else 0.75)
+        # The steering program picks a serving slot at random per connection: the larger of
+        # two shares of 64 is binomial, sd 4. 42 of 64 (66 %) comes by chance about 1 run in
+        # 55 and failed a busy CI run; 48 (75 %) about 1 in 20,000, while a shared socket
+        # commonly gives one worker 60 or all 64.
+        assert share <= 0.75
 
 
 def test_sigterm_lets_slow_requests_finish_then_exits_0(supervise):
