@@ -20,6 +20,8 @@ packages=(
   python3-celery python3-redis redis-server
   # the Python launchers' frameworks (python/loopfleet), tested in test_python.py
   python3-uvicorn python3-fastapi python3-httptools
+  # the cluster from Python: a pybind11 extension over the C++ cluster client
+  pybind11-dev python3-dev
   # the admin endpoint's tests: a real Prometheus scrapes /metrics, a headless Chromium
   # (driven over CDP with python3-websocket) renders the status page
   prometheus chromium python3-websocket

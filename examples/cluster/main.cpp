@@ -4,6 +4,7 @@
 //                           sets how long a submit retries while JetStream cannot store it)
 //   GET /call               calls "whoami" on some worker of some node
 //   GET /run?payload=P      submits one job and waits for its result
+//   GET /relay              calls "relay": a call served by a coroutine that itself calls "whoami"
 // Job and call handlers say on which node and pid they ran: each job prints
 // "job-done <payload> <id> node=<node> pid=<pid> attempt=<n>" on stdout, and appends it to the
 // file named by JOBS_DONE_FILE if set: a line still in the pipe when the whole node is killed
@@ -111,6 +112,12 @@ boost::asio::awaitable<http::response> call(http::request&) {
 int main(int argc, char** argv) {
   cluster::join();
   cluster::serve("whoami", [](std::string_view) { return where(); });
+  // A call served by a coroutine: it awaits another call (on any node, C++ or Python) before
+  // it answers.
+  cluster::serve("relay", [](std::string) -> boost::asio::awaitable<std::string> {
+    std::string who = co_await cluster::call("whoami", "", std::chrono::seconds(2));
+    co_return "relay " + where() + " -> " + who;
+  });
   cluster::handle_jobs("work", work);
   // For benchmarks: a job that does nothing, so what is measured is the job system.
   cluster::handle_jobs("noop", [](cluster::job&) -> boost::asio::awaitable<void> { co_return; }, 256);
@@ -119,6 +126,14 @@ int main(int argc, char** argv) {
   app.get("/submit", submit);
   app.get("/call", call);
   app.get("/run", run_job);
+  app.get("/relay", [](http::request&) -> boost::asio::awaitable<http::response> {
+    try {
+      std::string out = co_await cluster::call("relay", "", std::chrono::seconds(3));
+      co_return http::text(out + "\n");
+    } catch (const cluster::cluster_error& e) {
+      co_return http::text(std::string(e.what()) + "\n", 503);
+    }
+  });
   app.get("/call-nobody", [](http::request&) -> boost::asio::awaitable<http::response> {
     try {
       co_await cluster::call("nobody-serves-this", "", std::chrono::seconds(2));

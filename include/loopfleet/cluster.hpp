@@ -6,6 +6,7 @@
 //
 //   loopfleet::cluster::join();
 //   loopfleet::cluster::serve("whoami", [](std::string_view) { return loopfleet::cluster::node_name(); });
+//   loopfleet::cluster::serve("price", [](std::string sku) -> awaitable<std::string> {...});
 //   loopfleet::cluster::handle_jobs("resize", [](loopfleet::cluster::job& j) -> awaitable<void> {...});
 //
 // and from any coroutine on the loop:
@@ -53,9 +54,14 @@ void join();
 // --- calls ---
 
 using call_handler = std::function<std::string(std::string_view payload)>;
+// A handler that is a coroutine on the worker's loop: it may await calls, jobs, timers and
+// offload before it answers. A drain waits for the ones in flight.
+using call_coroutine = std::function<boost::asio::awaitable<std::string>(std::string payload)>;
 
-// Serves calls named `name` from this worker (once it has joined). Call before the worker starts.
+// Serves calls named `name` from this worker (once it has joined). Call before the worker
+// starts. A handler that throws answers the caller with handler_failed and its message.
 void serve(std::string name, call_handler handler);
+void serve(std::string name, call_coroutine handler);
 
 // Calls `name` on one worker of any node. Throws cluster_error: no_responders at once when
 // nobody serves it, timeout, or handler_failed with the remote exception's message.

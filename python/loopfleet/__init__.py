@@ -32,8 +32,8 @@ status` and --max-requests, and a drain on SIGTERM that fails no request.
 import asyncio
 import contextlib
 
-from .life import (DRAIN_IDLE_TIMEOUT, Life, accepted_ones_settle, bound_sockets, describe, drain_timeout_reached,
-                   inherited_sockets, stop_requested, unread)
+from .life import (DRAIN_IDLE_TIMEOUT, ClusterDrain, Life, accepted_ones_settle, bound_sockets, cluster_in_use,
+                   describe, drain_timeout_reached, inherited_sockets, stop_requested, unread)
 
 __all__ = ["Worker", "inherited_sockets"]
 
@@ -108,7 +108,10 @@ class Worker:
         return [s for server in self._servers for s in server.sockets]
 
     def ready(self, status=None):
-        """READY=1: call it when the app can serve; the supervisor sends traffic from then."""
+        """READY=1: call it when the app can serve; the supervisor sends traffic from then.
+        A worker in a cluster that imported loopfleet.cluster starts its client here."""
+        if cluster := cluster_in_use():
+            cluster.start()
         self._life.ready(status or f"serving on {describe(self.sockets())}", factories=self._factories)
 
     @contextlib.contextmanager
@@ -136,6 +139,7 @@ class Worker:
         """Serves until SIGTERM or SIGINT, then drains: STOPPING=1, stop accepting, close
         idle connections after `drain_idle_timeout`, wait up to `drain_timeout` for the rest."""
         await stop_requested()
+        cluster = ClusterDrain()
         self.draining = True
         for server in self._servers:
             server.close()  # the supervisor keeps the queue for the next worker
@@ -150,6 +154,7 @@ class Worker:
             drain_timeout_reached()
             for writer in list(self._writers):
                 writer.close()
+        await cluster.finish()
 
     def _close_idle(self):
         self._idle_closed = True

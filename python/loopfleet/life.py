@@ -231,6 +231,28 @@ class Life:
         self.notify("STOPPING=1\nSTATUS=draining", wait=True)
 
 
+def cluster_in_use():
+    """loopfleet.cluster when the app imported it and the worker is in a cluster, else None:
+    the launchers start it before READY and drain it on SIGTERM."""
+    module = sys.modules.get("loopfleet.cluster")
+    return module if module is not None and module.in_use() else None
+
+
+class ClusterDrain:
+    """The cluster's side of a worker's drain: begun with the HTTP drain (no more jobs are
+    fetched), awaited before the worker exits (the jobs in flight finish and are acked)."""
+
+    def __init__(self):
+        module = cluster_in_use()
+        self._module = module if module is not None and module._started else None
+        self._task = asyncio.ensure_future(self._module.drain()) if self._module else None
+
+    async def finish(self):
+        if self._task is not None:
+            await self._task
+            self._module.stop()
+
+
 def unread(transport):
     """Whether bytes (or the client's FIN) wait in the kernel for the loop to read them: on a
     busy loop, a connection that looks idle may already hold its next request, and closing

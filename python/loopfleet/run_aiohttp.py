@@ -16,8 +16,8 @@ import time
 
 from aiohttp import hdrs, web
 
-from .life import (DRAIN_IDLE_TIMEOUT, Life, accepted_ones_settle, bound_sockets, describe, drain_timeout_reached, fail,
-                   inherited_sockets, stop_requested, unread, where)
+from .life import (DRAIN_IDLE_TIMEOUT, ClusterDrain, Life, accepted_ones_settle, bound_sockets, cluster_in_use, describe,
+                   drain_timeout_reached, fail, inherited_sockets, stop_requested, unread, where)
 
 
 def main(argv):
@@ -112,9 +112,12 @@ async def serve(args):
         fail(f"the app's startup failed: {type(e).__name__}: {e}{where(e)}")
     loop = asyncio.get_running_loop()
     servers = [await loop.create_server(runner.server, sock=s, backlog=1024) for s in socks]
+    if cluster := cluster_in_use():
+        cluster.start()  # calls served and jobs fetched from READY on, as in a C++ worker
     life.ready(f"serving on {describe(socks)}", factories=[runner.server] * len(socks))
 
     await stop_requested()
+    cluster = ClusterDrain()
     draining = True
     for server in servers:
         server.close()  # stop accepting; the supervisor keeps the queue for the next worker
@@ -132,6 +135,7 @@ async def serve(args):
         await asyncio.sleep(0.05)
     if connections():
         drain_timeout_reached()
+    await cluster.finish()  # the jobs in flight are done and acked
     await runner.shutdown()  # on_shutdown
     await runner.server.shutdown(0.1)  # what outlived the drain timeout
     await runner.cleanup()  # on_cleanup

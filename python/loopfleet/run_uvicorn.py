@@ -18,7 +18,8 @@ import sys
 import uvicorn
 from uvicorn.importer import ImportFromStringError, import_from_string
 
-from .life import DRAIN_IDLE_TIMEOUT, Life, describe, drain_timeout_reached, fail, inherited_sockets, unread, where
+from .life import (DRAIN_IDLE_TIMEOUT, ClusterDrain, Life, cluster_in_use, describe, drain_timeout_reached, fail,
+                   inherited_sockets, unread, where)
 
 CLOSE = (b"connection", b"close")
 
@@ -123,11 +124,14 @@ class Server(uvicorn.Server):
         # uvicorn's own factory, rebuilt as its startup builds it, for handed-over connections.
         factory = functools.partial(self.config.http_protocol_class, config=self.config,
                                     server_state=self.server_state)
+        if cluster := cluster_in_use():
+            cluster.start()  # calls served and jobs fetched from READY on, as in a C++ worker
         self.life.ready(f"serving on {describe(listeners)}", factories=[factory] * len(listeners))
 
     async def shutdown(self, sockets=None):
         # Stop accepting and tell every connection before STOPPING=1, so a request sent after
         # it is surely answered as the last one (uvicorn does both again, harmlessly).
+        cluster = ClusterDrain()
         for server in self.servers:
             server.close()
         self.server_state.draining = True
@@ -136,6 +140,7 @@ class Server(uvicorn.Server):
         self.life.stopping()
         asyncio.get_running_loop().call_later(self.drain_timeout, self.drain_timed_out)
         await super().shutdown(sockets=sockets)
+        await cluster.finish()  # before the lifespan shutdown: a job may use what startup made
 
     def drain_timed_out(self):
         if not self.server_state.connections and not self.server_state.tasks:

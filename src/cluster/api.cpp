@@ -78,16 +78,6 @@ void connect_at_start(asio::io_context& loop) {
   log::info(std::string("cluster: connected to ") + url + " as node " + node_name());
 }
 
-void drain_jobs(std::function<void()> done) {
-  client* c = nullptr;
-  {
-    std::lock_guard lock(the_client().mutex);
-    c = the_client().current;
-  }
-  if (c) c->runner.drain(std::move(done));
-  else done();
-}
-
 bool joined = false;
 
 client& connected_client() {
@@ -104,13 +94,32 @@ client& connected_client() {
 
 }  // namespace
 
+void start_client(asio::io_context& loop) {
+  joined = true;
+  connect_at_start(loop);
+}
+
+void drain_client(std::function<void()> done) {
+  client* c = nullptr;
+  {
+    std::lock_guard lock(the_client().mutex);
+    c = the_client().current;
+  }
+  if (!c) return done();
+  // Jobs first: a job in flight may still make calls, and answer its submitter through the inbox.
+  c->runner.drain([c, done = std::move(done)]() mutable { c->calls.drain(std::move(done)); });
+}
+
 void join() {
   if (std::exchange(joined, true)) return;
   at_loop_start(connect_at_start);
-  at_drain(drain_jobs);
+  at_drain(drain_client);
 }
 
-void serve(std::string name, call_handler handler) { handlers().calls[std::move(name)] = std::move(handler); }
+void serve(std::string name, call_handler handler) { handlers().calls[std::move(name)] = {std::move(handler), {}}; }
+void serve(std::string name, call_coroutine handler) {
+  handlers().calls[std::move(name)] = {{}, std::move(handler)};
+}
 
 void handle_jobs(std::string name, job_handler handler, int concurrency) {
   handlers().jobs[std::move(name)] = {std::move(handler), std::max(1, concurrency)};

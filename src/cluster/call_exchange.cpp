@@ -3,6 +3,10 @@
 
 #include "cluster/client.hpp"
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+
 #include <cstdlib>
 #include <random>
 
@@ -20,7 +24,7 @@ call_exchange::~call_exchange() {
   if (inbox_sub_) natsSubscription_Destroy(inbox_sub_);
 }
 
-void call_exchange::start(const std::map<std::string, call_handler>& served) {
+void call_exchange::start(const std::map<std::string, call_def>& served) {
   natsConnection_Subscribe(&inbox_sub_, nc_, (inbox_ + ".*").c_str(), on_reply, nullptr);
   for (auto& [name, handler] : served) {
     natsSubscription* sub = nullptr;
@@ -36,14 +40,37 @@ void call_exchange::on_call(natsConnection*, natsSubscription*, natsMsg* msg, vo
 }
 
 void call_exchange::answer(const std::string& name, natsMsg* msg) {
-  const char* reply = natsMsg_GetReply(msg);
+  const call_def& def = handlers().calls.at(name);
+  if (def.coroutine) {
+    ++coroutines_running_;
+    asio::co_spawn(loop_, answer_later(def.coroutine, msg), asio::detached);
+    return;
+  }
   std::string out, error;
   try {
-    out = handlers().calls.at(name)(std::string_view(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)));
+    out = def.plain(std::string_view(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)));
   } catch (const std::exception& e) {
     error = e.what();
   }
-  if (reply) {
+  send_answer(msg, out, error);
+}
+
+asio::awaitable<void> call_exchange::answer_later(const call_coroutine& handler, natsMsg* msg) {
+  std::string out, error;
+  try {
+    out = co_await handler(std::string(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)));
+  } catch (const std::exception& e) {
+    error = *e.what() ? e.what() : "the handler failed";
+  } catch (...) {
+    error = "the handler threw a non-std exception";
+  }
+  send_answer(msg, out, error);
+  --coroutines_running_;
+  check_drained();
+}
+
+void call_exchange::send_answer(natsMsg* msg, const std::string& out, const std::string& error) {
+  if (const char* reply = natsMsg_GetReply(msg)) {
     natsMsg* r = nullptr;
     natsMsg_Create(&r, reply, nullptr, out.data(), static_cast<int>(out.size()));
     if (!error.empty()) natsMsgHeader_Set(r, "Loopfleet-Error", error.c_str());
@@ -51,6 +78,18 @@ void call_exchange::answer(const std::string& name, natsMsg* msg) {
     natsMsg_Destroy(r);
   }
   natsMsg_Destroy(msg);
+}
+
+void call_exchange::drain(std::function<void()> done) {
+  // Drained, not unsubscribed: the calls nats.c has already received for this worker are
+  // still handed to it, and answered, while NATS sends new ones to the other workers.
+  for (auto* s : subs_) natsSubscription_Drain(s);
+  drained_ = std::move(done);
+  check_drained();
+}
+
+void call_exchange::check_drained() {
+  if (drained_ && coroutines_running_ == 0) asio::post(loop_, std::exchange(drained_, nullptr));
 }
 
 void call_exchange::on_reply(natsConnection*, natsSubscription*, natsMsg* msg, void*) {

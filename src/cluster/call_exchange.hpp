@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -23,13 +24,22 @@
 
 namespace loopfleet::cluster {
 
+// A call served: one of the two kinds of handler.
+struct call_def {
+  call_handler plain;
+  call_coroutine coroutine;
+};
+
 class call_exchange {
  public:
   call_exchange(boost::asio::io_context& loop, natsConnection* nc);
   ~call_exchange();
 
   // Subscribes the inbox and a queue group for each call served.
-  void start(const std::map<std::string, call_handler>& served);
+  void start(const std::map<std::string, call_def>& served);
+  // Takes no more calls (the queue groups are drained, so those already received are still
+  // answered); `done` on the loop once no coroutine handler is running.
+  void drain(std::function<void()> done);
 
   boost::asio::awaitable<std::string> call(std::string name, std::string payload, std::chrono::milliseconds timeout);
 
@@ -53,6 +63,9 @@ class call_exchange {
   static void on_call(natsConnection*, natsSubscription*, natsMsg* msg, void* closure);
   static void on_reply(natsConnection*, natsSubscription*, natsMsg* msg, void*);
   void answer(const std::string& name, natsMsg* msg);
+  boost::asio::awaitable<void> answer_later(const call_coroutine& handler, natsMsg* msg);
+  void send_answer(natsMsg* msg, const std::string& out, const std::string& error);
+  void check_drained();
   void deliver_reply(natsMsg* msg);
   // Waits on the inbox for reply `id`, failing with `late` after `timeout`.
   void expect_reply(const std::shared_ptr<pending_reply>& p, std::uint64_t id, std::chrono::milliseconds timeout,
@@ -66,6 +79,8 @@ class call_exchange {
   std::map<std::uint64_t, std::shared_ptr<pending_reply>> pending_;
   std::map<std::uint64_t, std::string> early_results_;  // results that beat their waiter
   std::uint64_t next_id_ = 0;
+  int coroutines_running_ = 0;
+  std::function<void()> drained_;
 };
 
 }  // namespace loopfleet::cluster

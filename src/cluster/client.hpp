@@ -28,7 +28,7 @@ namespace loopfleet::cluster {
 
 // What the worker registered before it started (serve, handle_jobs).
 struct registry {
-  std::map<std::string, call_handler> calls;
+  std::map<std::string, call_def> calls;
   std::map<std::string, job_def> jobs;
 };
 registry& handlers();
@@ -67,5 +67,13 @@ bool post_to_client(F f) {
   boost::asio::post(c->loop, [c, f = std::move(f)]() mutable { f(*c); });
   return true;
 }
+
+// What join() has the runtime do at each start of a worker's loop and at its drain, for a
+// loop that is not the runtime's: the Python extension runs the client on a loop of its own.
+// start_client joins (so call and submit work) and connects when LOOPFLEET_NATS_URL is set;
+// drain_client fetches no more jobs and takes no more calls, then calls `done` on the loop
+// once the jobs and coroutine calls in flight have finished.
+void start_client(boost::asio::io_context& loop);
+void drain_client(std::function<void()> done);
 
 }  // namespace loopfleet::cluster

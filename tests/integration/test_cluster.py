@@ -29,7 +29,10 @@ def tree(pid):
 
 
 class Cluster:
-    def __init__(self, tmp, nodes=3, workers=2):
+    """`commands`: each node's worker command (default: every node runs the C++ example)."""
+
+    def __init__(self, tmp, nodes=3, workers=2, commands=None):
+        commands = commands or [[binary("cluster-example")]] * nodes
         self.tmp = tmp
         self.journal = tmp / "jobs-done"
         self.client_ports = [free_port() for _ in range(nodes)]
@@ -39,7 +42,7 @@ class Cluster:
             peers = ",".join(f"127.0.0.1:{p}" for j, p in enumerate(self.route_ports) if j != i)
             args = ["--node", f"n{i + 1}", "--nats-listen", f"127.0.0.1:{self.client_ports[i]}", "--cluster-listen",
                     f"127.0.0.1:{self.route_ports[i]}", "--join", peers, "--data-dir", str(tmp / f"n{i + 1}")]
-            self.nodes.append(Supervisor(workers, args, [binary("cluster-example")], tmp=str(tmp),
+            self.nodes.append(Supervisor(workers, args, commands[i], tmp=str(tmp),
                                          env={"JOBS_DONE_FILE": str(self.journal)}))
         for n in self.nodes:  # JetStream elected its leaders and the streams exist
             n.log.wait_for(r"cluster: node n\d joined", timeout=60)
