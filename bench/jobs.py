@@ -3,9 +3,11 @@
 
   jobs/s    submit N trivial jobs, then wait until every one was handled and acknowledged:
             loopfleet on 1 node and on 3 nodes (2 workers each, `loopfleet job submit --count`),
-            Celery 5 with 2 prefork workers (`noop.delay` in a loop);
+            C++ workers (examples/cluster) and Python ones (examples/python/cluster_app.py, the
+            cluster from Python), Celery 5 with 2 prefork workers (`noop.delay` in a loop);
   call      sequential round trips: a loopfleet cluster call (NATS request/reply to a worker)
             against Celery `echo.delay(x).get()` through its Redis result backend, p50/p99;
+            and calls made by a worker (`GET /call-rtt`): C++ to C++, Python to Python;
   kill      2000 jobs of 20 ms each, SIGKILL one worker (and its children) mid-run, restart it,
             count the jobs that never ran (Celery with its default settings acks on receipt).
 
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from supervise import PEERS, ROOT, free_port, tree, wait_for  # noqa: E402
@@ -37,14 +40,17 @@ def completed(lf, url):
 class Nodes:
     """n loopfleet nodes on this machine, each with its nats-server and 2 workers."""
 
-    def __init__(self, args, n, workdir):
+    def __init__(self, args, n, workdir, python=False):
         self.lf = os.path.join(args.bin, "loopfleet")
+        worker = ["/usr/bin/python3", "-m", "loopfleet", "aiohttp", "cluster_app:app", "--app-dir",
+                  os.path.join(ROOT, "examples", "python")] if python else [os.path.join(args.bin, "cluster-example")]
+        self.http_ports = [free_port() for _ in range(n)]
         clients = [free_port() for _ in range(n)]
         routes = [free_port() for _ in range(n)]
         self.url = f"nats://127.0.0.1:{clients[0]}"
         self.procs, self.logs = [], []
         for i in range(n):
-            cmd = [self.lf, "run", "--workers", "2", "--listen", f"127.0.0.1:{free_port()}", "--control",
+            cmd = [self.lf, "run", "--workers", "2", "--listen", f"127.0.0.1:{self.http_ports[i]}", "--control",
                    os.path.join(workdir, f"n{i}-{clients[i]}.sock"), "--node", f"n{i + 1}", "--nats-listen",
                    f"127.0.0.1:{clients[i]}", "--data-dir", os.path.join(workdir, f"data-{clients[i]}")]
             if n > 1:
@@ -54,7 +60,7 @@ class Nodes:
                 cmd += ["--cluster"]
             log = os.path.join(workdir, f"n{i}-{clients[i]}.log")
             self.logs.append(log)
-            self.procs.append(subprocess.Popen(cmd + ["--", os.path.join(args.bin, "cluster-example")],
+            self.procs.append(subprocess.Popen(cmd + ["--", *worker],
                                                stdout=subprocess.DEVNULL, stderr=open(log, "w")))
         wait_for(lambda: all(open(l).read().count("cluster: connected") >= 2 and "joined" in open(l).read()
                              for l in self.logs), 90, "the nodes to join")
@@ -72,9 +78,15 @@ class Nodes:
                 p.kill()
 
 
-def loopfleet_jobs(args, n, workdir):
+def worker_calls(nodes):
+    """p50/p99 of 3000 sequential calls made by a worker of node 1 to "whoami" (any worker)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{nodes.http_ports[0]}/call-rtt?n=3000", timeout=120) as r:
+        return json.loads(r.read())
+
+
+def loopfleet_jobs(args, n, workdir, python=False):
     """The median of 3 runs of args.lf_jobs jobs (one run lasts a second or two: one would be noisy)."""
-    nodes = Nodes(args, n, workdir)
+    nodes = Nodes(args, n, workdir, python)
     try:
         rates = []
         for _ in range(3):
@@ -87,7 +99,7 @@ def loopfleet_jobs(args, n, workdir):
         rate = sorted(rates)[1]
         rtt = json.loads(subprocess.run([os.path.join(args.bin, "bench-call-rtt"), nodes.url, "3000"],
                                         capture_output=True, text=True, check=True).stdout)
-        return rate, rtt
+        return rate, rtt, worker_calls(nodes)
     finally:
         nodes.stop()
 
@@ -193,8 +205,10 @@ def main():
     args = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="loopfleet-jobs-")
     try:
-        one, rtt = loopfleet_jobs(args, 1, workdir)
-        three, rtt3 = loopfleet_jobs(args, 3, workdir)
+        one, rtt, from_cpp = loopfleet_jobs(args, 1, workdir)
+        three, rtt3, _ = loopfleet_jobs(args, 3, workdir)
+        py_one, py_rtt, from_py = loopfleet_jobs(args, 1, workdir, python=True)
+        py_three, py_rtt3, _ = loopfleet_jobs(args, 3, workdir, python=True)
         lf_lost, lf_dupes = loopfleet_kill(args, workdir)
         celery_rate, celery_rtt, celery_lost = celery_all(args, workdir)
     finally:
@@ -205,9 +219,17 @@ def main():
     print(f"{'loopfleet, 1 node':<28} {one:>9.0f} {rtt['p50_us']:>12.0f} {rtt['p99_us']:>12.0f} "
           f"{str(lf_lost) + ' (dupes ' + str(lf_dupes) + ')':>19}")
     print(f"{'loopfleet, 3 nodes':<28} {three:>9.0f} {rtt3['p50_us']:>12.0f} {rtt3['p99_us']:>12.0f} {'':>19}")
+    print(f"{'loopfleet Python, 1 node':<28} {py_one:>9.0f} {py_rtt['p50_us']:>12.0f} {py_rtt['p99_us']:>12.0f} "
+          f"{'':>19}")
+    print(f"{'loopfleet Python, 3 nodes':<28} {py_three:>9.0f} {py_rtt3['p50_us']:>12.0f} {py_rtt3['p99_us']:>12.0f} "
+          f"{'':>19}")
     print(f"{'Celery 5.2 + Redis':<28} {celery_rate:>9.0f} {celery_rtt['p50_us']:>12.0f} "
           f"{celery_rtt['p99_us']:>12.0f} {celery_lost:>19}")
-    print(f"ratio jobs/s loopfleet/Celery: 1 node {one / celery_rate:.1f}, 3 nodes {three / celery_rate:.1f}")
+    print(f"ratio jobs/s loopfleet/Celery: 1 node {one / celery_rate:.1f}, 3 nodes {three / celery_rate:.1f}; "
+          f"Python handlers 1 node {py_one / celery_rate:.1f}, 3 nodes {py_three / celery_rate:.1f}")
+    print("calls made by a worker (GET /call-rtt, 3000 sequential, 1 node), p50/p99 us: "
+          f"C++ -> C++ {from_cpp['p50_us']:.0f}/{from_cpp['p99_us']:.0f}, "
+          f"Python -> Python {from_py['p50_us']:.0f}/{from_py['p99_us']:.0f}")
     sys.stdout.flush()
     os._exit(0)  # at a normal exit Celery's leftover result objects try to reach the stopped Redis
 

@@ -5,6 +5,7 @@
 //   GET /call               calls "whoami" on some worker of some node
 //   GET /run?payload=P      submits one job and waits for its result
 //   GET /relay              calls "relay": a call served by a coroutine that itself calls "whoami"
+//   GET /call-rtt?n=N       N sequential "whoami" calls from this worker: p50/p99 in us, as JSON
 // Job and call handlers say on which node and pid they ran: each job prints
 // "job-done <payload> <id> node=<node> pid=<pid> attempt=<n>" on stdout, and appends it to the
 // file named by JOBS_DONE_FILE if set: a line still in the pipe when the whole node is killed
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <vector>
 
 #include <charconv>
 #include <cstdlib>
@@ -133,6 +135,24 @@ int main(int argc, char** argv) {
     } catch (const cluster::cluster_error& e) {
       co_return http::text(std::string(e.what()) + "\n", 503);
     }
+  });
+  app.get("/call-rtt", [](http::request& req) -> boost::asio::awaitable<http::response> {
+    int n = std::max(10, number(req.query_param("n"), 1000));
+    std::vector<double> us;
+    try {
+      for (int i = 0; i < n; ++i) {
+        auto t0 = std::chrono::steady_clock::now();
+        co_await cluster::call("whoami", "", std::chrono::seconds(2));
+        us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+      }
+    } catch (const cluster::cluster_error& e) {
+      co_return http::text(std::string(e.what()) + "\n", 503);
+    }
+    std::sort(us.begin(), us.end());
+    char out[128];
+    std::snprintf(out, sizeof out, "{\"p50_us\": %.1f, \"p99_us\": %.1f, \"calls\": %d}\n", us[us.size() / 2],
+                  us[us.size() * 99 / 100], n);
+    co_return http::text(out);
   });
   app.get("/call-nobody", [](http::request&) -> boost::asio::awaitable<http::response> {
     try {

@@ -11,6 +11,7 @@ take each other's jobs. An aiohttp app, run on every node with
     GET /relay              calls "relay", which a C++ worker serves with a coroutine that
                             itself calls "whoami"
     GET /run?payload=P      submits one job and waits for its result
+    GET /call-rtt?n=N       N sequential "whoami" calls from this worker: p50/p99 in us, as JSON
 
 Each job prints "job-done <payload> <id> node=<node> pid=<pid> attempt=<n>" and appends it to
 the file named by JOBS_DONE_FILE, if set, as the C++ example does.
@@ -18,6 +19,7 @@ the file named by JOBS_DONE_FILE, if set, as the C++ example does.
 import asyncio
 import os
 import re
+import time
 
 from aiohttp import web
 
@@ -104,6 +106,20 @@ def calling(name):
     return handler
 
 
+async def call_rtt(request):
+    n = max(10, int(request.query.get("n", 1000)))
+    us = []
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await cluster.call("whoami", b"", timeout=2.0)
+            us.append((time.perf_counter() - t0) * 1e6)
+    except cluster.ClusterError as e:
+        return web.Response(text=f"{e}\n", status=503)
+    us.sort()
+    return web.json_response({"p50_us": round(us[n // 2], 1), "p99_us": round(us[n * 99 // 100], 1), "calls": n})
+
+
 async def hello(request):
     return web.Response(text="Hello, World!")
 
@@ -115,3 +131,4 @@ app.router.add_get("/call", calling("whoami"))
 app.router.add_get("/relay", calling("relay"))
 app.router.add_get("/call-nobody", calling("nobody-serves-this"))
 app.router.add_get("/run", run_job)
+app.router.add_get("/call-rtt", call_rtt)
