@@ -32,8 +32,8 @@ status` and --max-requests, and a drain on SIGTERM that fails no request.
 import asyncio
 import contextlib
 
-from .life import (DRAIN_IDLE_TIMEOUT, ClusterDrain, Life, accepted_ones_settle, bound_sockets, cluster_in_use,
-                   describe, drain_timeout_reached, inherited_sockets, stop_requested, unread)
+from .life import (DRAIN_IDLE_TIMEOUT, ClusterDrain, Life, bound_sockets, cluster_in_use, describe,
+                   drain_timeout_reached, inherited_sockets, stop_accepting, stop_requested, unread)
 
 __all__ = ["Worker", "inherited_sockets"]
 
@@ -141,10 +141,8 @@ class Worker:
         await stop_requested()
         cluster = ClusterDrain()
         self.draining = True
-        for server in self._servers:
-            server.close()  # the supervisor keeps the queue for the next worker
-        await accepted_ones_settle()
-        self._life.stopping()
+        await stop_accepting(self._servers)
+        await self._life.stopping()
         loop = asyncio.get_running_loop()
         loop.call_later(self._drain_idle_timeout, self._close_idle)
         deadline = loop.time() + drain_timeout

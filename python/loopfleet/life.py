@@ -106,20 +106,27 @@ class Handoff:
         no channel (not under loopfleet run)."""
         if self.channel is None:
             return False
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.channel.fileno(), self._receive, loop, factories)
+        self._factories = factories
+        asyncio.get_running_loop().add_reader(self.channel.fileno(), self._receive)
         return True
 
-    def _receive(self, loop, factories):
+    def _receive(self):
+        """Adopts every connection queued on the channel; returns their tasks (each done once
+        the connection's protocol is made)."""
+        loop = asyncio.get_running_loop()
+        factories = self._factories
+        tasks = []
         while self.channel is not None:
             try:
                 data, fds, _, _ = socket.recv_fds(self.channel, 4, 1)
             except (BlockingIOError, InterruptedError):
-                return
+                return tasks
             except OSError:
-                return self.stop()
+                self._close()
+                return tasks
             if not data and not fds:
-                return self.stop()  # the supervisor's end is closed
+                self._close()  # the supervisor's end is closed, or ours is shut
+                return tasks
             index = struct.unpack("=I", data)[0] if len(data) == 4 else len(factories)
             for fd in fds:
                 conn = socket.socket(fileno=fd)
@@ -128,14 +135,30 @@ class Handoff:
                     conn.close()
                     continue
                 conn.setblocking(False)
-                loop.create_task(loop.connect_accepted_socket(factories[index], conn))
+                tasks.append(loop.create_task(loop.connect_accepted_socket(factories[index], conn)))
+        return tasks
 
-    def stop(self):
-        """A draining worker takes no more: the supervisor hands them to the others."""
+    async def stop(self):
+        """A draining worker takes no more: shut for reading, the supervisor's next send fails
+        and it hands that connection to another worker. Those it sent before are still queued
+        here, each with a request on its way: adopted (and awaited until the app has them, so
+        the drain counts them), not dropped with the channel."""
+        if self.channel is None:
+            return
+        try:
+            self.channel.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+        adopted = self._receive()
+        self._close()
+        if adopted:
+            await asyncio.gather(*adopted, return_exceptions=True)
+
+    def _close(self):
         if self.channel is not None:
             try:
                 asyncio.get_running_loop().remove_reader(self.channel.fileno())
-            except RuntimeError:
+            except (RuntimeError, ValueError):
                 pass
             self.channel.close()
             self.channel = None
@@ -226,9 +249,10 @@ class Life:
         takes = bool(factories) and self.handoff.adopt(factories)
         self.notify("READY=1\n" + (Handoff.READY_KEY + "\n" if takes else "") + f"STATUS={status}", wait=True)
 
-    def stopping(self):
-        self.handoff.stop()
+    async def stopping(self):
+        """STOPPING=1, then no more handed-over connections (those already sent are adopted)."""
         self.notify("STOPPING=1\nSTATUS=draining", wait=True)
+        await self.handoff.stop()
 
 
 def cluster_in_use():
@@ -269,11 +293,29 @@ def unread(transport):
 
 
 async def accepted_ones_settle():
-    """Lets the connections accepted just before the listeners closed reach the app: asyncio
+    """Lets the connections accepted just before the listeners stopped reach the app: asyncio
     runs a connection's protocol factory and connection_made a turn or two of the loop after
     accept(). A drain that counted connections before would miss them, exit, and drop them."""
     for _ in range(3):
         await asyncio.sleep(0)
+
+
+async def stop_accepting(servers):
+    """Stops asyncio servers accepting, losing no connection they accepted; the supervisor
+    keeps the listening sockets' queues for the next worker.
+
+    Server.close() alone drops a connection accepted in the loop's last turn: its transport is
+    made a turn later, and a closed Server refuses to attach it (an AssertionError that asyncio
+    swallows outside debug mode), so the socket is closed with its request unread. Hence: the
+    listeners leave the selector, the connections already accepted get their transports and
+    reach the app, and only then do the servers close."""
+    loop = asyncio.get_running_loop()
+    for server in servers:
+        for sock in server.sockets:
+            loop.remove_reader(sock.fileno())
+    await accepted_ones_settle()
+    for server in servers:
+        server.close()
 
 
 async def stop_requested():

@@ -16,8 +16,8 @@ import time
 
 from aiohttp import hdrs, web
 
-from .life import (DRAIN_IDLE_TIMEOUT, ClusterDrain, Life, accepted_ones_settle, bound_sockets, cluster_in_use, describe,
-                   drain_timeout_reached, fail, inherited_sockets, stop_requested, unread, where)
+from .life import (DRAIN_IDLE_TIMEOUT, ClusterDrain, Life, bound_sockets, cluster_in_use, describe,
+                   drain_timeout_reached, fail, inherited_sockets, stop_accepting, stop_requested, unread, where)
 
 
 def main(argv):
@@ -119,10 +119,8 @@ async def serve(args):
     await stop_requested()
     cluster = ClusterDrain()
     draining = True
-    for server in servers:
-        server.close()  # stop accepting; the supervisor keeps the queue for the next worker
-    await accepted_ones_settle()
-    life.stopping()
+    await stop_accepting(servers)
+    await life.stopping()
 
     def close_idle():  # idle connections had their chance to send one more request
         for handler in connections():

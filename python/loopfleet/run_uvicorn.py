@@ -19,7 +19,7 @@ import uvicorn
 from uvicorn.importer import ImportFromStringError, import_from_string
 
 from .life import (DRAIN_IDLE_TIMEOUT, ClusterDrain, Life, cluster_in_use, describe, drain_timeout_reached, fail,
-                   inherited_sockets, unread, where)
+                   inherited_sockets, stop_accepting, unread, where)
 
 CLOSE = (b"connection", b"close")
 
@@ -132,12 +132,11 @@ class Server(uvicorn.Server):
         # Stop accepting and tell every connection before STOPPING=1, so a request sent after
         # it is surely answered as the last one (uvicorn does both again, harmlessly).
         cluster = ClusterDrain()
-        for server in self.servers:
-            server.close()
+        await stop_accepting(self.servers)
         self.server_state.draining = True
         for connection in list(self.server_state.connections):
             connection.shutdown()
-        self.life.stopping()
+        await self.life.stopping()
         asyncio.get_running_loop().call_later(self.drain_timeout, self.drain_timed_out)
         await super().shutdown(sockets=sockets)
         await cluster.finish()  # before the lifespan shutdown: a job may use what startup made

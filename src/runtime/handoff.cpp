@@ -72,6 +72,13 @@ int receive(int channel, std::uint32_t& listener) {
 
 namespace {
 
+// Whether a message still waits (receive() says EAGAIN for a malformed one it dropped too).
+bool has_queued(int fd) {
+  char byte;
+  ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n > 0;
+}
+
 int take_fd_from_environment() {
   const char* text = std::getenv(fd_env);
   if (!text || !*text) return -1;
@@ -119,6 +126,19 @@ std::unique_ptr<receiver> receiver::from_environment(boost::asio::io_context& lo
 }
 
 void receiver::stop() {
+  // Shut for reading first: from here the supervisor's next send fails (EPIPE) and it hands
+  // that connection to another worker. What it sent before is still queued here, each one a
+  // connection with a request on its way: adopted, so the drain serves it, not dropped with
+  // the channel.
+  int fd = impl_->channel.native_handle();
+  ::shutdown(fd, SHUT_RD);
+  for (;;) {
+    std::uint32_t listener = 0;
+    int c = receive(fd, listener);
+    if (c >= 0) impl_->adopt(listener, c);
+    else if (errno != EAGAIN && errno != EWOULDBLOCK) break;  // nothing left
+    else if (!has_queued(fd)) break;
+  }
   boost::system::error_code ignored;
   impl_->channel.close(ignored);
 }

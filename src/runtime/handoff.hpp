@@ -43,7 +43,8 @@ class receiver {
   // Null when this worker was given no channel (not under loopfleet run).
   static std::unique_ptr<receiver> from_environment(boost::asio::io_context& loop, adopt_fn adopt);
   ~receiver();
-  // Stops taking connections (a draining worker gets none): the supervisor then sends to others.
+  // Stops taking connections (a draining worker gets none): the supervisor then sends to
+  // others. Those it had sent already are adopted first, so the drain serves them.
   void stop();
 
  private:

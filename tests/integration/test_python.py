@@ -36,13 +36,6 @@ FRAMEWORKS = list(APPS)
 PATIENT = ["--watchdog", "5"]
 # Reload variants: uvicorn's other protocol class (it picks httptools when installed), and
 # one socket shared by every worker instead of one reuseport socket per slot.
-# Known defect, release build only for aiohttp: with the supervisor built with ASan+UBSan
-# (slower), 1 to 2 reloads in 10 fail 2 to 17 requests of an aiohttp worker (read errors:
-# connections closed with a request on them), on this session's binaries and on those it
-# started from alike; with the release supervisor 12 of 12 passed. The aiohttp launcher's
-# drain has a race that a slower supervisor widens; it is to be found and fixed, and the
-# marks removed then.
-RELEASE_ONLY = {"aiohttp", "aiohttp-shared"}
 RELOADS = {
     "fastapi": ([], APPS["fastapi"]),
     "aiohttp": ([], APPS["aiohttp"]),
@@ -57,8 +50,7 @@ def test_sigkill_under_load_fails_only_what_the_worker_held(supervise, framework
     kill_one_worker_under_load(sup)
 
 
-@pytest.mark.parametrize("variant", [pytest.param(v, marks=pytest.mark.soak) if v in RELEASE_ONLY else v
-                                     for v in RELOADS])
+@pytest.mark.parametrize("variant", RELOADS)
 def test_reload_under_keep_alive_load_fails_no_request(supervise, variant):
     args, command = RELOADS[variant]
     sup = supervise(2, PATIENT + args, command=command)
