@@ -65,5 +65,8 @@ inline constexpr std::string_view nats_restarts = "nats_restarts";
 inline constexpr std::string_view peers = "peers";
 inline constexpr std::string_view nodes = "nodes";
 inline constexpr std::string_view streams = "streams";
+// the heartbeat's addresses for fronts (HOST:PORT, reachable from other machines)
+inline constexpr std::string_view http = "http";
+inline constexpr std::string_view agent = "agent";
 
 }  // namespace loopfleet::status_key
