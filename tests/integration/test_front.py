@@ -339,3 +339,32 @@ def test_front_keeps_its_nodes_while_nats_is_unreachable_and_skips_a_malformed_h
     finally:
         front.stop()
         (tmp_path / "front.log").write_text(front.log.text())
+
+
+def test_front_reload_keeps_the_cluster_slots_beside_a_static_server(fleet, tmp_path):
+    a = fleet.start(0, join=[1], wait=False)
+    b = fleet.start(1, join=[0])
+    fleet.joined(0)
+    static = node(tmp_path, 1)  # no cluster: given with --server, beside the ones --nats finds
+    front = Front(tmp_path, [static], ["--nats", fleet.url(0)])
+    try:
+        slots = [front.slot_of(a), front.slot_of(b)]
+        for s in slots:
+            front.wait_slot_state(s, "UP")
+        front.wait_state(static, "UP")
+        everyone = {str(n.worker_pids()[0]) for n in (a, b, static)}
+        assert {front.get("/pid")[1] for _ in range(60)} == everyone
+        load = Wrk(front.port, duration=int(6 * SLOW), connections=8, threads=1)
+        front.proc.send_signal(signal.SIGHUP)
+        front.log.wait_for(r"New worker \(\d+\) forked", count=2, timeout=30)
+        front.log.wait_for(r"Loading success", count=2, timeout=30)
+        # The new haproxy read the slots from the state file: serving at once, not filled again.
+        assert all(front.states().get(s) == "UP" for s in slots), front.states()
+        assert {front.get("/pid")[1] for _ in range(60)} == everyone
+        r = load.result()
+        assert r["requests"] > 500 and r["failed"] == 0, r["text"]
+        assert len(re.findall(r": in slot", front.log.text())) == 2, front.log.text()
+    finally:
+        front.stop()
+        static.stop()
+        (tmp_path / "front.log").write_text(front.log.text())
