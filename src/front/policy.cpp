@@ -1,5 +1,7 @@
 #include "front/policy.hpp"
 
+#include "supervisor/status_model.hpp"
+
 #include <arpa/inet.h>
 #include <signal.h>
 
@@ -87,35 +89,36 @@ std::string endpoint_text(const endpoint& e) {
 }
 
 heartbeat_reading read_heartbeat(const boost::json::object& beat) {
+  namespace key = status_key;  // the heartbeat's names, as the supervisor writes them
   heartbeat_reading r;
-  const auto* node = beat.if_contains("node");
+  const auto* node = beat.if_contains(key::node);
   if (!node || !node->is_string() || node->as_string().empty()) {
     r.problem = "a heartbeat without a node name";
     return r;
   }
   std::string name(node->as_string());
-  const auto* http = beat.if_contains("http");
+  const auto* http = beat.if_contains(key::http);
   if (!http) return r;  // serves no HTTP that a front can reach
-  auto address = [&](const boost::json::value& v, const char* field) -> std::optional<endpoint> {
+  auto address = [&](const boost::json::value& v, std::string_view field) -> std::optional<endpoint> {
     auto e = v.is_string() ? parse_endpoint(v.as_string()) : std::nullopt;
     if (!e)
-      r.problem = "node " + name + " advertises " + field + " " + boost::json::serialize(v) +
+      r.problem = "node " + name + " advertises " + std::string(field) + " " + boost::json::serialize(v) +
                   ", not IP:PORT: skipped (its --advertise, --listen or --agent-check)";
     return e;
   };
   member m;
   m.node = name;
-  auto h = address(*http, "http");
+  auto h = address(*http, key::http);
   if (!h) return r;
   m.http = *h;
-  if (const auto* agent = beat.if_contains("agent")) {
-    auto a = address(*agent, "agent");
+  if (const auto* agent = beat.if_contains(key::agent)) {
+    auto a = address(*agent, key::agent);
     if (!a) return r;
     m.agent = *a;
   }
   const auto* age = beat.if_contains("age_s");
   m.age_s = age && age->is_number() ? age->to_number<double>() : 1e9;
-  const auto* stopping = beat.if_contains("stopping");
+  const auto* stopping = beat.if_contains(key::stopping);
   m.stopping = stopping && stopping->is_bool() && stopping->as_bool();
   r.m = std::move(m);
   return r;

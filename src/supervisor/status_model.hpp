@@ -1,6 +1,7 @@
 // The status model's field names: the one contract between the supervisor that writes the
 // model (status.cpp, cluster_member.cpp) and every reader in C++ (`loopfleet status` and `top`
-// in src/control/client.cpp, the Prometheus rendering in admin_endpoint.cpp). docs/control.md
+// in src/control/client.cpp, the Prometheus rendering in admin_endpoint.cpp, and the front, which
+// reads a node's cluster heartbeat, in src/front/policy.cpp). docs/control.md
 // says what each means; the status page's JavaScript (status_page.cpp) and the Python tests
 // read the same names from the JSON. A field renamed here is renamed for all of them.
 #pragma once
