@@ -138,6 +138,24 @@ TEST(RunConfig, AdminAddressFlagAndKey) {
   ::unlink(path.c_str());
 }
 
+TEST(RunConfig, AdvertiseIsAnIPFlagOrKey) {
+  config c;
+  ASSERT_FALSE(parse({"--advertise", "10.0.0.5", "--", "app"}, c));
+  EXPECT_EQ(c.advertise, "10.0.0.5");
+  config d;
+  ASSERT_FALSE(parse({"--advertise", "fd00::5", "--", "app"}, d));
+  config e;
+  auto err = parse({"--advertise", "node1.example", "--", "app"}, e);
+  ASSERT_TRUE(err);
+  EXPECT_TRUE(has(*err, "--advertise 'node1.example' must be the IP address"));
+  auto path = write_file("advertise = \"10.0.0.6\"\ncommand = [\"app\"]\n");
+  config g;
+  std::string arg = "--config=" + path;
+  ASSERT_FALSE(parse({arg}, g));
+  EXPECT_EQ(g.advertise, "10.0.0.6");
+  ::unlink(path.c_str());
+}
+
 // toml++ 3.3.0 reached __builtin_unreachable() on a non-ASCII character where whitespace may
 // stand (tests/fuzz/corpus/config/crash-toml-unreachable); supervisor/toml.hpp works around it.
 TEST(RunConfig, NonAsciiCharacterOutsideStringsIsAnErrorNotUndefined) {
