@@ -3,6 +3,7 @@ answering HAProxy's agent check. A node stopped gracefully, or SIGKILLed whole, 
 costs no request; bad input gets one line and exit 2; the front itself stops gracefully. With
 --nats the front follows a real cluster (each node with its own nats-server): a node that joins
 is balanced to, one that stops or dies is taken out, and haproxy is never reloaded."""
+import contextlib
 import datetime
 import http.client
 import json
@@ -219,6 +220,14 @@ class Fleet:
             self.joined(i)
         return n
 
+    def start_first_two(self, spare=()):
+        """Nodes 0 and 1, started together: JetStream needs both before either has joined.
+        `spare`: nodes that will join later, already in their routes."""
+        a = self.start(0, join=[1, *spare], wait=False)
+        b = self.start(1, join=[0, *spare])
+        self.joined(0)
+        return a, b
+
     def joined(self, i):
         n = self.nodes[i]
         line = n.log.wait_for(rf"cluster: node n{i + 1} joined", timeout=60)[0]
@@ -253,6 +262,17 @@ def kill_node_whole(n):
         pass
 
 
+@contextlib.contextmanager
+def following(tmp_path, nats, servers=(), extra=()):
+    """A front with --nats (and the static `servers`); its log is kept beside the nodes'."""
+    front = Front(tmp_path, servers, ["--nats", nats, *extra])
+    try:
+        yield front
+    finally:
+        front.stop()
+        (tmp_path / "front.log").write_text(front.log.text())
+
+
 @pytest.fixture
 def fleet(tmp_path):
     f = Fleet(tmp_path)
@@ -261,11 +281,8 @@ def fleet(tmp_path):
 
 
 def test_front_following_the_cluster_takes_a_joining_node_and_drops_it_stopped_or_killed(fleet, tmp_path):
-    fleet.start(0, join=[1, 2], wait=False)
-    fleet.start(1, join=[0, 2])
-    fleet.joined(0)
-    front = Front(tmp_path, [], ["--nats", f"{fleet.url(0)},{fleet.url(1)}", "--forget-after", "5s"])
-    try:
+    fleet.start_first_two(spare=[2])
+    with following(tmp_path, f"{fleet.url(0)},{fleet.url(1)}", extra=["--forget-after", "5s"]) as front:
         haproxy = front.haproxy_processes()
         for i in (0, 1):
             front.wait_slot_state(front.slot_of(fleet.nodes[i]), "UP")
@@ -276,7 +293,7 @@ def test_front_following_the_cluster_takes_a_joining_node_and_drops_it_stopped_o
         third = fleet.start(2, join=[0, 1])
         first = wait_until(lambda: served(third) > 0 and time.time(), timeout=30, what="the third node's first request")
         join_to_request = first - third.joined_at
-        assert join_to_request < 3.0 * SLOW, f"the joining node's first request came {join_to_request:.2f} s after it joined"
+        assert join_to_request < 3.0 * SLOW, f"its first request came {join_to_request:.2f} s after it joined"
         slot = front.slot_of(third)
 
         # Stopped gracefully: drained by its agent, then its slot is emptied.
@@ -302,17 +319,11 @@ def test_front_following_the_cluster_takes_a_joining_node_and_drops_it_stopped_o
         assert "haproxy refused" not in front.log.text(), front.log.text()
         print(f"front --nats: {r['requests']} requests, 0 failed; join -> first request {join_to_request:.2f} s; "
               f"the node stopped, came back, was killed at {killed_at:.1f} s; haproxy {haproxy} throughout")
-    finally:
-        front.stop()
-        (tmp_path / "front.log").write_text(front.log.text())
 
 
 def test_front_keeps_its_nodes_while_nats_is_unreachable_and_skips_a_malformed_heartbeat(fleet, tmp_path):
-    a = fleet.start(0, join=[1], wait=False)
-    b = fleet.start(1, join=[0])
-    fleet.joined(0)
-    front = Front(tmp_path, [], ["--nats", fleet.url(0)])
-    try:
+    a, b = fleet.start_first_two()
+    with following(tmp_path, fleet.url(0)) as front:
         for n in (a, b):
             front.wait_slot_state(front.slot_of(n), "UP")
         # A heartbeat with an address HAProxy cannot take: one line, and nothing else changes.
@@ -336,35 +347,28 @@ def test_front_keeps_its_nodes_while_nats_is_unreachable_and_skips_a_malformed_h
         assert text.count("node bogus advertises") == 1, text
         assert len(re.findall(r"emptied", text)) == 0, text
         assert {front.get("/pid")[1] for _ in range(40)} == {str(a.worker_pids()[0]), str(b.worker_pids()[0])}
-    finally:
-        front.stop()
-        (tmp_path / "front.log").write_text(front.log.text())
 
 
 def test_front_reload_keeps_the_cluster_slots_beside_a_static_server(fleet, tmp_path):
-    a = fleet.start(0, join=[1], wait=False)
-    b = fleet.start(1, join=[0])
-    fleet.joined(0)
+    a, b = fleet.start_first_two()
     static = node(tmp_path, 1)  # no cluster: given with --server, beside the ones --nats finds
-    front = Front(tmp_path, [static], ["--nats", fleet.url(0)])
     try:
-        slots = [front.slot_of(a), front.slot_of(b)]
-        for s in slots:
-            front.wait_slot_state(s, "UP")
-        front.wait_state(static, "UP")
-        everyone = {str(n.worker_pids()[0]) for n in (a, b, static)}
-        assert {front.get("/pid")[1] for _ in range(60)} == everyone
-        load = Wrk(front.port, duration=int(6 * SLOW), connections=8, threads=1)
-        front.proc.send_signal(signal.SIGHUP)
-        front.log.wait_for(r"New worker \(\d+\) forked", count=2, timeout=30)
-        front.log.wait_for(r"Loading success", count=2, timeout=30)
-        # The new haproxy read the slots from the state file: serving at once, not filled again.
-        assert all(front.states().get(s) == "UP" for s in slots), front.states()
-        assert {front.get("/pid")[1] for _ in range(60)} == everyone
-        r = load.result()
-        assert r["requests"] > 500 and r["failed"] == 0, r["text"]
-        assert len(re.findall(r": in slot", front.log.text())) == 2, front.log.text()
+        with following(tmp_path, fleet.url(0), [static]) as front:
+            slots = [front.slot_of(a), front.slot_of(b)]
+            for s in slots:
+                front.wait_slot_state(s, "UP")
+            front.wait_state(static, "UP")
+            everyone = {str(n.worker_pids()[0]) for n in (a, b, static)}
+            assert {front.get("/pid")[1] for _ in range(60)} == everyone
+            load = Wrk(front.port, duration=int(6 * SLOW), connections=8, threads=1)
+            front.proc.send_signal(signal.SIGHUP)
+            front.log.wait_for(r"New worker \(\d+\) forked", count=2, timeout=30)
+            front.log.wait_for(r"Loading success", count=2, timeout=30)
+            # The new haproxy read the slots from the state file: serving at once, not filled again.
+            assert all(front.states().get(s) == "UP" for s in slots), front.states()
+            assert {front.get("/pid")[1] for _ in range(60)} == everyone
+            r = load.result()
+            assert r["requests"] > 500 and r["failed"] == 0, r["text"]
+            assert len(re.findall(r": in slot", front.log.text())) == 2, front.log.text()
     finally:
-        front.stop()
         static.stop()
-        (tmp_path / "front.log").write_text(front.log.text())

@@ -112,6 +112,15 @@ def kill_tree(p):
     p.wait()
 
 
+def stop_all(fronts, nodes):
+    for p in fronts.values():
+        if p.poll() is None:
+            kill_tree(p)
+    for n in nodes:
+        n.send_signal(signal.SIGQUIT)
+        n.wait(timeout=30)
+
+
 def wrk(lan, seconds):
     return lan.run(lan.lan, ["wrk", "-t1", "-c16", f"-d{seconds}s", "--timeout", "2s", f"http://{VIP}:8000/"],
                    text=True)
@@ -172,12 +181,7 @@ def test_two_fronts_share_an_address_and_survive_each_other(lan, tmp_path):
         assert total > 100 and failed == 0, out
         print(f"front machine lost: service back through the other front after {back_after:.1f} s")
     finally:
-        for p in fronts.values():
-            if p.poll() is None:
-                kill_tree(p)
-        for n in nodes:
-            n.send_signal(signal.SIGQUIT)
-            n.wait(timeout=30)
+        stop_all(fronts, nodes)
 
 
 def test_two_fronts_following_the_cluster_both_take_a_joining_node(lan, tmp_path):
@@ -220,9 +224,4 @@ def test_two_fronts_following_the_cluster_both_take_a_joining_node(lan, tmp_path
         wait_until(lambda: lan.holder() == "b", timeout=10 * SLOW, what="front b to take the VIP over")
         wait_until(lambda: len(pids_through_the_vip()) == 3, timeout=10 * SLOW, what="three nodes through front b")
     finally:
-        for p in fronts.values():
-            if p.poll() is None:
-                kill_tree(p)
-        for n in nodes:
-            n.send_signal(signal.SIGQUIT)
-            n.wait(timeout=30)
+        stop_all(fronts, nodes)
