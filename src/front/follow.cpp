@@ -152,6 +152,7 @@ void cluster_follower::run() {
   constexpr auto poll = std::chrono::milliseconds(250);
   for (auto next = clock::now(); !stop_; next += poll) {
     std::this_thread::sleep_until(next);
+    if (stop_) break;
     if (clock::now() > next + poll) next = clock::now();  // a slow read: do not catch up in a burst
     if (!conn) {
       natsStatus s = conn.open(c_.nats_url, {.reconnect_forever = true, .in_background = true,
@@ -203,6 +204,7 @@ void cluster_follower::run() {
     known = 0;
     for (const auto& s : *slots) known += s.addr == empty_slot_address ? 0 : 1;
     for (const auto& ch : plan.changes) {
+      if (stop_) break;
       std::string server = c_.slot_prefix + std::to_string(ch.index);
       auto answer = haproxy_command(c_.socket, commands_for(ch, c_), error);
       std::string refused = answer ? refusal(*answer) : error;

@@ -30,6 +30,8 @@ class cluster_follower {
  public:
   explicit cluster_follower(follow_config c);  // starts following at once
   ~cluster_follower();                          // stops (within one NATS timeout) and joins
+  // Changes nothing from now on (the front is stopping); the thread ends at its next round.
+  void request_stop() { stop_ = true; }
   cluster_follower(const cluster_follower&) = delete;
   cluster_follower& operator=(const cluster_follower&) = delete;
 

@@ -458,8 +458,12 @@ bool apply(const config& c, children& kids, front_event e, int exit_status = 0) 
 }
 
 // Until both children are gone: signals become events for policy.hpp, and so does each
-// child's exit. Returns haproxy's exit code.
-int supervise(const config& c, const sigset_t& mask, children kids) {
+// child's exit. Returns haproxy's exit code. Once a stop is under way, or haproxy is gone, the
+// follower (if any) leaves haproxy's servers alone.
+int supervise(const config& c, const sigset_t& mask, children kids, cluster_follower* follower) {
+  auto quiet_follower = [&] {
+    if (follower && (kids.stop || !kids.haproxy)) follower->request_stop();
+  };
   for (;;) {
     siginfo_t info{};
     timespec second{1, 0};
@@ -481,12 +485,14 @@ int supervise(const config& c, const sigset_t& mask, children kids) {
             kids.haproxy_status = status;
             over = apply(c, kids, front_event::haproxy_exited, status);
           }
+          quiet_follower();
           if (over) return exit_code(kids.haproxy_status);
         }
         break;
       }
       default: apply(c, kids, front_event::quiet_second); break;  // timed out or interrupted
     }
+    quiet_follower();
   }
 }
 
@@ -514,7 +520,7 @@ int run(const config& c) {
   // After the signals are blocked: its threads and nats.c's inherit the mask, so every signal
   // still comes to supervise().
   auto follower = follow(c);
-  return supervise(c, mask, kids);
+  return supervise(c, mask, kids, follower.get());
 }
 
 }  // namespace loopfleet::front
