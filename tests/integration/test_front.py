@@ -372,3 +372,22 @@ def test_front_reload_keeps_the_cluster_slots_beside_a_static_server(fleet, tmp_
             assert len(re.findall(r": in slot", front.log.text())) == 2, front.log.text()
     finally:
         static.stop()
+
+
+def test_front_with_nats_never_reachable_says_so_once_and_serves_its_static_nodes(tmp_path):
+    static = node(tmp_path, 1)
+    nowhere = f"nats://127.0.0.1:{lasting_port()}"  # nothing listens there
+    try:
+        with following(tmp_path, nowhere, [static]) as front:
+            front.log.wait_for(r"cannot read the cluster's membership from NATS at " + re.escape(nowhere) +
+                               r" \(.*\): keeping the 0 node\(s\) it knew; retrying")
+            front.wait_state(static, "UP")
+            assert {front.get("/pid")[1] for _ in range(10)} == {str(static.worker_pids()[0])}
+            # The front retries four times a second; still one line after a few of them.
+            front.log.wait_for(r"Loading success")
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                assert front.get("/")[0] == 200
+            assert front.log.text().count("cannot read the cluster's membership") == 1, front.log.text()
+    finally:
+        static.stop()
