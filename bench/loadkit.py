@@ -1,10 +1,13 @@
 """Load and socket accounting shared by bench/ and the integration tests: wrk in the
-background with its summary parsed, and the ESTABLISHED connections a process holds."""
+background with its summary parsed, a process's output line by line, and the ESTABLISHED
+connections a process holds."""
 import os
 import random
 import re
 import socket
 import subprocess
+import threading
+import time
 
 
 class Wrk:
@@ -32,6 +35,41 @@ class Wrk:
             r["non2xx"] = int(m.group(1))
         r["failed"] = r["connect"] + r["read"] + r["write"] + r["timeout"] + r["non2xx"]
         return r
+
+
+class Lines:
+    """Collects a pipe's lines on a thread so tests (and benches) can wait for one."""
+    slow = 1.0  # every wait is scaled by this: the tests raise it for sanitizer builds
+
+    def __init__(self, pipe):
+        self.lines = []
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, pipe):
+        for raw in iter(pipe.readline, b""):
+            with self.changed:
+                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self.changed.notify_all()
+        pipe.close()
+
+    def wait_for(self, pattern, count=1, timeout=10.0):
+        """The first `count` lines matching `pattern`, waiting for them to be printed."""
+        deadline = time.monotonic() + timeout * self.slow
+        with self.changed:
+            while True:
+                found = [l for l in self.lines if re.search(pattern, l)]
+                if len(found) >= count:
+                    return found[:count]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{count}x {pattern!r} not seen within {timeout} s; lines: {self.lines}")
+                self.changed.wait(left)
+
+    def text(self):
+        with self.changed:
+            return "\n".join(self.lines)
 
 
 def pid_alive(pid):

@@ -4,7 +4,9 @@
 #include "cluster/node.hpp"
 #include "runtime/log.hpp"
 
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 namespace loopfleet::cluster {
 
@@ -31,7 +33,17 @@ natsStatus nats_connection::open(const std::string& url, const connect_options& 
   close();
   natsOptions* opts = nullptr;
   natsOptions_Create(&opts);
-  natsOptions_SetURL(opts, url.c_str());
+  // nats.c 3.4.1 reads "URL,URL" as one (malformed) URL and never connects: a list is servers.
+  std::vector<std::string> urls;
+  for (std::size_t at = 0; at <= url.size();) {
+    auto comma = std::min(url.find(',', at), url.size());
+    if (comma > at) urls.push_back(url.substr(at, comma - at));
+    at = comma + 1;
+  }
+  std::vector<const char*> servers;
+  for (const auto& u : urls) servers.push_back(u.c_str());
+  if (servers.size() > 1) natsOptions_SetServers(opts, servers.data(), static_cast<int>(servers.size()));
+  else natsOptions_SetURL(opts, url.c_str());
   if (o.reconnect_forever) {
     natsOptions_SetMaxReconnect(opts, -1);
     natsOptions_SetCustomReconnectDelay(

@@ -33,8 +33,9 @@ class nats_connection {
   nats_connection& operator=(nats_connection&& other) noexcept;
   ~nats_connection();
 
-  // Connects to `url` (closing what this held). Returns nats.c's status: NATS_OK, or
-  // NATS_NOT_YET_CONNECTED in the background; on anything else this holds nothing.
+  // Connects to `url`, one URL or several comma-separated (closing what this held). Returns
+  // nats.c's status: NATS_OK, or NATS_NOT_YET_CONNECTED in the background; on anything else
+  // this holds nothing.
   natsStatus open(const std::string& url, const connect_options& options);
   void close();
 

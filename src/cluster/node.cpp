@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <utility>
 
 namespace loopfleet::cluster {
 
@@ -197,9 +198,10 @@ node_agent::~node_agent() {
   thread_.join();
 }
 
-void node_agent::update(std::string snapshot) {
+void node_agent::update(std::string snapshot, bool now) {
   std::lock_guard lock(mutex_);
   snapshot_ = std::move(snapshot);
+  beat_now_ |= now;
 }
 
 std::vector<durability> node_agent::streams() const {
@@ -212,7 +214,8 @@ int node_agent::nodes_up() const {
   return nodes_up_;
 }
 
-boost::json::array read_nodes(jsCtx* js, kvStore* kv, double down_after_s) {
+boost::json::array read_nodes(jsCtx* js, kvStore* kv, double down_after_s, bool* whole) {
+  if (whole) *whole = true;
   // The keys from the bucket stream's subjects, which its leader answers itself. Not
   // kvStore_Keys: that makes an ephemeral consumer, which nats-server 2.9 may place on a
   // replica that has just died and not yet been seen offline; the list then came back empty
@@ -231,13 +234,18 @@ boost::json::array read_nodes(jsCtx* js, kvStore* kv, double down_after_s) {
         if (std::string_view subject = si->State.Subjects->List[i].Subject; subject.starts_with(prefix))
           keys.emplace_back(subject.substr(prefix.size()));
     jsStreamInfo_Destroy(si);
+  } else if (whole) {
+    *whole = false;
   }
   auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
                     .count();
   boost::json::array nodes;
   for (const auto& key : keys) {
     kvEntry* e = nullptr;
-    if (kvStore_Get(&e, kv, key.c_str()) != NATS_OK) continue;  // deleted, or gone meanwhile
+    if (natsStatus s = kvStore_Get(&e, kv, key.c_str()); s != NATS_OK) {
+      if (s != NATS_NOT_FOUND && whole) *whole = false;
+      continue;  // deleted, or gone meanwhile
+    }
     boost::system::error_code ec;
     auto v = boost::json::parse(kvEntry_ValueString(e), ec);
     kvEntry_Destroy(e);
@@ -370,12 +378,13 @@ void raise_consumer(jsCtx* js, const std::string& name, int has, int want) {
 void node_agent::run() {
   nats_connection connection;
   kvStore* kv = nullptr;
-  // Sleeps `ms` in steps that notice a stop; false when stopping.
+  // Sleeps `ms` in steps that notice a stop (false) and a heartbeat to put at once.
   auto pause = [this](std::chrono::milliseconds ms) {
     for (auto slept = std::chrono::milliseconds(0); slept < ms; slept += std::chrono::milliseconds(50)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       std::lock_guard lock(mutex_);
       if (stop_) return false;
+      if (std::exchange(beat_now_, false)) break;
     }
     return true;
   };

@@ -96,7 +96,9 @@ boost::json::array durability_json(const std::vector<durability>& all);
 
 // Every node's last heartbeat in the nodes bucket, each with "age_s" and "state" ("up" when
 // it beat within `down_after_s`, else "down": a dead node's key stays until it returns).
-boost::json::array read_nodes(jsCtx* js, kvStore* kv, double down_after_s);
+// `whole` (if given) is set false when the bucket could not be read whole (NATS unreachable,
+// no leader): the list then says nothing about the nodes missing from it.
+boost::json::array read_nodes(jsCtx* js, kvStore* kv, double down_after_s, bool* whole = nullptr);
 // The default for `down_after_s`: three missed heartbeats (one a second).
 inline constexpr double node_down_after_s = 3.0;
 
@@ -109,7 +111,9 @@ class node_agent {
   node_agent(std::string url, std::string node, replica_settings replicas);
   ~node_agent();
   // The JSON published with the next heartbeat (the agent adds the streams' durability).
-  void update(std::string snapshot);
+  // `now`: put it at once rather than at the next second (a stop, which fronts must hear of
+  // before the node's nats-server goes).
+  void update(std::string snapshot, bool now = false);
   // The durability last read, for status.
   std::vector<durability> streams() const;
   // Nodes whose heartbeat is fresh (read_nodes "up"), this one included once it has beaten;
@@ -125,6 +129,7 @@ class node_agent {
   std::vector<durability> streams_;
   int nodes_up_ = 0;
   bool stop_ = false;
+  bool beat_now_ = false;
   std::thread thread_;
 };
 

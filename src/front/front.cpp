@@ -1,4 +1,5 @@
 #include "front/front.hpp"
+#include "front/follow.hpp"
 #include "front/policy.hpp"
 
 #include "runtime/address.hpp"
@@ -17,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <system_error>
 #include <variant>
 
@@ -39,6 +41,14 @@ constexpr setting<front_flags> front_table[] = {
     {.name = "server", .where = &front_flags::server_specs,
      .help = "a node's HTTP address, HOST:PORT, with @AGENT_PORT for its --agent-check port (comma-separated or "
              "repeated)"},
+    {.name = "nats", .where = &front_flags::nats,
+     .help = "follow the cluster: NATS URL(s) of its nodes (comma-separated or repeated); every node announcing "
+             "an HTTP address is balanced to, without a reload"},
+    {.name = "slots", .where = &front_flags::slots, .range = {1, 1024},
+     .help = "with --nats: server slots for the cluster's nodes (the most nodes balanced to at once)"},
+    {.name = "forget-after", .where = &front_flags::forget_after,
+     .help = "with --nats: a node silent this long without having stopped loses its slot (its checks mark it "
+             "down at once)"},
     {.name = "agent-port", .where = &front_flags::agent_port, .range = {0, max_port},
      .help = "agent check port of servers given without @AGENT_PORT"},
     {.name = "check-interval", .where = &front_flags::check_interval,
@@ -101,9 +111,10 @@ std::string usage() {
   flag_set f("loopfleet front");
   front_flags all;
   add_settings<front_flags>(f, all, front_table);
-  return "usage: loopfleet front --listen HOST:PORT --server HOST:PORT@AGENT_PORT [--server ...] [flags]\n\n"
+  return "usage: loopfleet front --listen HOST:PORT (--server HOST:PORT@AGENT_PORT ... | --nats URL) [flags]\n\n"
          "Runs HAProxy in front of the nodes: each node's `loopfleet run --agent-check HOST:PORT` tells it\n"
-         "up (with a weight), drain (stopping) or down. --print-config prints the configuration and exits.\n\n" +
+         "up (with a weight), drain (stopping) or down. With --nats it follows the cluster: nodes that join\n"
+         "are balanced to, nodes that stop are taken out. --print-config prints the configuration and exits.\n\n" +
          f.usage();
 }
 
@@ -120,9 +131,15 @@ std::optional<std::string> parse_args(std::span<const std::string_view> args, co
   vip_settings& vip = all;
   split_commas(out.listen);
   split_commas(all.server_specs);
+  split_commas(out.nats);
   if (out.listen.empty()) return "front needs --listen HOST:PORT: the address clients connect to";
-  if (all.server_specs.empty())
-    return "front needs at least one --server HOST:PORT@AGENT_PORT: a node's HTTP address and its --agent-check port";
+  if (all.server_specs.empty() && out.nats.empty())
+    return "front needs at least one --server HOST:PORT@AGENT_PORT (a node's HTTP address and its --agent-check "
+           "port) or --nats URL (follow the cluster)";
+  for (const auto& url : out.nats)
+    if (!url.starts_with("nats://") && !url.starts_with("tls://"))
+      return "--nats '" + url + "' is not a NATS URL: use nats://HOST:PORT";
+  if (out.forget_after.count() < 1000) return "--forget-after must be at least 1s";
   for (const auto& l : out.listen)
     if (auto err = check_tcp_address("--listen", l)) return err;
   out.servers.clear();
@@ -162,19 +179,29 @@ std::optional<std::string> parse_args(std::span<const std::string_view> args, co
   return std::nullopt;
 }
 
+std::string server_state_file(const config& c) { return c.state_dir + "/" + c.name + ".servers.state"; }
+std::string admin_socket(const config& c) { return c.state_dir + "/" + c.name + ".haproxy.sock"; }
+
 std::string haproxy_config(const config& c) {
   std::string inter = ms(c.check_interval);
   std::string o;
   o += "# Written by `loopfleet front` at every start: edit its flags, not this file.\n";
   o += "global\n";
   o += "    log stdout format raw local0 notice\n";
-  o += "    stats socket " + c.state_dir + "/" + c.name + ".haproxy.sock mode 600 level admin expose-fd listeners\n";
+  o += "    stats socket " + admin_socket(c) + " mode 600 level admin expose-fd listeners\n";
   o += "    hard-stop-after " + ms(c.graceful_timeout) + "\n";
+  // The slots the front filled through the runtime API, saved before each reload.
+  if (!c.nats.empty()) o += "    server-state-file " + server_state_file(c) + "\n";
   o += "\ndefaults\n";
   o += "    mode http\n";
   o += "    log global\n";
   o += "    option httplog\n";
   o += "    option dontlog-normal\n";  // errors and retries only: a log line per request costs
+  // A reload soft-stops the old haproxy worker, which by default closes its idle keep-alive
+  // client connections at once: a request a client sends right then fails (wrk counted 1-7 read
+  // errors per reload under load). With this it answers one more request on each, with
+  // Connection: close, as our own workers drain.
+  o += "    option idle-close-on-response\n";
   o += "    timeout connect 2s\n";
   o += "    timeout client 30s\n";
   o += "    timeout server 30s\n";
@@ -187,6 +214,7 @@ std::string haproxy_config(const config& c) {
   o += "    retries 3\n";
   o += "    option redispatch 1\n";
   o += "    retry-on conn-failure empty-response\n";
+  if (!c.nats.empty()) o += "    load-server-state-from-file global\n";
   o += "\nfrontend loopfleet\n";
   // With a VIP, the address may be on the other front right now: bind it anyway
   // (IP_TRANSPARENT), so this front serves the moment keepalived moves it here.
@@ -209,6 +237,11 @@ std::string haproxy_config(const config& c) {
       o += " agent-check agent-addr " + s.host + " agent-port " + std::to_string(s.agent_port) + " agent-inter " + inter;
     o += "\n";
   }
+  // The cluster's nodes go into these, parked in maintenance at a port nothing listens on
+  // until the front fills one (follow.cpp). Fixed slots, not `add server`: see follow.hpp.
+  if (!c.nats.empty())
+    o += "    server-template node 1-" + std::to_string(c.slots) + " " + endpoint_text(empty_slot_address) +
+         " disabled agent-check agent-addr " + empty_slot_address.host + " agent-port 1 agent-inter " + inter + "\n";
   if (!c.stats.empty()) {
     o += "\nfrontend stats\n";
     o += "    bind " + bind_text(c.stats) + "\n";
@@ -315,6 +348,8 @@ std::optional<std::string> write_haproxy_config(const config& c) {
     std::fprintf(stderr, "loopfleet: error: cannot write %s (choose a writable --state-dir)\n", file.c_str());
     return std::nullopt;
   }
+  // A fresh start begins with empty slots (the cluster fills them); only a reload keeps them.
+  if (!c.nats.empty()) std::ofstream(server_state_file(c), std::ios::trunc) << "1\n";
   return file;
 }
 
@@ -342,12 +377,34 @@ bool haproxy_accepts(const programs& p, const std::string& file) {
   return true;
 }
 
+// "nats://a:4222,nats://b:4222": the form nats_connection and the log take.
+std::string nats_urls(const config& c) {
+  std::string out;
+  for (const auto& url : c.nats) out += (out.empty() ? "" : ",") + url;
+  return out;
+}
+
 pid_t start_haproxy(const config& c, const programs& p, const std::string& file) {
   pid_t pid = start({p.haproxy, "-W", "-db", "-f", file});
+  std::string cluster = nats_urls(c);
   if (pid > 0)
-    say(c, "haproxy pid " + std::to_string(pid) + ", " + std::to_string(c.servers.size()) + " node(s), configuration " +
-               file);
+    say(c, "haproxy pid " + std::to_string(pid) + ", " + std::to_string(c.servers.size()) + " node(s)" +
+               (cluster.empty() ? "" : " and " + std::to_string(c.slots) + " slots for the cluster at " + cluster) +
+               ", configuration " + file);
   return pid;
+}
+
+// With --nats: the thread that keeps the slots equal to the cluster's nodes.
+std::unique_ptr<cluster_follower> follow(const config& c) {
+  if (c.nats.empty()) return nullptr;
+  follow_config f;
+  f.name = c.name;
+  f.socket = admin_socket(c);
+  f.state_file = server_state_file(c);
+  f.nats_url = nats_urls(c);
+  f.settings.forget_after_s = static_cast<double>(c.forget_after.count()) / 1000;
+  for (const auto& s : c.servers) f.settings.fixed.push_back({s.host, s.port});
+  return std::make_unique<cluster_follower>(std::move(f));
 }
 
 pid_t start_keepalived(const config& c, const programs& p, pid_t haproxy) {
@@ -392,14 +449,21 @@ bool apply(const config& c, children& kids, front_event e, int exit_status = 0) 
   front_step step = decide(kids.view(), e);
   if (step.announce) say(c, announcement(e, exit_status));
   if (step.stop_keepalived) ::kill(kids.keepalived, SIGTERM);
+  std::string error;
+  if (step.signal_haproxy == SIGUSR2 && !c.nats.empty() && !save_server_state(admin_socket(c), server_state_file(c), error))
+    say(c, "cannot save the slots before the reload (" + error + "): the cluster fills them again after it");
   if (step.signal_haproxy) ::kill(kids.haproxy, step.signal_haproxy);
   kids.stop = step.stop;
   return step.exit;
 }
 
 // Until both children are gone: signals become events for policy.hpp, and so does each
-// child's exit. Returns haproxy's exit code.
-int supervise(const config& c, const sigset_t& mask, children kids) {
+// child's exit. Returns haproxy's exit code. Once a stop is under way, or haproxy is gone, the
+// follower (if any) leaves haproxy's servers alone.
+int supervise(const config& c, const sigset_t& mask, children kids, cluster_follower* follower) {
+  auto quiet_follower = [&] {
+    if (follower && (kids.stop || !kids.haproxy)) follower->request_stop();
+  };
   for (;;) {
     siginfo_t info{};
     timespec second{1, 0};
@@ -421,12 +485,14 @@ int supervise(const config& c, const sigset_t& mask, children kids) {
             kids.haproxy_status = status;
             over = apply(c, kids, front_event::haproxy_exited, status);
           }
+          quiet_follower();
           if (over) return exit_code(kids.haproxy_status);
         }
         break;
       }
       default: apply(c, kids, front_event::quiet_second); break;  // timed out or interrupted
     }
+    quiet_follower();
   }
 }
 
@@ -451,7 +517,10 @@ int run(const config& c) {
       return 2;
     }
   }
-  return supervise(c, mask, kids);
+  // After the signals are blocked: its threads and nats.c's inherit the mask, so every signal
+  // still comes to supervise().
+  auto follower = follow(c);
+  return supervise(c, mask, kids, follower.get());
 }
 
 }  // namespace loopfleet::front

@@ -1,7 +1,9 @@
 // The front: `loopfleet front`, HAProxy in front of the nodes.
 //
 // It writes an HAProxy configuration for the nodes given with --server and runs haproxy
-// (master-worker mode) as its child. Each node's supervisor answers HAProxy's agent check
+// (master-worker mode) as its child. With --nats it also follows the cluster: every node that
+// announces an HTTP address in its heartbeat is put into one of a fixed pool of server slots
+// through HAProxy's runtime API, and taken out when it has stopped (follow.hpp). Each node's supervisor answers HAProxy's agent check
 // (`loopfleet run --agent-check`): up with a weight from its serving workers, drain while it
 // stops, down when nothing serves. HAProxy also checks each node's port itself, retries a
 // refused connection on another node, and retries GET/HEAD requests that got no response.
@@ -44,7 +46,16 @@ struct config {
   std::string state_dir;                 // the generated configuration and haproxy's admin socket
   std::chrono::milliseconds graceful_timeout{std::chrono::seconds(30)};
   std::optional<vip_settings> vip;
+  // Following the cluster: its NATS URLs (empty = --server only), the slots the nodes go in,
+  // and how long a node that went quiet without stopping keeps its slot.
+  std::vector<std::string> nats;
+  int slots = 16;
+  std::chrono::milliseconds forget_after{std::chrono::seconds(30)};
 };
+
+// Where haproxy saves the slots across a reload.
+std::string server_state_file(const config& c);
+std::string admin_socket(const config& c);
 
 // Parses `loopfleet front` arguments. Returns an error sentence naming the flag and the fix.
 // *help: --help was given (nothing else is checked); *print: --print-config was given.

@@ -173,8 +173,8 @@ void cluster_member::start_agent() {
                                 cfg_.replicas_wait});
 }
 
-void cluster_member::publish(const json::object& heartbeat) {
-  if (agent_) agent_->update(json::serialize(heartbeat));
+void cluster_member::publish(const json::object& heartbeat, bool now) {
+  if (agent_) agent_->update(json::serialize(heartbeat), now);
 }
 
 void cluster_member::stop_agent() { agent_.reset(); }

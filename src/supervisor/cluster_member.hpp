@@ -49,7 +49,7 @@ class cluster_member {
   // Asks nats-server to stop (it goes last: draining workers may still be acking jobs).
   // Returns false when there is no server left to wait for.
   bool stop_server();
-  void publish(const boost::json::object& heartbeat);
+  void publish(const boost::json::object& heartbeat, bool now = false);
   void stop_agent();
   boost::json::object status() const;
 

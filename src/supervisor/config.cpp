@@ -4,6 +4,7 @@
 #include "runtime/flags.hpp"
 #include "runtime/private_dir.hpp"
 
+#include <arpa/inet.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -98,6 +99,9 @@ constexpr setting<config> run_table[] = {
      .help = "answer HAProxy's agent check on HOST:PORT: up and a weight, drain while stopping, down"},
     {.name = "front-drain", .where = &config::front_drain,
      .help = "with --agent-check: how long a graceful stop says drain before stopping the workers"},
+    {.name = "advertise", .where = &config::advertise, .shown_default = "the bound address",
+     .help = "the host (IP) other machines reach --listen and --agent-check at, put in the cluster heartbeat for "
+             "fronts that follow the cluster (a wildcard bind otherwise advertises the first non-loopback IPv4)"},
     {.name = "admin", .where = &config::admin,
      .help = "serve /metrics (Prometheus), /status.json and a live status page on HOST:PORT (a bare PORT is "
              "127.0.0.1:PORT)"},
@@ -176,6 +180,10 @@ std::optional<std::string> check(config& c) {
   if (auto err = check_user(c)) return err;
   if (!c.agent_check.empty())
     if (auto err = check_tcp_address("--agent-check", c.agent_check)) return err;
+  // An IP: HAProxy's runtime API sets a server's address only to one (it resolves no names there).
+  if (in6_addr ip{}; !c.advertise.empty() && ::inet_pton(AF_INET, c.advertise.c_str(), &ip) != 1 &&
+                     ::inet_pton(AF_INET6, c.advertise.c_str(), &ip) != 1)
+    return "--advertise '" + c.advertise + "' must be the IP address other machines reach this node at, e.g. 10.0.0.5";
   if (!c.admin.empty()) {
     if (c.admin.find_first_not_of("0123456789") == std::string::npos) c.admin = "127.0.0.1:" + c.admin;
     if (auto err = check_tcp_address("--admin", c.admin)) return err;

@@ -49,6 +49,10 @@ struct config {
   // drain, down). A graceful stop answers "drain" for front_drain before stopping workers.
   std::string agent_check;                 // HOST:PORT; empty = off
   std::chrono::milliseconds front_drain{std::chrono::seconds(2)};
+  // The host other machines reach this node's HTTP port and agent check at, as the cluster
+  // heartbeat tells a front that follows the cluster. Empty: the address each is bound to, or
+  // for a wildcard bind this machine's first non-loopback IPv4 address.
+  std::string advertise;
   // The admin HTTP endpoint (/metrics, /status.json, the status page), served by the
   // supervisor's own loop. A bare PORT means 127.0.0.1:PORT: loopback unless asked otherwise,
   // because the page shows pids and commands to whoever can reach it.

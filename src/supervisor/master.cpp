@@ -190,6 +190,7 @@ void master::on_control(const control_request& req, std::function<void(json::obj
 void master::stop(bool fast) {
   if (stopping_ && !fast) return;
   stopping_ = true;
+  publish_heartbeat(true);  // a front following the cluster empties our slot once we are gone
   if (cluster_) cluster_->begin_stop();
   if (reload_) fail_reload("the instance is stopping");
   if (upgrade_) {

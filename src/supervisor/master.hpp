@@ -106,7 +106,11 @@ class master {
 
   // status.cpp
   boost::json::object status_json();
-  void publish_heartbeat();
+  // `now`: put at once, not at the next second (the stop: fronts must hear of it).
+  void publish_heartbeat(bool now = false);
+  // Where other machines reach this node's HTTP port and agent check (the heartbeat's "http"
+  // and "agent"): worked out at the first heartbeat, once the sockets are bound.
+  void find_advertised_addresses();
 
   // The worker count for `c`, and where it came from (shown by status).
   static int resolve_workers(const config& c, std::string& from);
@@ -136,6 +140,10 @@ class master {
   std::string fatal_;  // printed after the loop when no worker ever became ready
   clock::time_point started_ = clock::now();
   int heartbeat_ticks_ = 0;
+  struct {
+    bool known = false;
+    std::string http, agent;  // HOST:PORT; empty = none to advertise
+  } advertised_;
   queue_handoff handoff_;
   clock::time_point next_rss_check_{};
   std::mt19937 rng_{std::random_device{}()};

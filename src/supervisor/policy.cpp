@@ -30,6 +30,19 @@ bool queue_needs_taking(const queue_view& v, std::int64_t late_ns) {
 
 std::string ms_text(milliseconds d) { return std::to_string(d.count()) + " ms"; }
 
+std::optional<std::string> advertised_address(std::string_view bound, std::string_view advertise,
+                                              std::string_view guessed) {
+  auto colon = bound.rfind(':');
+  if (bound.starts_with("unix:") || colon == std::string_view::npos || colon + 1 == bound.size()) return std::nullopt;
+  std::string_view host = bound.substr(0, colon), port = bound.substr(colon + 1);
+  if (host.starts_with("[") && host.ends_with("]")) host = host.substr(1, host.size() - 2);
+  bool wildcard = host == "0.0.0.0" || host == "::";
+  std::string_view chosen = !advertise.empty() ? advertise : wildcard ? guessed : host;
+  if (chosen.empty()) return std::nullopt;
+  bool v6 = chosen.find(':') != std::string_view::npos;
+  return (v6 ? "[" + std::string(chosen) + "]" : std::string(chosen)) + ":" + std::string(port);
+}
+
 liveness_verdict judge_liveness(const liveness_input& in) {
   liveness_verdict v;
   if (in.limit_ns <= 0 || (!in.beat_age_ns && in.last_ping_ns <= 0)) return v;

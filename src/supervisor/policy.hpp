@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace loopfleet::supervisor {
@@ -35,6 +36,14 @@ restart_decision decide_restart(const backoff_policy& p, int failures_before, mi
 // when no worker serves, else "up" with a weight in proportion to the workers serving, so a
 // node with a crash-looping slot gets less. A comment after '#' shows in HAProxy's stats.
 std::string agent_check_reply(int workers, int serving, bool stopping);
+
+// The address other machines reach a bound TCP socket at, for the cluster heartbeat a front
+// follows: `bound` as local_address() prints it ("0.0.0.0:8080", "[::]:8080", "10.0.0.5:8080");
+// its host replaced by `advertise` when given, else by `guessed` (this machine's address) when
+// bound to a wildcard. nullopt for a Unix socket, or a wildcard with nothing to replace it.
+// IPv6 hosts come back in brackets: "[fd00::5]:8080".
+std::optional<std::string> advertised_address(std::string_view bound, std::string_view advertise,
+                                              std::string_view guessed);
 
 // A slot as the queue handoff sees it (reuseport mode): is anyone accepting from its queue?
 struct queue_view {

@@ -163,6 +163,12 @@ int listen_sockets::queued(int slot) const {
   return n;
 }
 
+std::vector<std::string> listen_sockets::local_addresses() const {
+  std::vector<std::string> out;
+  for (const auto& fds : fds_) out.push_back(local_address(fds.front()));
+  return out;
+}
+
 std::string listen_sockets::describe() const {
   std::string out;
   for (std::size_t a = 0; a < fds_.size(); ++a) {

@@ -53,6 +53,8 @@ class listen_sockets {
   std::vector<std::pair<int, std::string>> handover() const;
   // Printable local addresses, for logs.
   std::string describe() const;
+  // Each address's local address as local_address() prints it ("0.0.0.0:8080"), in order.
+  std::vector<std::string> local_addresses() const;
   // The slot's own queues (reuseport sockets; not those every slot shares), each with the
   // listener index a worker knows it by (its place in LISTEN_FDS).
   std::vector<std::pair<std::uint32_t, int>> own_queues(int slot) const;

@@ -11,7 +11,13 @@
 
 #include <boost/json.hpp>
 
+#include "runtime/log.hpp"
+
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -65,7 +71,46 @@ void describe_worker(const process& p, json::object& j, clock::time_point now) {
   }
 }
 
+// This machine's first IPv4 address that is up and not loopback ("" when it has none), and the
+// interface it is on: what a wildcard bind is reached at, unless --advertise says otherwise.
+std::pair<std::string, std::string> machine_address() {
+  ifaddrs* all = nullptr;
+  if (::getifaddrs(&all) != 0) return {};
+  std::pair<std::string, std::string> found;
+  for (ifaddrs* i = all; i && found.first.empty(); i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK))
+      continue;
+    char text[INET_ADDRSTRLEN] = {};
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, text, sizeof text);
+    found = {text, i->ifa_name};
+  }
+  ::freeifaddrs(all);
+  return found;
+}
+
 }  // namespace
+
+void master::find_advertised_addresses() {
+  advertised_.known = true;
+  auto bound = sockets_->local_addresses();
+  bool wildcard = false;
+  for (const std::string& b : {bound.empty() ? std::string() : bound.front(), cfg_.agent_check})
+    wildcard |= b.starts_with("0.0.0.0:") || b.starts_with("[::]:") || b.starts_with(":");
+  auto [guess, interface] = wildcard && cfg_.advertise.empty() ? machine_address() : std::pair<std::string, std::string>{};
+  auto pick = [&](const std::string& b) {
+    return advertised_address(b.starts_with(":") ? "0.0.0.0" + b : b, cfg_.advertise, guess).value_or("");
+  };
+  // The first --listen address is the one a front balances to; a Unix socket has none.
+  advertised_.http = bound.empty() ? "" : pick(bound.front());
+  advertised_.agent = cfg_.agent_check.empty() ? "" : pick(cfg_.agent_check);
+  if (!wildcard || !cfg_.advertise.empty()) return;
+  if (guess.empty())
+    log::warn("cluster: bound to a wildcard and this machine has no non-loopback IPv4 address: the heartbeat "
+              "advertises no address to fronts; give --advertise IP");
+  else
+    log::info("cluster: advertising " + guess + " (" + interface + ") to fronts for the wildcard bind; --advertise "
+              "IP sets it");
+}
 
 json::object master::status_json() {
   json::object o;
@@ -122,7 +167,7 @@ json::object master::status_json() {
   return o;
 }
 
-void master::publish_heartbeat() {
+void master::publish_heartbeat(bool now) {
   if (!cluster_) return;
   std::uint64_t load = 0, requests = 0;
   int ready = 0;
@@ -136,9 +181,15 @@ void master::publish_heartbeat() {
     }
   }
   auto now_ms = duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-  cluster_->publish(json::object{{key::node, cfg_.node},       {key::pid, ::getpid()},    {key::nats, nats_url(cfg_)},
-                                 {key::workers, fleet_.workers}, {"ready", ready},     {"load", load},
-                                 {key::requests, requests},    {"ts_ms", now_ms},      {key::listen, sockets_->describe()}});
+  if (!advertised_.known) find_advertised_addresses();
+  json::object beat{{key::node, cfg_.node},       {key::pid, ::getpid()},    {key::nats, nats_url(cfg_)},
+                    {key::workers, fleet_.workers}, {"ready", ready},     {"load", load},
+                    {key::requests, requests},    {"ts_ms", now_ms},      {key::listen, sockets_->describe()},
+                    {key::stopping, stopping_}};
+  // What a front that follows the cluster balances to (src/front/follow.cpp reads them).
+  if (!advertised_.http.empty()) beat[key::http] = advertised_.http;
+  if (!advertised_.agent.empty()) beat[key::agent] = advertised_.agent;
+  cluster_->publish(beat, now);
 }
 
 }  // namespace loopfleet::supervisor

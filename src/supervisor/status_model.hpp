@@ -1,6 +1,7 @@
 // The status model's field names: the one contract between the supervisor that writes the
 // model (status.cpp, cluster_member.cpp) and every reader in C++ (`loopfleet status` and `top`
-// in src/control/client.cpp, the Prometheus rendering in admin_endpoint.cpp). docs/control.md
+// in src/control/client.cpp, the Prometheus rendering in admin_endpoint.cpp, and the front, which
+// reads a node's cluster heartbeat, in src/front/policy.cpp). docs/control.md
 // says what each means; the status page's JavaScript (status_page.cpp) and the Python tests
 // read the same names from the JSON. A field renamed here is renamed for all of them.
 #pragma once
@@ -65,5 +66,8 @@ inline constexpr std::string_view nats_restarts = "nats_restarts";
 inline constexpr std::string_view peers = "peers";
 inline constexpr std::string_view nodes = "nodes";
 inline constexpr std::string_view streams = "streams";
+// the heartbeat's addresses for fronts (HOST:PORT, reachable from other machines)
+inline constexpr std::string_view http = "http";
+inline constexpr std::string_view agent = "agent";
 
 }  // namespace loopfleet::status_key

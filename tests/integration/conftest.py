@@ -7,20 +7,20 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "bench"))
-from loadkit import Wrk, established, pid_alive  # noqa: E402  (shared with bench/)
+from loadkit import Lines, Wrk, established, pid_alive  # noqa: E402  (shared with bench/)
 
 BIN = os.environ.get("LOOPFLEET_BIN") or os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "build", "bin")
 
 # Sanitizer builds are slower; every wait scales with this.
 SLOW = 3.0 if "asan" in BIN else 1.0
+Lines.slow = SLOW
 
 
 def binary(name):
@@ -69,40 +69,6 @@ class NotifySocket:
 
     def close(self):
         self.sock.close()
-
-
-class Lines:
-    """Collects a pipe's lines on a thread so tests can wait for one."""
-
-    def __init__(self, pipe):
-        self.lines = []
-        self.changed = threading.Condition()
-        self.thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
-        self.thread.start()
-
-    def _pump(self, pipe):
-        for raw in iter(pipe.readline, b""):
-            with self.changed:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self.changed.notify_all()
-        pipe.close()
-
-    def wait_for(self, pattern, count=1, timeout=10.0):
-        """The first `count` lines matching `pattern`, waiting for them to be printed."""
-        deadline = time.monotonic() + timeout * SLOW
-        with self.changed:
-            while True:
-                found = [l for l in self.lines if re.search(pattern, l)]
-                if len(found) >= count:
-                    return found[:count]
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"{count}x {pattern!r} not seen within {timeout} s; lines: {self.lines}")
-                self.changed.wait(left)
-
-    def text(self):
-        with self.changed:
-            return "\n".join(self.lines)
 
 
 class Worker:

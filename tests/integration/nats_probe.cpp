@@ -1,3 +1,8 @@
+// What the integration tests do to NATS behind the nodes' backs, with nats.c:
+//
+// `nats_probe put URL BUCKET KEY VALUE` puts one value in a key-value bucket (a heartbeat no
+// node would write, for the front's bad-input test, tests/integration/test_front.py).
+//
 // A job consumer that loses track of what it delivered, made on purpose: `nats_probe strand
 // URL NAME N` creates the durable consumer loopfleet_NAME with one delivery per message and a
 // 1 s ack wait, fetches N jobs and never acks them. After the ack wait they are stored,
@@ -6,14 +11,34 @@
 #include <nats/nats.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <thread>
 
+namespace {
+
+int put(const char* url, const char* bucket, const char* key, const char* value) {
+  natsConnection* nc = nullptr;
+  jsCtx* js = nullptr;
+  kvStore* kv = nullptr;
+  std::uint64_t revision = 0;
+  bool ok = natsConnection_ConnectTo(&nc, url) == NATS_OK && natsConnection_JetStream(&js, nc, nullptr) == NATS_OK &&
+            js_KeyValue(&kv, js, bucket) == NATS_OK && kvStore_PutString(&revision, kv, key, value) == NATS_OK;
+  if (!ok) std::fprintf(stderr, "nats_probe: cannot put %s in bucket %s at %s\n", key, bucket, url);
+  if (kv) kvStore_Destroy(kv);
+  if (js) jsCtx_Destroy(js);
+  if (nc) natsConnection_Destroy(nc);
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  if (argc == 6 && std::string(argv[1]) == "put") return put(argv[2], argv[3], argv[4], argv[5]);
   if (argc != 5 || std::string(argv[1]) != "strand") {
-    std::fprintf(stderr, "usage: nats_probe strand URL NAME N\n");
+    std::fprintf(stderr, "usage: nats_probe strand URL NAME N | nats_probe put URL BUCKET KEY VALUE\n");
     return 2;
   }
   natsConnection* nc = nullptr;

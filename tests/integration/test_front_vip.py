@@ -80,10 +80,10 @@ class Lan:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def start_front(lan, tmp, x):
+def start_front(lan, tmp, x, nodes=("--server", "10.77.0.1:8081@9101,10.77.0.1:8082@9102")):
     other = "b" if x == "a" else "a"
     args = [binary("loopfleet"), "front", "--name", f"f{x}", "--state-dir", str(tmp / x), "--listen", f"{VIP}:8000",
-            "--server", "10.77.0.1:8081@9101,10.77.0.1:8082@9102", "--check-interval", "250ms",
+            *nodes, "--check-interval", "250ms",
             "--vip", f"{VIP}/24", "--vip-interface", "eth0", "--vip-peer", lan.ips[other],
             "--vip-priority", "100" if x == "a" else "90"]
     p = lan.run(lan.fronts[x], args)
@@ -110,6 +110,15 @@ def kill_tree(p):
         except ProcessLookupError:
             pass
     p.wait()
+
+
+def stop_all(fronts, nodes):
+    for p in fronts.values():
+        if p.poll() is None:
+            kill_tree(p)
+    for n in nodes:
+        n.send_signal(signal.SIGQUIT)
+        n.wait(timeout=30)
 
 
 def wrk(lan, seconds):
@@ -172,9 +181,47 @@ def test_two_fronts_share_an_address_and_survive_each_other(lan, tmp_path):
         assert total > 100 and failed == 0, out
         print(f"front machine lost: service back through the other front after {back_after:.1f} s")
     finally:
+        stop_all(fronts, nodes)
+
+
+def test_two_fronts_following_the_cluster_both_take_a_joining_node(lan, tmp_path):
+    """Each front follows the cluster on its own (no state shared between them): a node that
+    joins is balanced to by the front holding the address and by the one taking it over. The
+    nodes bind every address and advertise the LAN's with --advertise."""
+    def start_node(i, peers):
+        p = lan.run(lan.lan, [binary("loopfleet"), "run", "--workers", "1", "--listen", f"0.0.0.0:{8090 + i}",
+                              "--agent-check", f"0.0.0.0:{9110 + i}", "--advertise", "10.77.0.1", "--name",
+                              f"vipcluster{i}", "--control", str(tmp_path / f"c{i}.sock"), "--node", f"n{i}",
+                              "--nats-listen", f"10.77.0.1:{4230 + i}", "--cluster-listen", f"10.77.0.1:{6230 + i}",
+                              "--join", ",".join(f"10.77.0.1:{6230 + j}" for j in peers), "--replicas", "2",
+                              "--data-dir", str(tmp_path / f"n{i}"), "--", binary("loopfleet-testapp")])
+        p.log = Lines(p.stderr)  # nats-server's log comes through here: keep the pipe flowing
+        p.out = Lines(p.stdout)
+        return p
+
+    def pids_through_the_vip():
+        return {lan.get("/pid") for _ in range(40)} - {""}
+
+    nodes = [start_node(1, [2, 3]), start_node(2, [1, 3])]
+    fronts = {}
+    try:
+        for i, n in enumerate(nodes, 1):
+            n.log.wait_for(rf"cluster: node n{i} joined", timeout=60)
+        for x in ("a", "b"):
+            fronts[x] = start_front(lan, tmp_path, x, ["--nats", "nats://10.77.0.1:4231,nats://10.77.0.1:4232"])
+        wait_until(lambda: lan.holder() == "a", timeout=15 * SLOW, what="front a (priority 100) to hold the VIP")
         for p in fronts.values():
-            if p.poll() is None:
-                kill_tree(p)
-        for n in nodes:
-            n.send_signal(signal.SIGQUIT)
-            n.wait(timeout=30)
+            p.log.wait_for(r"node n[12] at 10\.77\.0\.1:809[12] .*: in slot", count=2, timeout=30)
+        wait_until(lambda: len(pids_through_the_vip()) == 2, timeout=10 * SLOW, what="both nodes through the VIP")
+
+        nodes.append(start_node(3, [1, 2]))
+        nodes[2].log.wait_for(r"cluster: node n3 joined", timeout=60)
+        for p in fronts.values():
+            p.log.wait_for(r"node n3 at 10\.77\.0\.1:8093 \(agent 10\.77\.0\.1:9113\) joined: in slot", timeout=30)
+        wait_until(lambda: len(pids_through_the_vip()) == 3, timeout=10 * SLOW, what="three nodes through front a")
+
+        fronts["a"].send_signal(signal.SIGTERM)
+        wait_until(lambda: lan.holder() == "b", timeout=10 * SLOW, what="front b to take the VIP over")
+        wait_until(lambda: len(pids_through_the_vip()) == 3, timeout=10 * SLOW, what="three nodes through front b")
+    finally:
+        stop_all(fronts, nodes)

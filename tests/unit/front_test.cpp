@@ -4,6 +4,7 @@
 #include "front/policy.hpp"
 #include "supervisor/policy.hpp"
 
+#include <boost/json.hpp>
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -32,6 +33,7 @@ TEST(Front, ServersWithAgentPortsBecomeCheckedServers) {
   EXPECT_TRUE(has(cfg, "retry-on conn-failure empty-response"));
   EXPECT_TRUE(has(cfg, "http-request disable-l7-retry unless METH_GET"));  // POST is never sent twice
   EXPECT_TRUE(has(cfg, "option redispatch 1"));
+  EXPECT_TRUE(has(cfg, "option idle-close-on-response"));  // a reload closes no idle connection under a client
   EXPECT_TRUE(has(cfg, "prometheus-exporter if { path /metrics }"));
   EXPECT_TRUE(has(cfg, "stats socket /tmp/x/front.haproxy.sock mode 600"));
   EXPECT_FALSE(has(cfg, "httpchk"));  // a TCP check unless --health-path
@@ -195,4 +197,186 @@ TEST(FrontStop, ReloadGoesToHaproxyUnlessAStopBegan) {
   // Once stopping, a reload would bind the listeners again.
   EXPECT_EQ(decide({.haproxy = true, .stop = SIGUSR1}, front_event::reload), (front_step{.stop = SIGUSR1}));
   EXPECT_EQ(decide(alone, front_event::quiet_second), front_step{});  // an interrupted wait
+}
+
+// --- following the cluster: heartbeats, HAProxy's slots, and which slot holds which node ---
+
+namespace {
+
+front::member node(std::string name, int port, double age = 0.5, bool stopping = false) {
+  return {name, {"10.0.0.1", port}, {"10.0.0.1", port + 1000}, age, stopping};
+}
+front::slot filled(int index, int port, bool up = true) {
+  front::slot s{index, {"10.0.0.1", port}, {"10.0.0.1", port + 1000}};
+  s.up = up;
+  return s;
+}
+front::slot empty(int index) {
+  front::slot s{index, front::empty_slot_address, {"127.0.0.1", 1}};
+  s.maintenance = true;
+  return s;
+}
+std::vector<front::slot_change> changes(const std::vector<front::member>& m, const std::vector<front::slot>& s,
+                                        front::follow_settings settings = {}) {
+  return front::plan_slots(m, s, settings).changes;
+}
+using change = front::slot_change;
+
+}  // namespace
+
+TEST(FrontFollow, HeartbeatsGiveMembersOrOneProblemEach) {
+  auto read = [](const char* text) { return front::read_heartbeat(boost::json::parse(text).as_object()); };
+  auto r = read(R"({"node":"n1","http":"10.0.0.5:8080","agent":"[fd00::5]:9101","age_s":0.4,"stopping":true})");
+  ASSERT_TRUE(r.m);
+  EXPECT_EQ(r.m->http, (front::endpoint{"10.0.0.5", 8080}));
+  EXPECT_EQ(r.m->agent, (front::endpoint{"fd00::5", 9101}));
+  EXPECT_TRUE(r.m->stopping);
+  EXPECT_TRUE(r.problem.empty());
+  r = read(R"({"node":"jobs-only","age_s":0.1})");  // serves no HTTP: not a member, not a problem
+  EXPECT_FALSE(r.m);
+  EXPECT_TRUE(r.problem.empty());
+  r = read(R"({"node":"n2","http":"localhost:8080","age_s":0.1})");  // HAProxy sets no names at run time
+  EXPECT_FALSE(r.m);
+  EXPECT_TRUE(has(r.problem, "node n2 advertises http \"localhost:8080\", not IP:PORT: skipped"));
+  EXPECT_FALSE(read(R"({"node":"n3","http":"10.0.0.1:0"})").m);
+  EXPECT_FALSE(read(R"({"node":"n3","http":"10.0.0.1:8080","agent":"10.0.0.1"})").m);
+  EXPECT_FALSE(read(R"({"node":"n3","http":"::1:8080"})").m);  // IPv6 needs its brackets
+  EXPECT_FALSE(read(R"({"node":"n3","http":8080})").m);
+  EXPECT_TRUE(has(read(R"({"http":"10.0.0.1:80"})").problem, "without a node name"));
+  r = read(R"({"node":"n4","http":"10.0.0.1:80"})");
+  ASSERT_TRUE(r.m);
+  EXPECT_EQ(r.m->agent.port, 0);  // no agent check
+  EXPECT_GT(r.m->age_s, 1e6);     // no age: as old as can be
+}
+
+TEST(FrontFollow, ShowServersStateBecomesSlots) {
+  std::string text =
+      "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
+      "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state "
+      "bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr "
+      "srv_agent_addr srv_agent_port\n"
+      "3 nodes 1 10.0.0.9_80 10.0.0.9 2 0 100 100 5 6 3 3 6 22 0 0 - 80 - 0 0 - 10.0.0.9 9101\n"
+      "3 nodes 2 node1 127.0.0.1 0 5 100 100 1 1 0 0 14 22 0 0 - 1 - 0 0 - 127.0.0.1 1\n"
+      "3 nodes 3 node2 10.0.0.1 2 4 100 100 2 6 3 3 6 22 0 0 - 18101 - 0 0 - 10.0.0.1 18102\n"
+      "3 nodes 4 node3 10.0.0.2 2 12 100 100 2 6 3 3 6 22 0 0 - 18201 - 0 0 - 10.0.0.2 18202\n\n";
+  auto slots = front::parse_servers_state(text, "node");
+  ASSERT_TRUE(slots);
+  ASSERT_EQ(slots->size(), 3u);  // the static server is not a slot
+  EXPECT_EQ((*slots)[0].addr, front::empty_slot_address);
+  EXPECT_TRUE((*slots)[0].maintenance);
+  EXPECT_FALSE((*slots)[0].serving());
+  EXPECT_EQ((*slots)[1].index, 2);
+  EXPECT_EQ((*slots)[1].addr, (front::endpoint{"10.0.0.1", 18101}));
+  EXPECT_EQ((*slots)[1].agent, (front::endpoint{"10.0.0.1", 18102}));
+  EXPECT_TRUE((*slots)[1].serving());  // admin 4: `disabled` in the configuration, since left
+  EXPECT_TRUE((*slots)[2].drain);      // admin 12: the agent said drain
+  EXPECT_FALSE((*slots)[2].serving());
+  EXPECT_FALSE(front::parse_servers_state("Unknown command.\n", "node"));
+  EXPECT_FALSE(front::parse_servers_state("1\n3 nodes 1 node1 127.0.0.1 0\n", "node"));  // cut short
+}
+
+TEST(FrontFollow, AJoiningNodeTakesTheLowestEmptySlot) {
+  auto c = changes({node("n1", 8001), node("n2", 8002)}, {filled(1, 8001), empty(2), empty(3)});
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0], (change{change::fill, 2, node("n2", 8002), "joined"}));
+  // Already in: nothing to do, however often asked.
+  EXPECT_TRUE(changes({node("n1", 8001), node("n2", 8002)}, {filled(1, 8001), filled(2, 8002), empty(3)}).empty());
+}
+
+TEST(FrontFollow, EveryNodeGetsItsOwnSlotAndTheRestWait) {
+  auto plan = front::plan_slots({node("n1", 8001), node("n2", 8002), node("n3", 8003)}, {empty(1), empty(2)}, {});
+  ASSERT_EQ(plan.changes.size(), 2u);
+  EXPECT_EQ(plan.changes[0].index, 1);
+  EXPECT_EQ(plan.changes[1].index, 2);
+  EXPECT_EQ(plan.no_slot, std::vector<std::string>{"n3"});
+}
+
+TEST(FrontFollow, AStoppingNodeKeepsItsSlotUntilItHasGoneQuiet) {
+  // While it announces itself its agent drains it: the slot stays.
+  EXPECT_TRUE(changes({node("n1", 8001, 0.5, true)}, {filled(1, 8001)}).empty());
+  // A stopping node that is not in a slot is not put in one.
+  EXPECT_TRUE(changes({node("n1", 8001, 0.5, true)}, {empty(1)}).empty());
+  // Quiet after saying it stops: it drained and exited.
+  auto c = changes({node("n1", 8001, 3.5, true)}, {filled(1, 8001, false)});
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0], (change{change::empty, 1, node("n1", 8001), "stopped gracefully"}));
+}
+
+TEST(FrontFollow, ADeadNodeIsForgottenAfterTheGraceUnlessItStillServes) {
+  front::follow_settings s;
+  s.forget_after_s = 30;
+  EXPECT_TRUE(changes({node("n1", 8001, 10)}, {filled(1, 8001, false)}, s).empty());  // checks mark it down
+  auto c = changes({node("n1", 8001, 31)}, {filled(1, 8001, false)}, s);
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].what, change::empty);
+  EXPECT_EQ(c[0].reason, "no heartbeat for 31 s");
+  // Silent in NATS but HAProxy still sees it serve (its nats-server is down, say): kept.
+  EXPECT_TRUE(changes({node("n1", 8001, 300)}, {filled(1, 8001, true)}, s).empty());
+}
+
+TEST(FrontFollow, ANodeBackBeforeTheGraceIsInItsSlotAgain) {
+  auto down = filled(1, 8001, false);
+  EXPECT_TRUE(changes({node("n1", 8001, 0.2)}, {down}).empty());  // its checks bring it back
+  down.maintenance = true;  // half emptied when the front stopped, say
+  auto c = changes({node("n1", 8001, 0.2)}, {down});
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0], (change{change::fill, 1, node("n1", 8001), "back"}));
+  // Restarted with another agent port: the slot is pointed at it.
+  auto moved = node("n1", 8001);
+  moved.agent.port = 7000;
+  c = changes({moved}, {filled(1, 8001)});
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].what, change::fill);
+}
+
+TEST(FrontFollow, NothingThatServesIsRemoved) {
+  // No member has this address (its heartbeat is malformed now, or its key was deleted).
+  EXPECT_TRUE(changes({}, {filled(1, 8001, true)}).empty());
+  auto c = changes({}, {filled(1, 8001, false)});
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].reason, "no node advertises it");
+  // Two slots for one address (a crash between two steps): the second goes once it is not serving.
+  c = changes({node("n1", 8001)}, {filled(1, 8001), filled(2, 8001, false)});
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].index, 2);
+}
+
+TEST(FrontFollow, StaticServersAreNeverPutInASlot) {
+  front::follow_settings s;
+  s.fixed = {{"10.0.0.1", 8001}};
+  EXPECT_TRUE(changes({node("n1", 8001)}, {empty(1)}, s).empty());
+}
+
+TEST(FrontFollow, ConfigurationHasTheSlotsAndTheStateFile) {
+  front::config c;
+  ASSERT_FALSE(parse({"--listen", "127.0.0.1:8000", "--nats", "nats://10.0.0.1:4222,nats://10.0.0.2:4222", "--slots",
+                      "8", "--state-dir", "/tmp/x"},
+                     c));
+  EXPECT_EQ(c.nats.size(), 2u);
+  EXPECT_TRUE(c.servers.empty());  // --nats alone is enough
+  auto cfg = front::haproxy_config(c);
+  EXPECT_TRUE(has(cfg, "server-state-file /tmp/x/front.servers.state\n"));
+  EXPECT_TRUE(has(cfg, "load-server-state-from-file global\n"));
+  EXPECT_TRUE(has(cfg, "server-template node 1-8 127.0.0.1:1 disabled agent-check"));
+  front::config d;
+  auto e = parse({"--listen", "127.0.0.1:8000", "--nats", "10.0.0.1:4222"}, d);
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(has(*e, "is not a NATS URL"));
+  // Without --nats no slots and no state file.
+  front::config f;
+  ASSERT_FALSE(parse({"--listen", "127.0.0.1:8000", "--server", "10.0.0.1:80"}, f));
+  EXPECT_FALSE(has(front::haproxy_config(f), "server-template"));
+  EXPECT_FALSE(has(front::haproxy_config(f), "server-state"));
+}
+
+TEST(AdvertisedAddress, AWildcardIsReplacedAndAUnixSocketHasNone) {
+  using supervisor::advertised_address;
+  EXPECT_EQ(advertised_address("10.0.0.5:8080", "", "192.168.1.2"), "10.0.0.5:8080");
+  EXPECT_EQ(advertised_address("0.0.0.0:8080", "", "192.168.1.2"), "192.168.1.2:8080");
+  EXPECT_EQ(advertised_address("[::]:8080", "", "192.168.1.2"), "192.168.1.2:8080");
+  EXPECT_EQ(advertised_address("0.0.0.0:8080", "fd00::5", "192.168.1.2"), "[fd00::5]:8080");
+  EXPECT_EQ(advertised_address("127.0.0.1:8080", "10.0.0.7", ""), "10.0.0.7:8080");
+  EXPECT_EQ(advertised_address("[::1]:8080", "", ""), "[::1]:8080");
+  EXPECT_EQ(advertised_address("0.0.0.0:8080", "", ""), std::nullopt);
+  EXPECT_EQ(advertised_address("unix:/run/app.sock", "10.0.0.7", ""), std::nullopt);
 }

@@ -18,6 +18,14 @@ std::string write_file(const std::string& text) {
   return path;
 }
 bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+// `text` as the --config file alone: the parse's error, or nothing with `c` filled.
+std::optional<std::string> parse_file(const std::string& text, config& c) {
+  auto path = write_file(text);
+  std::string arg = "--config=" + path;
+  auto err = parse({arg}, c);
+  ::unlink(path.c_str());
+  return err;
+}
 }  // namespace
 
 TEST(RunConfig, FlagsAndCommand) {
@@ -130,12 +138,24 @@ TEST(RunConfig, AdminAddressFlagAndKey) {
             std::string::npos);
   config f;
   EXPECT_NE(parse({"--admin", "127.0.0.1:0", "--", "app"}, f)->find("--admin"), std::string::npos);
-  auto path = write_file("admin = \"9101\"\ncommand = [\"app\"]\n");
   config g;
-  std::string arg = "--config=" + path;
-  ASSERT_FALSE(parse({arg}, g));
+  ASSERT_FALSE(parse_file("admin = \"9101\"\ncommand = [\"app\"]\n", g));
   EXPECT_EQ(g.admin, "127.0.0.1:9101");
-  ::unlink(path.c_str());
+}
+
+TEST(RunConfig, AdvertiseIsAnIPFlagOrKey) {
+  config c;
+  ASSERT_FALSE(parse({"--advertise", "10.0.0.5", "--", "app"}, c));
+  EXPECT_EQ(c.advertise, "10.0.0.5");
+  config d;
+  ASSERT_FALSE(parse({"--advertise", "fd00::5", "--", "app"}, d));
+  config e;
+  auto err = parse({"--advertise", "node1.example", "--", "app"}, e);
+  ASSERT_TRUE(err);
+  EXPECT_TRUE(has(*err, "--advertise 'node1.example' must be the IP address"));
+  config g;
+  ASSERT_FALSE(parse_file("advertise = \"10.0.0.6\"\ncommand = [\"app\"]\n", g));
+  EXPECT_EQ(g.advertise, "10.0.0.6");
 }
 
 // toml++ 3.3.0 reached __builtin_unreachable() on a non-ASCII character where whitespace may
