@@ -25,6 +25,8 @@ namespace {
 
 constexpr auto ack_wait = job_ack_wait;  // sweeper.hpp: the stranded-job sweeper reckons with it too
 constexpr auto in_progress_every = 1s;
+// How long one fetch waits for jobs: also how long a drain may wait for the last one.
+constexpr auto fetch_wait = 500ms;
 
 // The handler, with its exception turned into a value: an exception crossing the `||`
 // machinery left the job hanging. Empty means success.
@@ -62,6 +64,7 @@ job_runner::~job_runner() {
 }
 
 void job_runner::start(const std::map<std::string, job_def>& handled) {
+  fetchers_running_ = static_cast<int>(handled.size());
   for (auto& [name, def] : handled) fetchers_.emplace_back([this, &name, &def] { fetch_loop(name, def); });
 }
 
@@ -76,6 +79,7 @@ void job_runner::check_drained() {
   if (!drained_) return;
   {
     std::lock_guard lock(slots_mutex_);
+    if (fetchers_running_ > 0) return;  // a last fetch may still bring jobs to run
     for (auto& [name, n] : in_flight_)
       if (n > 0) return;
   }
@@ -117,13 +121,12 @@ void job_runner::fetch_loop(const std::string& name, const job_def& def) {
     if (stop_ || room <= 0) continue;
     natsMsgList list{};
     jsErrCode jerr = static_cast<jsErrCode>(0);
-    natsStatus s = natsSubscription_Fetch(&list, sub, std::min(room, 256), 1000, &jerr);
-    if (s != NATS_OK && s != NATS_TIMEOUT) std::this_thread::sleep_for(100ms);
-    if (stop_) {  // draining: hand what just arrived back for another worker, at once
-      for (int i = 0; i < list.Count; ++i) natsMsg_Nak(list.Msgs[i], nullptr);
-      natsMsgList_Destroy(&list);
-      break;
-    }
+    // What arrives during a drain is run here, not handed back: JetStream counts every
+    // delivery as an attempt, and a job handed back by each draining worker's last fetch could
+    // reach its dead letter without ever running. The drain waits for this fetch to return
+    // (fetch_wait at most) and for its jobs.
+    natsStatus s = natsSubscription_Fetch(&list, sub, std::min(room, 256), static_cast<int>(fetch_wait.count()), &jerr);
+    if (s != NATS_OK && s != NATS_TIMEOUT && !stop_) std::this_thread::sleep_for(100ms);
     for (int i = 0; i < list.Count; ++i) {
       natsMsg* msg = list.Msgs[i];
       list.Msgs[i] = nullptr;
@@ -140,10 +143,12 @@ void job_runner::fetch_loop(const std::string& name, const job_def& def) {
   }
   // Not destroyed here: the jobs in flight acknowledge through it (natsMsg_Ack and
   // InProgress find their connection through the message's subscription).
-  if (sub) {
+  {
     std::lock_guard lock(slots_mutex_);
-    pull_subs_.push_back(sub);
+    if (sub) pull_subs_.push_back(sub);
+    --fetchers_running_;
   }
+  post_to_client([](client& c) { c.runner.check_drained(); });
 }
 
 asio::awaitable<void> job_runner::run(const std::string& name, const job_def& def, natsMsg* msg) {

@@ -37,13 +37,15 @@ class job_runner {
 
   // Starts a fetch thread for each job handled.
   void start(const std::map<std::string, job_def>& handled);
-  // Fetch no more jobs; `done` (on the loop) once the jobs in flight have finished and been acked.
+  // Fetch no more jobs; `done` (on the loop) once the fetches under way have returned and
+  // every job they brought has finished and been acked.
   void drain(std::function<void()> done);
+  // Calls `done` if the drain is complete (on the loop).
+  void check_drained();
 
  private:
   void fetch_loop(const std::string& name, const job_def& def);
   boost::asio::awaitable<void> run(const std::string& name, const job_def& def, natsMsg* msg);
-  void check_drained();
 
   boost::asio::io_context& loop_;
   natsConnection* nc_;
@@ -52,6 +54,7 @@ class job_runner {
   std::mutex slots_mutex_;
   std::condition_variable slot_freed_;
   std::map<std::string, int> in_flight_;
+  int fetchers_running_ = 0;  // fetch threads not yet ended (under slots_mutex_)
   std::atomic<bool> stop_{false};
   std::function<void()> drained_;
   std::vector<std::thread> fetchers_;
