@@ -368,7 +368,10 @@ def test_front_reload_keeps_the_cluster_slots_beside_a_static_server(fleet, tmp_
             assert all(front.states().get(s) == "UP" for s in slots), front.states()
             assert {front.get("/pid")[1] for _ in range(60)} == everyone
             r = load.result()
-            assert r["requests"] > 500 and r["failed"] == 0, r["text"]
+            # The old haproxy worker closes its idle keep-alive connections at once (docs/front.md):
+            # a request racing that close may fail, at most one per connection.
+            assert r["requests"] > 500 and r["failed"] <= 8, r["text"]
+            print(f"front reload under load: {r['requests']} requests, {r['failed']} failed")
             assert len(re.findall(r": in slot", front.log.text())) == 2, front.log.text()
     finally:
         static.stop()

@@ -33,7 +33,8 @@ TEST(Front, ServersWithAgentPortsBecomeCheckedServers) {
   EXPECT_TRUE(has(cfg, "retry-on conn-failure empty-response"));
   EXPECT_TRUE(has(cfg, "http-request disable-l7-retry unless METH_GET"));  // POST is never sent twice
   EXPECT_TRUE(has(cfg, "option redispatch 1"));
-  EXPECT_TRUE(has(cfg, "option idle-close-on-response"));  // a reload closes no idle connection under a client
+  // Off: with it haproxy 2.6.12's master exited 138 in 1 graceful stop in 3 (front.cpp).
+  EXPECT_FALSE(has(cfg, "option idle-close-on-response"));
   EXPECT_TRUE(has(cfg, "prometheus-exporter if { path /metrics }"));
   EXPECT_TRUE(has(cfg, "stats socket /tmp/x/front.haproxy.sock mode 600"));
   EXPECT_FALSE(has(cfg, "httpchk"));  // a TCP check unless --health-path
