@@ -79,7 +79,6 @@ class Job:
 _native = None      # the extension, once loaded
 _loop = None        # the asyncio loop the client serves
 _started = False
-_registered = {"calls": {}, "jobs": {}}
 
 
 def _load():
@@ -120,7 +119,6 @@ def serve(name):
     (bytes) and returns bytes or str; it may be a coroutine function."""
     def register(handler):
         _check_registering("call", name)
-        _registered["calls"][name] = handler
         _load().serve(name, handler)
         return handler
     return register
@@ -135,7 +133,6 @@ def handle_jobs(name, concurrency=64):
 
     def register(handler):
         _check_registering("job handler", name)
-        _registered["jobs"][name] = handler
         _load().handle_jobs(name, handler, int(concurrency))
         return handler
     return register

@@ -267,8 +267,7 @@ class ClusterDrain:
     fetched), awaited before the worker exits (the jobs in flight finish and are acked)."""
 
     def __init__(self):
-        module = cluster_in_use()
-        self._module = module if module is not None and module._started else None
+        self._module = cluster_in_use()  # its drain() returns at once if it never started
         self._task = asyncio.ensure_future(self._module.drain()) if self._module else None
 
     async def finish(self):
