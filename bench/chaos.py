@@ -43,15 +43,16 @@ BATCH = 100      # jobs per submit
 FAULTS = ["worker-kill", "loop-block", "reload", "scale", "node-restart", "nats-kill"]
 
 
-def wait(predicate, timeout, what):
-    """Polls a state that has no event to wait on (process tables, status replies)."""
+def wait(predicate, timeout, what, why=None):
+    """Polls a state that has no event to wait on (process tables, status replies); why() says
+    what was still missing when it timed out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.05)
-    raise RuntimeError(f"chaos: timed out waiting for {what}")
+    raise RuntimeError(f"chaos: timed out waiting for {what}" + (f": {why()}" if why else ""))
 
 
 def alive(pid):
@@ -112,14 +113,25 @@ class Node:
         return json.loads(r.stdout) if r.returncode == 0 else None
 
     def settled(self):
-        """Every slot ready, nothing draining, the node in the cluster: the next fault may come."""
+        """Every slot ready, nothing draining, the node in the cluster: the next fault may come.
+        What is still missing is kept in self.unsettled, for the message if it never comes."""
         s = self.status()
-        if not s or s.get("reloading") or s["draining"] or len(s["slots"]) != WORKERS:
-            return False
-        if not all(slot["state"] == "ready" for slot in s["slots"]):
-            return False
+        self.unsettled = self.why_unsettled(s)
+        return not self.unsettled
+
+    @staticmethod
+    def why_unsettled(s):
+        if not s:
+            return "no status answer"
+        if s.get("reloading") or s["draining"]:
+            return f"reloading {s.get('reloading')}, draining {s['draining']}"
+        if len(s["slots"]) != WORKERS or not all(slot["state"] == "ready" for slot in s["slots"]):
+            return "slots " + ", ".join(str(slot["state"]) for slot in s["slots"])
         c = s.get("cluster", {})
-        return c.get("nats_ready") and c.get("streams") and all(d["quorum"] for d in c["streams"])
+        if not c.get("nats_ready") or not c.get("streams"):
+            return f"nats ready {c.get('nats_ready')}, streams {c.get('streams')}"
+        short = [d for d in c["streams"] if not d["quorum"]]
+        return "no quorum: " + json.dumps(short) if short else ""
 
     def workers(self):
         s = self.status()
@@ -156,7 +168,7 @@ class Soak:
         for n in self.nodes:
             n.start()
         for n in self.nodes:
-            wait(n.settled, 120, f"{n.name} ready with its streams replicated")
+            wait(n.settled, 120, f"{n.name} ready with its streams replicated", lambda: n.unsettled)
         self.front_port = free_port()
         cmd = [os.path.join(self.bin, "loopfleet"), "front", "--listen", f"127.0.0.1:{self.front_port}",
                "--state-dir", self.dir, "--name", f"{self.tag}front"]
@@ -278,7 +290,7 @@ class Soak:
                 print(f"chaos: {kind} cost {r['failed']} requests, allowed {allowed}:\n{r['text']}", flush=True)
             faults += 1
             for n in self.nodes:
-                wait(n.settled, 120, f"{n.name} settled after {kind}")
+                wait(n.settled, 120, f"{n.name} settled after {kind}", lambda: n.unsettled)
             snapshots.append({name: (fds(pid), rss_kib(pid)) for name, pid in watched.items()
                               if alive(pid) and not any(name.startswith(r) for r in self.restarted)})
         self.stop_submitting.set()
