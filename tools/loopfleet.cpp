@@ -39,6 +39,9 @@ constexpr const char* usage =
     "  cluster status                 the cluster's nodes: up or down, workers, load\n"
     "  job submit NAME PAYLOAD        store a durable job (--count N, --key IDEMPOTENCY_KEY, --retry-for 10s)\n"
     "  job stats                      jobs pending, in flight, redelivered, completed, dead\n"
+    "  workflow start NAME INPUT      start a durable workflow (--id ID; --wait 30s prints its result)\n"
+    "  workflow show ID               its status and each step: node, duration, attempts (--json)\n"
+    "  workflow signal ID NAME DATA   send a signal the workflow waits for\n"
     "  front --listen HOST:PORT --server HOST:PORT@AGENT_PORT ...\n"
     "                                 HAProxy in front of the nodes, fed by their --agent-check (front --help)\n"
     "\n"
@@ -140,8 +143,8 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
   if (args.empty()) return fail(std::string(group) + " needs a subcommand (see loopfleet --help)");
   std::string sub(args.front());
   args.erase(args.begin());
-  std::string url, name, control, key;
-  std::chrono::milliseconds down_after{3000};
+  std::string url, name, control, key, workflow_id;
+  std::chrono::milliseconds down_after{3000}, wait{0};
   std::chrono::milliseconds retry_for{10000};
   int count = 1;
   bool as_json = false;
@@ -158,6 +161,8 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
   flags.add_int("--max-attempts", &limits.max_attempts, 1, 1000, "runs of a failing job before its dead letter [5]");
   flags.add_duration("--time-limit", &limits.time_limit, "how long one run of the job may take [30s]");
   flags.add_bool("--json", &as_json, "machine-readable output");
+  flags.add_string("--id", &workflow_id, "workflow start: the workflow's id (a second start with it does nothing)");
+  flags.add_duration("--wait", &wait, "workflow start: wait this long for the result and print it");
   std::vector<std::string_view> flag_args, rest;
   for (std::size_t i = 0; i < args.size(); ++i) {
     if (args[i].starts_with("--")) {
@@ -190,8 +195,19 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
     out = loopfleet::cluster::submit_jobs(url, std::string(rest[0]), std::string(rest[1]), count, key, retry_for, limits, error);
   } else if (group == "job" && sub == "stats") {
     out = loopfleet::cluster::job_stats(url, error);
+  } else if (group == "workflow" && sub == "start") {
+    if (rest.size() != 2) return fail("workflow start needs NAME and INPUT, e.g. loopfleet workflow start order sku-1");
+    out = loopfleet::cluster::workflow_start(url, std::string(rest[0]), std::string(rest[1]), workflow_id, wait, error);
+  } else if (group == "workflow" && sub == "show") {
+    if (rest.size() != 1) return fail("workflow show needs the workflow's ID");
+    out = loopfleet::cluster::workflow_show(url, std::string(rest[0]), as_json, error);
+  } else if (group == "workflow" && sub == "signal") {
+    if (rest.size() != 3) return fail("workflow signal needs ID, NAME and PAYLOAD");
+    out = loopfleet::cluster::workflow_signal(url, std::string(rest[0]), std::string(rest[1]), std::string(rest[2]),
+                                              error);
   } else {
-    return fail("unknown command '" + std::string(group) + " " + sub + "' (cluster status, job submit, job stats)");
+    return fail("unknown command '" + std::string(group) + " " + sub +
+                "' (cluster status, job submit, job stats, workflow start|show|signal)");
   }
   if (!out) {
     std::fprintf(stderr, "loopfleet: %s %s failed: %s\n", std::string(group).c_str(), sub.c_str(), error.c_str());
@@ -247,7 +263,7 @@ int main(int argc, char** argv) {
   if (command == "status" || command == "top" || command == "reload" || command == "stop" || command == "scale" ||
       command == "upgrade")
     return client_command(command, args);
-  if (command == "cluster" || command == "job") return nats_command(command, args);
+  if (command == "cluster" || command == "job" || command == "workflow") return nats_command(command, args);
   if (command == "front") return front_command(args);
   return fail("unknown command '" + std::string(command) +
               "' (run, status, top, reload, scale, upgrade, stop, cluster, job, front; see loopfleet --help)");

@@ -15,12 +15,9 @@
 #include <vector>
 
 namespace loopfleet::cluster {
-namespace {
 
-// Connects, trying again with backoff for `patience` (a submit given --retry-for waits for a
-// node that is still starting; status and stats answer at once).
 bool connect_patiently(nats_connection& conn, const std::string& url, std::string& error,
-                       std::chrono::milliseconds patience = std::chrono::milliseconds(0)) {
+                       std::chrono::milliseconds patience) {
   auto give_up = std::chrono::steady_clock::now() + patience;
   for (int attempt = 0;; ++attempt) {
     natsStatus s = conn.open(url, {.timeout = std::chrono::milliseconds(2000)});
@@ -37,10 +34,12 @@ bool connect_patiently(nats_connection& conn, const std::string& url, std::strin
   }
 }
 
-std::string pad(std::string s, std::size_t w, bool left = true) {
+std::string pad(std::string s, std::size_t w, bool left) {
   if (s.size() < w) s = left ? s + std::string(w - s.size(), ' ') : std::string(w - s.size(), ' ') + s;
   return s;
 }
+
+namespace {
 
 // One line per stream, bucket and consumer: replicas had and wanted, in sync, quorum.
 std::string durability_text(const std::vector<durability>& all) {

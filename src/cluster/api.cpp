@@ -38,6 +38,7 @@ client::client(asio::io_context& l, nats_connection c)
 void client::start() {
   calls.start(handlers().calls);
   runner.start(handlers().jobs);
+  runner.start(handlers().workflows);
 }
 
 namespace {
@@ -80,6 +81,8 @@ void connect_at_start(asio::io_context& loop) {
 
 bool joined = false;
 
+}  // namespace
+
 client& connected_client() {
   if (!joined)
     throw cluster_error(cluster_error::reason::not_configured,
@@ -91,8 +94,6 @@ client& connected_client() {
                         "this worker is not in a cluster: run it under loopfleet run --cluster (LOOPFLEET_NATS_URL)");
   return *the_client().current;
 }
-
-}  // namespace
 
 void start_client(asio::io_context& loop) {
   joined = true;
@@ -122,7 +123,7 @@ void serve(std::string name, call_coroutine handler) {
 }
 
 void handle_jobs(std::string name, job_handler handler, int concurrency) {
-  handlers().jobs[std::move(name)] = {std::move(handler), std::max(1, concurrency)};
+  handlers().jobs[name] = job_definition(name, std::move(handler), concurrency);
 }
 
 asio::awaitable<std::string> call(std::string name, std::string payload, std::chrono::milliseconds timeout) {

@@ -30,6 +30,7 @@ namespace loopfleet::cluster {
 struct registry {
   std::map<std::string, call_def> calls;
   std::map<std::string, job_def> jobs;
+  std::map<std::string, job_def> workflows;  // keyed "workflow NAME": the runner counts them apart from jobs
 };
 registry& handlers();
 
@@ -45,6 +46,7 @@ class client {
   nats_connection connection;
   call_exchange calls;
   job_store store;
+  blocking_thread journal_io;  // a workflow's journal reads and appends (nats.c blocks)
   job_runner runner;
 };
 
@@ -56,6 +58,9 @@ struct client_slot {
   client* current = nullptr;
 };
 client_slot& the_client();
+
+// The client of this worker, or cluster_error not_configured naming why there is none.
+client& connected_client();
 
 // Runs `f(client&)` on the client's loop if the client is still there; from any thread.
 template <class F>

@@ -53,6 +53,10 @@ asio::awaitable<void> keep_alive(natsMsg* msg) {
 
 }  // namespace
 
+job_def job_definition(const std::string& name, job_handler handler, int concurrency) {
+  return {std::move(handler), {}, std::max(1, concurrency), jobs_stream, "loopfleet.job." + name, "loopfleet_" + name};
+}
+
 job_runner::job_runner(asio::io_context& loop, const nats_connection& connection, job_store& store)
     : loop_(loop), nc_(connection.nc()), js_(connection.js()), store_(store) {}
 
@@ -64,7 +68,7 @@ job_runner::~job_runner() {
 }
 
 void job_runner::start(const std::map<std::string, job_def>& handled) {
-  fetchers_running_ = static_cast<int>(handled.size());
+  fetchers_running_ += static_cast<int>(handled.size());
   for (auto& [name, def] : handled) fetchers_.emplace_back([this, &name, &def] { fetch_loop(name, def); });
 }
 
@@ -90,14 +94,14 @@ void job_runner::check_drained() {
 
 void job_runner::fetch_loop(const std::string& name, const job_def& def) {
   natsSubscription* sub = nullptr;
-  std::string subject = "loopfleet.job." + name;
-  std::string durable = "loopfleet_" + name;
+  const std::string& subject = def.subject;
+  const std::string& durable = def.durable;
   bool warned = false;
   while (!stop_) {
     if (!sub) {
       jsSubOptions so;
       jsSubOptions_Init(&so);
-      so.Stream = jobs_stream;
+      so.Stream = def.stream.c_str();
       so.Config.AckPolicy = js_AckExplicit;
       so.Config.AckWait = std::chrono::duration_cast<std::chrono::nanoseconds>(ack_wait).count();
       so.Config.MaxDeliver = -1;  // attempts are counted per job, from its header
@@ -152,6 +156,42 @@ void job_runner::fetch_loop(const std::string& name, const job_def& def) {
 }
 
 asio::awaitable<void> job_runner::run(const std::string& name, const job_def& def, natsMsg* msg) {
+  if (def.task) {
+    co_await run_task(def, msg);
+  } else {
+    co_await run_job(name, def, msg);
+  }
+  natsMsg_Destroy(msg);
+  {
+    std::lock_guard lock(slots_mutex_);
+    --in_flight_[name];
+  }
+  slot_freed_.notify_all();
+  check_drained();
+}
+
+asio::awaitable<void> job_runner::run_task(const job_def& def, natsMsg* msg) {
+  using namespace asio::experimental::awaitable_operators;
+  auto outcome = co_await (def.task(msg) || keep_alive(msg));
+  task_verdict v = std::get<0>(outcome);
+  switch (v.w) {
+    case task_verdict::what::ack:
+      if (stop_) {
+        jsErrCode jerr = static_cast<jsErrCode>(0);
+        natsMsg_AckSync(msg, nullptr, &jerr);
+      } else {
+        natsMsg_Ack(msg, nullptr);
+      }
+      break;
+    case task_verdict::what::later:
+      natsMsg_NakWithDelay(msg, v.delay.count(), nullptr);  // nats.c takes milliseconds
+      break;
+    case task_verdict::what::abandon: break;
+    case task_verdict::what::term: natsMsg_Term(msg, nullptr); break;
+  }
+}
+
+asio::awaitable<void> job_runner::run_job(const std::string& name, const job_def& def, natsMsg* msg) {
   job j;
   j.name = name;
   j.payload.assign(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
@@ -205,7 +245,7 @@ asio::awaitable<void> job_runner::run(const std::string& name, const job_def& de
     auto outcome = co_await (store_.store(dead, 0ms) || keep_alive(msg));
     job_store::stored r = std::get<0>(std::move(outcome));
     if (r.failure) {
-      natsMsg_NakWithDelay(msg, std::chrono::nanoseconds(5s).count(), nullptr);
+      natsMsg_NakWithDelay(msg, 5000, nullptr);  // nats.c takes milliseconds
       log::warn(job + " failed its last attempt (" + failure + ") but its dead letter was not stored (" +
                 r.failure->why + "); it will come back");
     } else {
@@ -218,13 +258,6 @@ asio::awaitable<void> job_runner::run(const std::string& name, const job_def& de
     log::warn("cluster: job " + name + " #" + std::to_string(j.id) + " failed attempt " + std::to_string(j.attempt) +
               " of " + std::to_string(max_attempts) + ": " + failure + "; it will run again");
   }
-  natsMsg_Destroy(msg);
-  {
-    std::lock_guard lock(slots_mutex_);
-    --in_flight_[name];
-  }
-  slot_freed_.notify_all();
-  check_drained();
 }
 
 }  // namespace loopfleet::cluster

@@ -15,6 +15,7 @@
 #include <nats/nats.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -25,10 +26,26 @@
 
 namespace loopfleet::cluster {
 
-struct job_def {
-  job_handler handler;
-  int concurrency;
+// What a task handler (a workflow's executor) has done with its message.
+struct task_verdict {
+  enum class what {
+    ack,      // finished with it (the workflow ended, parked on a signal, or had nothing to do)
+    later,    // hand it back to JetStream to come again after `delay` (a durable timer)
+    abandon,  // leave it alone: a newer executor holds the workflow (fenced)
+    term,     // it names nothing that can run
+  } w = what::ack;
+  std::chrono::milliseconds delay{0};
 };
+using task_handler = std::function<boost::asio::awaitable<task_verdict>(natsMsg* msg)>;
+
+struct job_def {
+  job_handler handler;  // a job; or
+  task_handler task;    // a workflow task: no attempts or time limit, acked as it says
+  int concurrency;
+  std::string stream, subject, durable;  // where it is fetched from
+};
+// A job named `name`: stream LOOPFLEET_JOBS, subject loopfleet.job.<name>.
+job_def job_definition(const std::string& name, job_handler handler, int concurrency);
 
 class job_runner {
  public:
@@ -42,10 +59,14 @@ class job_runner {
   void drain(std::function<void()> done);
   // Calls `done` if the drain is complete (on the loop).
   void check_drained();
+  // A drain has begun: a workflow hands its task back at its next await.
+  bool draining() const { return stop_; }
 
  private:
   void fetch_loop(const std::string& name, const job_def& def);
   boost::asio::awaitable<void> run(const std::string& name, const job_def& def, natsMsg* msg);
+  boost::asio::awaitable<void> run_job(const std::string& name, const job_def& def, natsMsg* msg);
+  boost::asio::awaitable<void> run_task(const job_def& def, natsMsg* msg);
 
   boost::asio::io_context& loop_;
   natsConnection* nc_;

@@ -1,5 +1,7 @@
 #include "cluster/node.hpp"
 
+
+#include "cluster/journal.hpp"
 #include "cluster/nats_connection.hpp"
 #include "cluster/sweeper.hpp"
 
@@ -158,6 +160,8 @@ std::vector<durability> read_durability(jsCtx* js) {
   if (auto d = read_stream(js, jobs_stream, "stream", &jobs)) out.push_back(*d);
   if (auto d = read_stream(js, dead_stream, "stream", nullptr)) out.push_back(*d);
   if (auto d = read_stream(js, nodes_bucket_stream, "bucket", nullptr)) out.push_back(*d);
+  if (auto d = read_stream(js, workflow_stream, "stream", nullptr)) out.push_back(*d);
+  if (auto d = read_stream(js, workflow_task_stream, "stream", nullptr)) out.push_back(*d);
   if (!jobs) return out;
   int want = out.front().want;
   jsConsumerNamesList* names = nullptr;
@@ -268,11 +272,16 @@ struct shared_object {
   const char* subject;   // streams only
   jsRetentionPolicy retention;
   bool bucket;
+  bool direct = false;   // reads by subject from any replica (a workflow's journal, journal.hpp)
 };
 const shared_object shared_objects[] = {
     {jobs_stream, "loopfleet.job.>", js_WorkQueuePolicy, false},
     {dead_stream, "loopfleet.dead.>", js_LimitsPolicy, false},
     {nodes_bucket, nullptr, js_LimitsPolicy, true},
+    // Workflows: journals are kept (limits, no age limit: a workflow may sleep for days), tasks
+    // are a work queue like the jobs.
+    {workflow_stream, "loopfleet.wf.>", js_LimitsPolicy, false, true},
+    {workflow_task_stream, "loopfleet.wft.>", js_WorkQueuePolicy, false},
 };
 
 std::string stream_name(const shared_object& o) { return o.bucket ? nodes_bucket_stream : o.name; }
@@ -315,6 +324,7 @@ bool create(jsCtx* js, const shared_object& o, int replicas, int want, std::stri
     cfg.Discard = js_DiscardNew;  // full: refuse new jobs (the submitter retries), never drop stored ones
     cfg.Replicas = replicas;
     cfg.Duplicates = static_cast<int64_t>(10) * 60 * 1000000000;  // idempotency keys hold 10 minutes
+    cfg.AllowDirect = o.direct;
     jsStreamInfo* si = nullptr;
     s = js_AddStream(&si, js, &cfg, nullptr, &err);
     if (si) jsStreamInfo_Destroy(si);

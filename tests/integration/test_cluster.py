@@ -29,21 +29,24 @@ def tree(pid):
 
 
 class Cluster:
-    """`commands`: each node's worker command (default: every node runs the C++ example)."""
+    """`commands`: each node's worker command (default: every node runs the C++ example);
+    `env` and `args`: more for every node's environment and `loopfleet run`."""
 
-    def __init__(self, tmp, nodes=3, workers=2, commands=None):
+    def __init__(self, tmp, nodes=3, workers=2, commands=None, env=None, args=()):
         commands = commands or [[binary("cluster-example")]] * nodes
         self.tmp = tmp
         self.journal = tmp / "jobs-done"
         self.client_ports = [free_port() for _ in range(nodes)]
         self.route_ports = [free_port() for _ in range(nodes)]
         self.nodes = []
+        extra = list(args)
         for i in range(nodes):
             peers = ",".join(f"127.0.0.1:{p}" for j, p in enumerate(self.route_ports) if j != i)
             args = ["--node", f"n{i + 1}", "--nats-listen", f"127.0.0.1:{self.client_ports[i]}", "--cluster-listen",
-                    f"127.0.0.1:{self.route_ports[i]}", "--join", peers, "--data-dir", str(tmp / f"n{i + 1}")]
+                    f"127.0.0.1:{self.route_ports[i]}", "--join", peers, "--data-dir", str(tmp / f"n{i + 1}"),
+                    *extra]
             self.nodes.append(Supervisor(workers, args, commands[i], tmp=str(tmp),
-                                         env={"JOBS_DONE_FILE": str(self.journal)}))
+                                         env={"JOBS_DONE_FILE": str(self.journal), **(env or {})}))
         for n in self.nodes:  # JetStream elected its leaders and the streams exist
             n.log.wait_for(r"cluster: node n\d joined", timeout=60)
 
