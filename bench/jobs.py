@@ -38,12 +38,14 @@ def completed(lf, url):
 
 
 class Nodes:
-    """n loopfleet nodes on this machine, each with its nats-server and 2 workers."""
+    """n loopfleet nodes on this machine, each with its nats-server and 2 workers (of the
+    cluster example, its Python twin, or `worker`)."""
 
-    def __init__(self, args, n, workdir, python=False):
+    def __init__(self, args, n, workdir, python=False, worker=None):
         self.lf = os.path.join(args.bin, "loopfleet")
-        worker = ["/usr/bin/python3", "-m", "loopfleet", "aiohttp", "cluster_app:app", "--app-dir",
-                  os.path.join(ROOT, "examples", "python")] if python else [os.path.join(args.bin, "cluster-example")]
+        if worker is None:
+            worker = ["/usr/bin/python3", "-m", "loopfleet", "aiohttp", "cluster_app:app", "--app-dir",
+                      os.path.join(ROOT, "examples", "python")] if python else [os.path.join(args.bin, "cluster-example")]
         self.http_ports = [free_port() for _ in range(n)]
         clients = [free_port() for _ in range(n)]
         routes = [free_port() for _ in range(n)]

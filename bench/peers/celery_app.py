@@ -26,3 +26,20 @@ def slow(i):
 @app.task
 def echo(x):
     return x
+
+
+# bench/workflows.py: a chain of steps, the peer of a loopfleet workflow of steps. Step i adds
+# i*i to what the previous one returned; the last marks its chain done.
+@app.task
+def step(prev, i, chain_id=None):
+    total = prev + i * i
+    if chain_id is not None:
+        done.sadd("chains", chain_id)
+    return total
+
+
+# One chain of N steps, each recording when it ran: the gaps are the per-step overhead.
+@app.task
+def tick(prev, i):
+    done.rpush("ticks", repr(time.time()))
+    return prev

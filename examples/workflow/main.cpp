@@ -17,6 +17,10 @@
 //   nap       input MS: a durable sleep of MS ms, then a step "woke" saying where it woke
 //   approval  waits for signal "approve", then a step returning "approved: <payload>"
 //   doomed    a step that always throws: the workflow fails
+//   latency   input N: N steps that do nothing, timed one by one inside the coroutine (for
+//             bench/workflows.py; a clock read outside a step breaks the rules of
+//             docs/workflows.md, which is why the result is only meaningful on a first run):
+//             "p50_us=... p99_us=..."
 #include <loopfleet/loopfleet.hpp>
 
 #include <boost/asio/steady_timer.hpp>
@@ -26,9 +30,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 namespace asio = boost::asio;
 namespace http = loopfleet::http;
@@ -119,6 +125,21 @@ awaitable<std::string> doomed(workflow::context& ctx, std::string) {
   co_return "unreachable";
 }
 
+awaitable<std::string> latency(workflow::context& ctx, std::string input) {
+  long n = std::max(1L, number(input, 100));
+  std::vector<double> us;
+  for (long i = 0; i < n; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    std::string name = "s" + std::to_string(i);
+    co_await ctx.step(std::move(name), [] { return std::string(); });
+    us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(us.begin(), us.end());
+  char out[96];
+  std::snprintf(out, sizeof out, "p50_us=%.0f p99_us=%.0f", us[us.size() / 2], us[us.size() * 99 / 100]);
+  co_return std::string(out);
+}
+
 awaitable<http::response> start_order(http::request& req) {
   std::string id(req.query_param("id"));
   std::string item(req.query_param("item"));
@@ -194,6 +215,7 @@ int main(int argc, char** argv) {
   workflow::define("nap", nap);
   workflow::define("approval", approval);
   workflow::define("doomed", doomed);
+  workflow::define("latency", latency);
   http::router app;
   app.get("/", [](http::request&) { return http::text("Hello, World!"); });
   app.get("/order", start_order);

@@ -23,10 +23,15 @@
 #include "runtime/log.hpp"
 #include "runtime/one_shot.hpp"
 
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <unistd.h>
+
+// GCC 12 mistakes Asio's coroutine frame allocator (its own operator new and delete) for a
+// mismatched pair once the executor coroutine is inlined into its callers: a false positive.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 
 namespace loopfleet::workflow {
 
@@ -427,21 +432,27 @@ asio::awaitable<task_verdict> execute(std::string workflow, const workflow_funct
   throw workflow_error(why, r.why);
 }
 
-// Waits for workflow `id`'s end entry: a subscription to its journal subject hears each
-// append as it is stored; the journal is read once after subscribing, for an end already there.
+// Waits for workflow `id`'s end entry. A subscription to its journal subject hears each
+// append as it is stored; the journal is also read (again, with backoff, while it cannot be:
+// leaders are being elected after a node loss), for an end that was there before.
 struct end_wait {
-  detail::one_shot<std::optional<entry>> done;
+  explicit end_wait(asio::io_context& loop) : wake(loop) {}
+  std::optional<entry> end;  // on the loop
+  asio::steady_timer wake;   // cancelled to wake the waiter
   natsSubscription* sub = nullptr;
 };
 
 void on_journal_entry(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
-  auto* wait = static_cast<std::shared_ptr<end_wait>*>(closure);
+  auto w = *static_cast<std::shared_ptr<end_wait>*>(closure);
   std::string kind = cluster::header(msg, "Loopfleet-Wf-Kind");
   if (kind == "done" || kind == "fail") {
     entry e;
     e.what = kind == "done" ? entry::kind::done : entry::kind::fail;
     e.body.assign(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
-    (*wait)->done.complete(std::move(e));
+    cluster::post_to_client([w, e = std::move(e)](cluster::client&) mutable {
+      if (!w->end) w->end = std::move(e);
+      w->wake.cancel();
+    });
   }
   natsMsg_Destroy(msg);
 }
@@ -450,34 +461,38 @@ void on_wait_removed(void* closure) { delete static_cast<std::shared_ptr<end_wai
 
 asio::awaitable<std::optional<entry>> await_end(cluster::client& c, std::string id,
                                                 std::chrono::milliseconds timeout) {
-  auto wait = std::make_shared<end_wait>();
-  asio::steady_timer timer(c.loop, timeout);
-  auto begin = [&c, &timer, id](const std::shared_ptr<end_wait>& w) {
-    auto* closure = new std::shared_ptr<end_wait>(w);
-    if (natsConnection_Subscribe(&w->sub, c.connection.nc(), cluster::journal_subject(id).c_str(), on_journal_entry,
-                                 closure) != NATS_OK) {
-      delete closure;
-      w->done.complete(std::nullopt);
-      return;
-    }
+  auto w = std::make_shared<end_wait>(c.loop);
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto* closure = new std::shared_ptr<end_wait>(w);
+  if (natsConnection_Subscribe(&w->sub, c.connection.nc(), cluster::journal_subject(id).c_str(), on_journal_entry,
+                               closure) != NATS_OK) {
+    delete closure;
+    w->sub = nullptr;
+  } else {
     natsSubscription_SetOnCompleteCB(w->sub, on_wait_removed, closure);
-    timer.async_wait([w](boost::system::error_code ec) {
-      if (!ec) w->done.complete(std::nullopt);
-    });
-    c.journal_io.post([w, js = c.connection.js(), id] {
-      std::vector<entry> all;
-      std::string why;
-      if (cluster::read_journal(js, id, 1, all, why))
-        if (auto v = cluster::view_of(all); v.end) w->done.complete(*v.end);
-    });
-  };
-  std::optional<entry> end = co_await detail::async_one_shot(wait, std::move(begin));
-  timer.cancel();
-  if (wait->sub) {
-    natsSubscription_Unsubscribe(wait->sub);
-    natsSubscription_Destroy(wait->sub);
   }
-  co_return end;
+  bool read = false;
+  for (int failures = 0; !w->end && std::chrono::steady_clock::now() < deadline;) {
+    auto until = deadline;
+    if (!read) {
+      read_outcome r = co_await read_from(c, id, 1);
+      if (r.ok) {
+        read = true;
+        if (auto v = cluster::view_of(r.entries); v.end && !w->end) w->end = v.end;
+        if (w->end || w->sub) continue;  // with a subscription, it says when the end comes
+      }
+      until = std::min(deadline, std::chrono::steady_clock::now() + cluster::retry_delay(failures++));
+      read = read && w->sub;  // without a subscription, read again
+    }
+    w->wake.expires_at(until);
+    boost::system::error_code ec;
+    co_await w->wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (w->sub) {
+    natsSubscription_Unsubscribe(w->sub);
+    natsSubscription_Destroy(w->sub);
+  }
+  co_return w->end;
 }
 
 }  // namespace

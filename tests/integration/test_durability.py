@@ -101,7 +101,8 @@ def standing(nodes, via="n1"):
 def all_replicated(nodes, want=3, via="n1"):
     s = standing(nodes, via)
     full = f"{want} of {want} replicas, {want} in sync, quorum"
-    keys = {"stream LOOPFLEET_JOBS", "stream LOOPFLEET_DEAD", "bucket KV_loopfleet_nodes", "consumer loopfleet_work"}
+    keys = {"stream LOOPFLEET_JOBS", "stream LOOPFLEET_DEAD", "bucket KV_loopfleet_nodes", "consumer loopfleet_work",
+            "stream LOOPFLEET_WF", "stream LOOPFLEET_WFT"}  # workflows: journals and tasks
     # "...; on n1 (leader), n2, n3": each replica on a server of its own, none behind.
     return s if keys <= s.keys() and all(s[k].split("; on ")[0] == full for k in keys) else None
 
