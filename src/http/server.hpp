@@ -2,6 +2,7 @@
 // that enforces every timeout, and drain. The per-connection protocol is in connection.cpp.
 #pragma once
 
+#include "http/access_log.hpp"
 #include "http/connection_policy.hpp"
 #include "http/router_impl.hpp"
 
@@ -67,6 +68,8 @@ class server final : public loopfleet::service {
   bool draining() const { return draining_; }
   // The current Date header value, refreshed by the tick timer.
   std::string_view date() const { return {date_, 29}; }
+  // The worker's access log, or nullptr when it is off (LOOPFLEET_ACCESS_LOG unset).
+  access_log* requests_log() const { return access_log_.get(); }
 
   void attach(connection& c);
   void detach(connection& c);
@@ -86,6 +89,7 @@ class server final : public loopfleet::service {
   std::vector<std::unique_ptr<acceptor_type>> acceptors_;
   std::vector<int> families_;  // per listener, for connections handed over
   std::unique_ptr<asio::steady_timer> tick_;
+  std::unique_ptr<access_log> access_log_;
   connection* head_ = nullptr;
   std::size_t connections_ = 0;
   bool draining_ = false;
