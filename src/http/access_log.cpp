@@ -41,20 +41,50 @@ void append_ms(std::string& out, std::int64_t us) {
   out.append(frac, 3);
 }
 
+// The length of the well-formed UTF-8 sequence at the start of `s` (RFC 3629: no overlong
+// forms, no surrogates), 0 when it is not one.
+std::size_t utf8_sequence(std::string_view s) {
+  auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+  auto cont = [&](std::size_t i, unsigned lo = 0x80, unsigned hi = 0xbf) { return i < s.size() && b(i) >= lo && b(i) <= hi; };
+  unsigned lead = b(0);
+  if (lead >= 0xc2 && lead <= 0xdf) return cont(1) ? 2 : 0;
+  if (lead >= 0xe0 && lead <= 0xef) {
+    unsigned lo = lead == 0xe0 ? 0xa0 : 0x80, hi = lead == 0xed ? 0x9f : 0xbf;
+    return cont(1, lo, hi) && cont(2) ? 3 : 0;
+  }
+  if (lead >= 0xf0 && lead <= 0xf4) {
+    unsigned lo = lead == 0xf0 ? 0x90 : 0x80, hi = lead == 0xf4 ? 0x8f : 0xbf;
+    return cont(1, lo, hi) && cont(2) && cont(3) ? 4 : 0;
+  }
+  return 0;
+}
+
+// A JSON string. A client's bytes that are not UTF-8 become \u00XX (the byte read as
+// Latin-1), so every line stays JSON that a strict reader accepts.
 void append_json_string(std::string& out, std::string_view s) {
+  static const char hex[] = "0123456789abcdef";
   out += '"';
-  for (char ch : s) {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    char ch = s[i];
     auto u = static_cast<unsigned char>(ch);
     if (ch == '"' || ch == '\\') {
       out += '\\';
       out += ch;
+    } else if (u >= 0x80) {
+      if (std::size_t n = utf8_sequence(s.substr(i))) {
+        out.append(s.data() + i, n);
+        i += n - 1;
+        continue;
+      }
+      out += "\\u00";
+      out += hex[u >> 4];
+      out += hex[u & 15];
     } else if (u < 0x20 || u == 0x7f) {
-      static const char hex[] = "0123456789abcdef";
       out += "\\u00";
       out += hex[u >> 4];
       out += hex[u & 15];
     } else {
-      out += ch;  // bytes >= 0x80 pass: a target is bytes, and JSON readers take UTF-8
+      out += ch;
     }
   }
   out += '"';

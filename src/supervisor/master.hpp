@@ -145,7 +145,7 @@ class master {
   int access_log_stdout_ = -1;  // our stdout, duplicated for workers with --access-log -
   struct {
     bool known = false;
-    std::string http, agent;  // HOST:PORT; empty = none to advertise
+    std::string http, agent, admin;  // HOST:PORT; empty = none to advertise
   } advertised_;
   queue_handoff handoff_;
   clock::time_point next_rss_check_{};

@@ -382,6 +382,18 @@ TEST(AdvertisedAddress, AWildcardIsReplacedAndAUnixSocketHasNone) {
   EXPECT_EQ(advertised_address("unix:/run/app.sock", "10.0.0.7", ""), std::nullopt);
 }
 
+TEST(AdvertisedAddress, TheAdminIsLinkedWhereItIsBoundUnlessThatIsAWildcard) {
+  using supervisor::advertised_admin_address;
+  EXPECT_EQ(advertised_admin_address("127.0.0.1:9100", "10.0.0.7", "192.168.1.2"), "127.0.0.1:9100");
+  EXPECT_EQ(advertised_admin_address("10.0.0.5:9100", "10.0.0.7", "192.168.1.2"), "10.0.0.5:9100");
+  EXPECT_EQ(advertised_admin_address("0.0.0.0:9100", "10.0.0.7", "192.168.1.2"), "10.0.0.7:9100");
+  EXPECT_EQ(advertised_admin_address("0.0.0.0:9100", "", "192.168.1.2"), "192.168.1.2:9100");
+  EXPECT_EQ(advertised_admin_address(":9100", "", "192.168.1.2"), "192.168.1.2:9100");
+  EXPECT_EQ(advertised_admin_address("[::]:9100", "fd00::5", ""), "[fd00::5]:9100");
+  EXPECT_EQ(advertised_admin_address("[::1]:9100", "10.0.0.7", ""), "[::1]:9100");
+  EXPECT_EQ(advertised_admin_address("0.0.0.0:9100", "", ""), std::nullopt);
+}
+
 TEST(FrontTls, TheListenersTakeTlsWithHttp2ByAlpnAndTheNodesStayHttp11) {
   front::config c;
   ASSERT_FALSE(parse({"--listen", "127.0.0.1:8443,:9443", "--server", "10.0.0.1:8080@9100"}, c));
