@@ -75,7 +75,7 @@ std::string workers_text(const boost::json::object& node) {
            pad(text(o, "uptime_s"), 9, false) + " " + pad(text(o, "requests_total"), 11, false) + " " +
            pad(text(o, "lag_p99_ms"), 11, false) + "\n";
   }
-  return out + "\n";
+  return out;
 }
 
 }  // namespace
@@ -105,8 +105,9 @@ std::optional<std::string> cluster_status(const std::string& url, double down_af
            pad(std::to_string(o.at("requests").to_number<std::uint64_t>()), 11, false) + "  " +
            std::string(o.at("nats").as_string()) + "\n";
   }
-  for (const auto& v : nodes) out += workers_text(v.as_object());
-  out += durability_text(standing);
+  std::string workers;
+  for (const auto& v : nodes) workers += workers_text(v.as_object());
+  out += workers.empty() ? durability_text(standing) : workers + "\n" + durability_text(standing);
   return out;
 }
 

@@ -211,6 +211,7 @@ def test_front_with_tls_cert_serves_http2_to_curl_and_http11_to_the_node(tmp_pat
         body, version = r.stdout.rsplit("\n", 1)
         assert version == "2", r.stdout  # negotiated by ALPN
         assert body == str(a.worker_pids()[0]), r.stdout  # the node's own answer
+        print(f"curl --http2 through the TLS front: HTTP/{version}, the node's worker pid {body}")
         # The node saw HTTP/1.1 (its server speaks nothing else), and a client without ALPN h2 works too.
         r = subprocess.run(["curl", "-sS", "-k", "--http1.1", "-o", "/dev/null", "-w", "%{http_version}", url],
                            capture_output=True, text=True, timeout=30 * SLOW)
