@@ -60,33 +60,32 @@ std::size_t utf8_sequence(std::string_view s) {
 }
 
 // A JSON string. A client's bytes that are not UTF-8 become \u00XX (the byte read as
-// Latin-1), so every line stays JSON that a strict reader accepts.
+// Latin-1), so every line stays JSON that a strict reader accepts. Runs of bytes that need no
+// escape (nearly all of them) are appended whole.
 void append_json_string(std::string& out, std::string_view s) {
   static const char hex[] = "0123456789abcdef";
   out += '"';
+  std::size_t run = 0;  // where the bytes not yet appended begin
   for (std::size_t i = 0; i < s.size(); ++i) {
-    char ch = s[i];
-    auto u = static_cast<unsigned char>(ch);
-    if (ch == '"' || ch == '\\') {
+    auto u = static_cast<unsigned char>(s[i]);
+    if (u >= 0x20 && u < 0x7f && u != '"' && u != '\\') continue;
+    std::size_t n = u >= 0x80 ? utf8_sequence(s.substr(i)) : 0;
+    if (n) {
+      i += n - 1;
+      continue;
+    }
+    out.append(s.data() + run, i - run);
+    run = i + 1;
+    if (u == '"' || u == '\\') {
       out += '\\';
-      out += ch;
-    } else if (u >= 0x80) {
-      if (std::size_t n = utf8_sequence(s.substr(i))) {
-        out.append(s.data() + i, n);
-        i += n - 1;
-        continue;
-      }
-      out += "\\u00";
-      out += hex[u >> 4];
-      out += hex[u & 15];
-    } else if (u < 0x20 || u == 0x7f) {
-      out += "\\u00";
-      out += hex[u >> 4];
-      out += hex[u & 15];
+      out += static_cast<char>(u);
     } else {
-      out += ch;
+      out += "\\u00";
+      out += hex[u >> 4];
+      out += hex[u & 15];
     }
   }
+  out.append(s.data() + run, s.size() - run);
   out += '"';
 }
 
@@ -96,17 +95,18 @@ void append_clf_text(std::string& out, std::string_view s) {
     out += '-';
     return;
   }
-  for (char ch : s) {
-    auto u = static_cast<unsigned char>(ch);
-    if (ch == '"' || ch == '\\' || u < 0x20 || u >= 0x7f) {
-      static const char hex[] = "0123456789ABCDEF";
-      out += "\\x";
-      out += hex[u >> 4];
-      out += hex[u & 15];
-    } else {
-      out += ch;
-    }
+  static const char hex[] = "0123456789ABCDEF";
+  std::size_t run = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    auto u = static_cast<unsigned char>(s[i]);
+    if (u >= 0x20 && u < 0x7f && u != '"' && u != '\\') continue;
+    out.append(s.data() + run, i - run);
+    run = i + 1;
+    out += "\\x";
+    out += hex[u >> 4];
+    out += hex[u & 15];
   }
+  out.append(s.data() + run, s.size() - run);
 }
 
 void refresh(second_text& c, std::int64_t second) {
