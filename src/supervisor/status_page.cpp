@@ -177,7 +177,8 @@ function render(st, now) {
     // Every node of the cluster, from the heartbeats this node read last second; the others
     // link to their own pages (the address each node advertises, docs/cluster.md).
     const nb = document.createElement("tbody");
-    for (const m of c.members || []) {
+    const members = (c.members || []).slice().sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
+    for (const m of members) {
       const tr = document.createElement("tr");
       tr.dataset.node = m.node;
       const self = m.node === c.node;
