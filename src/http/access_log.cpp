@@ -122,12 +122,13 @@ void refresh(second_text& c, std::int64_t second) {
 }  // namespace
 
 void format_access_line(std::string& out, const access_entry& e, access_format f, second_text& cache) {
-  std::int64_t second = e.time_ms >= 0 ? e.time_ms / 1000 : 0;
+  std::int64_t time_ms = e.time_ms >= 0 ? e.time_ms : 0;
+  std::int64_t second = time_ms / 1000;
   refresh(cache, second);
   if (f == access_format::json) {
     out += "{\"time\":\"";
     out += cache.iso;
-    int ms = static_cast<int>(e.time_ms - second * 1000);
+    int ms = static_cast<int>(time_ms - second * 1000);
     char frac[5] = {'.', char('0' + ms / 100), char('0' + ms / 10 % 10), char('0' + ms % 10), 0};
     out.append(frac, 4);
     out += "Z\",\"slot\":";
@@ -211,7 +212,6 @@ std::unique_ptr<access_log> access_log::from_environment() {
 
 access_log::access_log(int fd, std::string path, bool pipe_like, access_format format, int slot)
     : fd_(fd),
-      own_fd_(true),
       path_(std::move(path)),
       write_limit_(pipe_like ? pipe_write_limit : file_write_limit),
       format_(format),
@@ -222,7 +222,7 @@ access_log::access_log(int fd, std::string path, bool pipe_like, access_format f
 
 access_log::~access_log() {
   flush();
-  if (own_fd_ && fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 std::int64_t access_log::wall_ms(std::chrono::steady_clock::time_point t) const {

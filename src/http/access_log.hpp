@@ -80,8 +80,7 @@ class access_log {
  private:
   void reopen_if_moved();
 
-  int fd_;
-  bool own_fd_;
+  int fd_;  // ours: a file we opened, or our own duplicate of the supervisor's stdout
   std::string path_;
   std::size_t write_limit_;
   access_format format_;

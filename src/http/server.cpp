@@ -48,7 +48,7 @@ server::~server() = default;
 
 void server::start(asio::io_context& loop, std::vector<listener> listeners) {
   loop_ = &loop;
-  access_log_ = access_log::from_environment();
+  if (access_log_wanted_) access_log_ = access_log::from_environment();
   update_date();
   tick_ = std::make_unique<asio::steady_timer>(loop);
   arm_tick();

@@ -68,7 +68,10 @@ class server final : public loopfleet::service {
   bool draining() const { return draining_; }
   // The current Date header value, refreshed by the tick timer.
   std::string_view date() const { return {date_, 29}; }
-  // The worker's access log, or nullptr when it is off (LOOPFLEET_ACCESS_LOG unset).
+  // A worker's server opens the access log its environment names when it starts (the
+  // supervisor's own admin endpoint, the same server, does not).
+  void log_requests_from_environment() { access_log_wanted_ = true; }
+  // The access log, or nullptr when it is off.
   access_log* requests_log() const { return access_log_.get(); }
 
   void attach(connection& c);
@@ -90,6 +93,7 @@ class server final : public loopfleet::service {
   std::vector<int> families_;  // per listener, for connections handed over
   std::unique_ptr<asio::steady_timer> tick_;
   std::unique_ptr<access_log> access_log_;
+  bool access_log_wanted_ = false;
   connection* head_ = nullptr;
   std::size_t connections_ = 0;
   bool draining_ = false;
