@@ -7,8 +7,11 @@ virtual 2-core machine is requests per server CPU-second: it divides out CPU ste
 noise of the client sharing the box. Server CPU time comes from /proc/PID/schedstat (ns).
 
     bench/http_hello.py [--rounds 3] [--duration 5] [--connections 64] [--bin build/bin]
+    bench/http_hello.py --access-log json|combined [...]
 
-Prints one row per server per round, then the totals and the ratio loopfleet / nginx.
+Prints one row per server per round, then the totals and the ratio loopfleet / nginx. With
+--access-log the peer is hello itself: hello with its access log on (a file, every request a
+line) against hello with it off, in the same alternating rounds; the ratio is on / off.
 """
 import argparse
 import os
@@ -92,12 +95,13 @@ http {{
     return proc, workers[0]
 
 
-def start_loopfleet(port, bindir):
+def start_loopfleet(port, bindir, env=None):
     exe = os.path.join(bindir, "hello")
     if not os.access(exe, os.X_OK):
         sys.exit(f"bench: {exe} not found; build first (scripts/build.sh)")
+    # The access log's variables are what `loopfleet run --access-log` sets for its workers.
     proc = subprocess.Popen(["taskset", "-c", "0", exe, "--listen", f"127.0.0.1:{port}"],
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     wait_serving(port, proc, "loopfleet hello")
     return proc, proc.pid
 
@@ -122,6 +126,8 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds of wrk per server per round")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))
+    ap.add_argument("--access-log", choices=["json", "combined"],
+                    help="compare hello with its access log on (to a file) against hello with it off")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench: wrk not found; run scripts/install-deps.sh")
@@ -130,11 +136,22 @@ def main():
     procs = []
     try:
         lf_port, ng_port = free_port(), free_port()
-        lf_proc, lf_pid = start_loopfleet(lf_port, args.bin)
-        procs.append(lf_proc)
-        ng_proc, ng_pid = start_nginx(ng_port, workdir)
-        procs.append(ng_proc)
-        servers = {"loopfleet": (lf_port, lf_pid), "nginx": (ng_port, ng_pid)}
+        log_file = os.path.join(workdir, "access.log")
+        if args.access_log:
+            subject, peer = "log on", "log off"
+            on_proc, on_pid = start_loopfleet(lf_port, args.bin, {"LOOPFLEET_ACCESS_LOG": log_file,
+                                                                  "LOOPFLEET_ACCESS_LOG_FORMAT": args.access_log})
+            procs.append(on_proc)
+            off_proc, off_pid = start_loopfleet(ng_port, args.bin)
+            procs.append(off_proc)
+            servers = {subject: (lf_port, on_pid), peer: (ng_port, off_pid)}
+        else:
+            subject, peer = "loopfleet", "nginx"
+            lf_proc, lf_pid = start_loopfleet(lf_port, args.bin)
+            procs.append(lf_proc)
+            ng_proc, ng_pid = start_nginx(ng_port, workdir)
+            procs.append(ng_proc)
+            servers = {subject: (lf_port, lf_pid), peer: (ng_port, ng_pid)}
         totals = {name: [0, 0.0, []] for name in servers}  # requests, cpu seconds, p99s
 
         print(f"wrk -t1 -c{args.connections} -d{args.duration}s, keep-alive, {args.rounds} rounds; "
@@ -161,7 +178,13 @@ def main():
             eff[name] = req / cpu
             rss = peak_rss_kib(pid) / 1024
             print(f"{name:<10} {eff[name]:>10.0f} {sorted(p99s)[len(p99s) // 2]:>14.0f} {rss:>13.1f}")
-        print(f"\nratio loopfleet/nginx, requests per server CPU-second: {eff['loopfleet'] / eff['nginx']:.2f}")
+        print(f"\nratio {subject}/{peer}, requests per server CPU-second: {eff[subject] / eff[peer]:.2f}")
+        if args.access_log:
+            time.sleep(0.5)  # the last tick's lines
+            with open(log_file, "rb") as f:
+                lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+            print(f"access log ({args.access_log}): {lines} lines, {os.path.getsize(log_file) / 1e6:.0f} MB for "
+                  f"{totals[subject][0]} requests counted by wrk (plus the readiness probe)")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

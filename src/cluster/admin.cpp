@@ -48,6 +48,35 @@ std::string durability_text(const std::vector<durability>& all) {
   return out;
 }
 
+// A node's workers from its heartbeat: one line each, under a line naming the node and where
+// its status page is. Nothing for a node whose heartbeat has no workers (an older version).
+std::string workers_text(const boost::json::object& node) {
+  const auto* slots = node.if_contains("slots");
+  if (!slots || !slots->is_array()) return {};
+  auto text = [&](const boost::json::object& o, const char* k) -> std::string {
+    const auto* v = o.if_contains(k);
+    if (!v || v->is_null()) return "-";
+    if (v->is_string()) return std::string(v->as_string());
+    if (v->is_double()) {
+      char b[32];
+      std::snprintf(b, sizeof b, "%.2f", v->as_double());
+      return b;
+    }
+    return boost::json::serialize(*v);
+  };
+  std::string out = "\nnode " + text(node, "node");
+  if (node.contains("admin")) out += " (status page http://" + text(node, "admin") + "/)";
+  out += "\n  SLOT  PID      STATE       UPTIME_S    REQUESTS  LAG_P99_MS\n";
+  for (const auto& s : slots->as_array()) {
+    if (!s.is_object()) continue;
+    const auto& o = s.as_object();
+    out += "  " + pad(text(o, "slot"), 4, false) + "  " + pad(text(o, "pid"), 8) + " " + pad(text(o, "state"), 10) + " " +
+           pad(text(o, "uptime_s"), 9, false) + " " + pad(text(o, "requests_total"), 11, false) + " " +
+           pad(text(o, "lag_p99_ms"), 11, false) + "\n";
+  }
+  return out;
+}
+
 }  // namespace
 
 std::optional<std::string> cluster_status(const std::string& url, double down_after_s, bool as_json, std::string& error) {
@@ -75,7 +104,9 @@ std::optional<std::string> cluster_status(const std::string& url, double down_af
            pad(std::to_string(o.at("requests").to_number<std::uint64_t>()), 11, false) + "  " +
            std::string(o.at("nats").as_string()) + "\n";
   }
-  out += durability_text(standing);
+  std::string workers;
+  for (const auto& v : nodes) workers += workers_text(v.as_object());
+  out += workers.empty() ? durability_text(standing) : workers + "\n" + durability_text(standing);
   return out;
 }
 

@@ -213,6 +213,18 @@ std::vector<durability> node_agent::streams() const {
   return streams_;
 }
 
+boost::json::array node_agent::members() const {
+  std::lock_guard lock(mutex_);
+  return members_;
+}
+
+boost::json::object member_summary(const boost::json::object& heartbeat) {
+  boost::json::object m;
+  for (const char* k : {"node", "state", "age_s", "workers", "ready", "admin", "http", "stopping"})
+    if (const auto* v = heartbeat.if_contains(k)) m[k] = *v;
+  return m;
+}
+
 int node_agent::nodes_up() const {
   std::lock_guard lock(mutex_);
   return nodes_up_;
@@ -476,8 +488,11 @@ void node_agent::run() {
       }
       auto standing = read_durability(js);
       int up = 0;
-      for (const auto& n : read_nodes(js, kv, node_down_after_s))
+      boost::json::array members;
+      for (const auto& n : read_nodes(js, kv, node_down_after_s)) {
         if (n.as_object().at("state") == "up") ++up;
+        members.push_back(member_summary(n.as_object()));
+      }
       // A consumer is raised only once its stream has the servers: nats-server scales
       // consumers with the stream it raises, and the durability tests check that it did.
       bool stream_whole = !standing.empty() && standing.front().name == jobs_stream &&
@@ -496,6 +511,7 @@ void node_agent::run() {
       std::lock_guard lock(mutex_);
       streams_ = std::move(standing);
       nodes_up_ = up;
+      members_ = std::move(members);
     }
     if (!pause(kv ? std::chrono::milliseconds(1000) : retry_delay(failures++))) break;  // heartbeat every second
   }

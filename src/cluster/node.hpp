@@ -9,6 +9,7 @@
 #include <nats/nats.h>
 
 #include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
 
 #include <chrono>
 #include <memory>
@@ -99,6 +100,9 @@ boost::json::array durability_json(const std::vector<durability>& all);
 // `whole` (if given) is set false when the bucket could not be read whole (NATS unreachable,
 // no leader): the list then says nothing about the nodes missing from it.
 boost::json::array read_nodes(jsCtx* js, kvStore* kv, double down_after_s, bool* whole = nullptr);
+// What a status page lists of another node, from its heartbeat as read_nodes gives it: name,
+// state, age, workers and ready, and where its admin endpoint and HTTP port are.
+boost::json::object member_summary(const boost::json::object& heartbeat);
 // The default for `down_after_s`: three missed heartbeats (one a second).
 inline constexpr double node_down_after_s = 3.0;
 
@@ -119,6 +123,8 @@ class node_agent {
   // Nodes whose heartbeat is fresh (read_nodes "up"), this one included once it has beaten;
   // 0 until the agent has read the bucket.
   int nodes_up() const;
+  // Every node in the bucket at the last read, each as member_summary() gives it.
+  boost::json::array members() const;
 
  private:
   void run();
@@ -128,6 +134,7 @@ class node_agent {
   std::string snapshot_;
   std::vector<durability> streams_;
   int nodes_up_ = 0;
+  boost::json::array members_;
   bool stop_ = false;
   bool beat_now_ = false;
   std::thread thread_;

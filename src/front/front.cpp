@@ -17,7 +17,9 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <system_error>
 #include <variant>
@@ -72,6 +74,9 @@ constexpr setting<front_flags> front_table[] = {
     {.name = "name", .where = &front_flags::name, .help = "names the generated configuration and admin socket"},
     {.name = "state-dir", .where = &front_flags::state_dir, .shown_default = "$XDG_RUNTIME_DIR/loopfleet",
      .help = "where the configuration and admin socket go"},
+    {.name = "tls-cert", .where = &front_flags::tls_cert,
+     .help = "PEM file with the certificate (chain) and its private key: --listen takes TLS, offering HTTP/2 and "
+             "HTTP/1.1 by ALPN (the nodes still get HTTP/1.1)"},
     {.name = "print-config", .where = &front_flags::print_config, .help = "print the HAProxy configuration and exit"},
 };
 
@@ -159,6 +164,17 @@ std::optional<std::string> parse_args(std::span<const std::string_view> args, co
     if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_')
       return "--name '" + out.name + "' may use letters, digits, '-' and '_' only";
   if (out.state_dir.empty()) out.state_dir = runtime_dir();
+  if (!out.tls_cert.empty()) {
+    // Read here, so a missing key is our one line and not haproxy's paragraph after a start.
+    std::ifstream in(out.tls_cert);
+    if (!in.is_open())
+      return "--tls-cert " + out.tls_cert + " cannot be opened (" + std::strerror(errno) +
+             "): give a readable PEM file with the certificate and its private key";
+    std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad())
+      return "--tls-cert " + out.tls_cert + " cannot be read: give a readable PEM file (certificate and key)";
+    if (auto err = check_tls_pem(pem)) return "--tls-cert " + out.tls_cert + ": " + *err;
+  }
   if (!vip.address.empty()) {
     auto& v = vip;
     split_commas(v.peers);
@@ -179,6 +195,30 @@ std::optional<std::string> parse_args(std::span<const std::string_view> args, co
   return std::nullopt;
 }
 
+std::optional<std::string> check_tls_pem(std::string_view pem) {
+  bool cert = pem.find("-----BEGIN CERTIFICATE-----") != std::string_view::npos;
+  // PKCS#8 ("PRIVATE KEY", "ENCRYPTED PRIVATE KEY") or the older "RSA/EC PRIVATE KEY" forms.
+  auto begin = pem.find("-----BEGIN ");
+  bool key = false;
+  for (; begin != std::string_view::npos; begin = pem.find("-----BEGIN ", begin + 1)) {
+    auto end = pem.find("-----", begin + 11);
+    if (end == std::string_view::npos) break;
+    std::string_view label = pem.substr(begin + 11, end - begin - 11);
+    if (label.ends_with("PRIVATE KEY")) {
+      if (label.starts_with("ENCRYPTED"))
+        return std::string("its private key is encrypted, and haproxy cannot ask for a passphrase: decrypt it "
+                           "(openssl pkey -in KEY -out KEY.plain) and put it beside the certificate");
+      key = true;
+    }
+  }
+  if (!cert && !key)
+    return std::string("no PEM certificate or key in it: give one file with the certificate (chain) and its private key");
+  if (!cert) return std::string("no certificate in it (only a key): append the certificate (cat cert.pem key.pem > both.pem)");
+  if (!key)
+    return std::string("no private key in it (only a certificate): append the key (cat cert.pem key.pem > both.pem)");
+  return std::nullopt;
+}
+
 std::string server_state_file(const config& c) { return c.state_dir + "/" + c.name + ".servers.state"; }
 std::string admin_socket(const config& c) { return c.state_dir + "/" + c.name + ".haproxy.sock"; }
 
@@ -190,6 +230,7 @@ std::string haproxy_config(const config& c) {
   o += "    log stdout format raw local0 notice\n";
   o += "    stats socket " + admin_socket(c) + " mode 600 level admin expose-fd listeners\n";
   o += "    hard-stop-after " + ms(c.graceful_timeout) + "\n";
+  if (!c.tls_cert.empty()) o += "    ssl-default-bind-options ssl-min-ver TLSv1.2\n";
   // The slots the front filled through the runtime API, saved before each reload.
   if (!c.nats.empty()) o += "    server-state-file " + server_state_file(c) + "\n";
   o += "\ndefaults\n";
@@ -217,7 +258,10 @@ std::string haproxy_config(const config& c) {
   o += "\nfrontend loopfleet\n";
   // With a VIP, the address may be on the other front right now: bind it anyway
   // (IP_TRANSPARENT), so this front serves the moment keepalived moves it here.
-  for (const auto& l : c.listen) o += "    bind " + bind_text(l) + (c.vip ? " transparent" : "") + "\n";
+  // With TLS, HTTP/2 is offered first to clients that speak it; the backends stay HTTP/1.1
+  // (HAProxy converts), because the nodes' server speaks HTTP/1.1 only.
+  std::string tls = c.tls_cert.empty() ? "" : " ssl crt " + c.tls_cert + " alpn h2,http/1.1";
+  for (const auto& l : c.listen) o += "    bind " + bind_text(l) + (c.vip ? " transparent" : "") + tls + "\n";
   o += "    default_backend nodes\n";
   o += "\nbackend nodes\n";
   o += "    balance leastconn\n";

@@ -51,7 +51,15 @@ struct config {
   std::vector<std::string> nats;
   int slots = 16;
   std::chrono::milliseconds forget_after{std::chrono::seconds(30)};
+  // TLS at the front: every --listen address takes TLS with this PEM (certificate chain and
+  // private key in one file, as HAProxy's `crt` reads it) and offers HTTP/2 and HTTP/1.1 by
+  // ALPN. The nodes are still spoken to in plain HTTP/1.1. Empty = plain HTTP.
+  std::string tls_cert;
 };
+
+// What is wrong with a PEM file's text for --tls-cert (nothing: it has a certificate and a
+// private key). Pure, so the unit tests give it texts; the front reads the file first.
+std::optional<std::string> check_tls_pem(std::string_view pem);
 
 // Where haproxy saves the slots across a reload.
 std::string server_state_file(const config& c);

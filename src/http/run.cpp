@@ -56,6 +56,7 @@ int run(int argc, char** argv, router app) {
 
 int run(const worker_options& worker, const server_options& options, router app) {
   detail::server srv(std::move(app), options);
+  srv.log_requests_from_environment();
   return run_worker(worker, srv);
 }
 

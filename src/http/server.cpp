@@ -48,6 +48,7 @@ server::~server() = default;
 
 void server::start(asio::io_context& loop, std::vector<listener> listeners) {
   loop_ = &loop;
+  if (access_log_wanted_) access_log_ = access_log::from_environment();
   update_date();
   tick_ = std::make_unique<asio::steady_timer>(loop);
   arm_tick();
@@ -144,6 +145,7 @@ void server::arm_tick() {
 void server::on_tick() {
   update_date();
   auto now = clock::now();
+  if (access_log_) access_log_->tick(now);
   for (connection* c = head_; c; c = c->next) {
     if (c->deadline <= now && !c->timed_out) {
       c->timed_out = true;
@@ -182,6 +184,7 @@ void server::maybe_drained() {
 void server::close() {
   acceptors_.clear();
   tick_.reset();
+  access_log_.reset();  // writes its last lines
 }
 
 std::string server::status() const { return std::to_string(connections_) + " connections"; }

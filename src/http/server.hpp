@@ -2,6 +2,7 @@
 // that enforces every timeout, and drain. The per-connection protocol is in connection.cpp.
 #pragma once
 
+#include "http/access_log.hpp"
 #include "http/connection_policy.hpp"
 #include "http/router_impl.hpp"
 
@@ -67,6 +68,11 @@ class server final : public loopfleet::service {
   bool draining() const { return draining_; }
   // The current Date header value, refreshed by the tick timer.
   std::string_view date() const { return {date_, 29}; }
+  // A worker's server opens the access log its environment names when it starts (the
+  // supervisor's own admin endpoint, the same server, does not).
+  void log_requests_from_environment() { access_log_wanted_ = true; }
+  // The access log, or nullptr when it is off.
+  access_log* requests_log() const { return access_log_.get(); }
 
   void attach(connection& c);
   void detach(connection& c);
@@ -86,6 +92,8 @@ class server final : public loopfleet::service {
   std::vector<std::unique_ptr<acceptor_type>> acceptors_;
   std::vector<int> families_;  // per listener, for connections handed over
   std::unique_ptr<asio::steady_timer> tick_;
+  std::unique_ptr<access_log> access_log_;
+  bool access_log_wanted_ = false;
   connection* head_ = nullptr;
   std::size_t connections_ = 0;
   bool draining_ = false;

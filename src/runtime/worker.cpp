@@ -124,7 +124,12 @@ int run_worker(const worker_options& options, service& svc) {
   for (auto& hook : loop_start_hooks()) hook(loop);
   std::string addresses;
   for (const auto& l : listeners) addresses += (addresses.empty() ? "" : ", ") + l.address;
-  svc.start(loop, std::move(listeners));
+  try {
+    svc.start(loop, std::move(listeners));
+  } catch (const startup_error& e) {  // what the service opens itself (an access log)
+    std::fprintf(stderr, "%s: error: %s\n", options.name.empty() ? "loopfleet" : options.name.c_str(), e.what());
+    return 2;
+  }
   std::unique_ptr<handoff::receiver> handoffs;
   if (svc.takes_connections())
     handoffs = handoff::receiver::from_environment(loop, [&svc](std::uint32_t l, int fd) { svc.adopt(l, fd); });

@@ -25,11 +25,17 @@ inline constexpr const char* heartbeat_fd = "LOOPFLEET_HEARTBEAT_FD";  // heartb
 inline constexpr const char* handoff_fd = "LOOPFLEET_HANDOFF_FD";      // handoff.hpp
 inline constexpr const char* nats_url = "LOOPFLEET_NATS_URL";          // the cluster layer, when on
 inline constexpr const char* node = "LOOPFLEET_NODE";
+// The access log (http/access_log.hpp): a path, or a descriptor (the supervisor's stdout for
+// `--access-log -`), and json or combined.
+inline constexpr const char* access_log = "LOOPFLEET_ACCESS_LOG";
+inline constexpr const char* access_log_fd = "LOOPFLEET_ACCESS_LOG_FD";
+inline constexpr const char* access_log_format = "LOOPFLEET_ACCESS_LOG_FORMAT";
 // Where the Python launchers are found (worker_python_path).
 inline constexpr const char* python_path = "PYTHONPATH";
 
 inline constexpr const char* all[] = {listen_pid, listen_fds,   listen_fdnames, notify_socket, watchdog_usec,
                                       watchdog_pid, slot,       workers,        generation,    notify_fd,
-                                      heartbeat_fd, handoff_fd, nats_url,       node,          python_path};
+                                      heartbeat_fd, handoff_fd, nats_url,       node,          python_path,
+                                      access_log,   access_log_fd, access_log_format};
 
 }  // namespace loopfleet::worker_env

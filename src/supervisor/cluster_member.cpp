@@ -187,6 +187,7 @@ json::object cluster_member::status() const {
                       {key::nats_restarts, restarts_},
                       {key::peers, json::value_from(cfg_.join)},
                       {key::nodes, agent_ ? agent_->nodes_up() : 0},
+                      {key::members, agent_ ? agent_->members() : json::array()},
                       {key::streams, agent_ ? cluster::durability_json(agent_->streams()) : json::array()}};
 }
 

@@ -33,6 +33,11 @@ std::optional<std::string> parse_distribution(std::string_view text, config& out
   return one_of(text, out.distribution, {{"shared", distribution::shared}, {"reuseport", distribution::reuseport}});
 }
 
+std::optional<std::string> parse_access_log_format(std::string_view text, config& out) {
+  return one_of(text, out.access_log_format,
+                {{"json", access_log_format::json}, {"combined", access_log_format::combined}});
+}
+
 std::optional<std::string> parse_ready(std::string_view text, config& out) {
   return one_of(text, out.ready, {{"notify", readiness::notify}, {"started", readiness::started}});
 }
@@ -105,6 +110,12 @@ constexpr setting<config> run_table[] = {
     {.name = "admin", .where = &config::admin,
      .help = "serve /metrics (Prometheus), /status.json and a live status page on HOST:PORT (a bare PORT is "
              "127.0.0.1:PORT)"},
+    {.name = "access-log", .where = &config::access_log,
+     .help = "each worker writes a line per request to this file (O_APPEND, reopened within a second when "
+             "logrotate moves it), or to the supervisor's stdout with -; off when not given"},
+    {.name = "access-log-format", .where = setting<config>::parsed{parse_access_log_format},
+     .shown_default = "json",
+     .help = "json (one object per line) or combined (nginx's and Apache's format, then slot= and duration_ms=)"},
     {.name = "control", .where = &config::control, .shown_default = "$XDG_RUNTIME_DIR/loopfleet/NAME.sock",
      .help = "control socket path"},
     {.name = "user", .where = &config::user,
@@ -187,6 +198,10 @@ std::optional<std::string> check(config& c) {
   if (!c.admin.empty()) {
     if (c.admin.find_first_not_of("0123456789") == std::string::npos) c.admin = "127.0.0.1:" + c.admin;
     if (auto err = check_tcp_address("--admin", c.admin)) return err;
+  }
+  if (!c.access_log.empty() && c.access_log != "-" && !c.access_log.starts_with("/")) {
+    char cwd[4096];
+    if (::getcwd(cwd, sizeof cwd)) c.access_log = std::string(cwd) + "/" + c.access_log;
   }
   return check_cluster(c);
 }

@@ -20,6 +20,7 @@ inline constexpr int max_workers = 1024;
 
 enum class distribution { shared, reuseport };
 enum class readiness { notify, started };
+enum class access_log_format { json, combined };
 
 struct config {
   std::string config_file;                 // --config
@@ -57,6 +58,11 @@ struct config {
   // supervisor's own loop. A bare PORT means 127.0.0.1:PORT: loopback unless asked otherwise,
   // because the page shows pids and commands to whoever can reach it.
   std::string admin;                       // HOST:PORT; empty = off
+  // Each worker's access log (http/access_log.hpp): a file every worker appends its lines to,
+  // or "-" for the supervisor's stdout. Made absolute when read, so a reload's workers find the
+  // same file. Empty = off.
+  std::string access_log;
+  enum access_log_format access_log_format = access_log_format::json;
   // The cluster layer (NATS). On with --cluster, --join or --nats.
   bool cluster = false;
   std::string node;                        // this node's name; default: the host name

@@ -21,9 +21,13 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 namespace loopfleet::supervisor {
 
@@ -43,6 +47,21 @@ int master::resolve_workers(const config& c, std::string& from) {
   return count.workers;
 }
 
+// The workers open --access-log themselves (as the --user they run as); it is opened here
+// first so that a path nobody can write is a one-line start-up error rather than a crash loop,
+// and a file created here is handed to that user.
+void master::check_access_log(const config& c) {
+  if (c.access_log.empty() || c.access_log == "-") return;
+  bool existed = ::access(c.access_log.c_str(), F_OK) == 0;
+  int fd = ::open(c.access_log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0)
+    throw startup_error("--access-log " + c.access_log + ": cannot open it (" + std::strerror(errno) +
+                        "): create its directory or choose another path");
+  if (!existed && c.run_user && ::fchown(fd, c.run_user->uid, c.run_user->gid) != 0)
+    log::warn("--access-log " + c.access_log + ": cannot hand it to --user " + c.user + ": " + std::strerror(errno));
+  ::close(fd);
+}
+
 // Everything that can fail because of the user's input, in the order its errors make sense.
 void master::open_everything() {
   // Sockets passed to us: systemd's (socket activation) or a predecessor's (upgrade.cpp).
@@ -51,6 +70,7 @@ void master::open_everything() {
       loop_, cfg_.control, cfg_.name, [this](const control_request& req, auto reply) { on_control(req, reply); },
       inherited_control_ ? inherited_control_->fd : -1);
   if (cfg_.cluster && cfg_.nats.empty()) cluster_member::prepare_data_dir(cfg_);
+  check_access_log(cfg_);
   sockets_ = std::make_unique<listen_sockets>(cfg_.distribution, cfg_.listen, cfg_.backlog, fleet_.workers, inherited);
   notify_ = std::make_unique<notify_listener>(loop_, [this](pid_t pid, std::string_view m) { on_notify(pid, m); });
   auto adopted = [](std::optional<listener>& l) { return l ? &*l : nullptr; };
@@ -90,7 +110,7 @@ int master::run() {
     control_->close();
     return 2;
   }
-  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR2}) signals_.add(sig);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2}) signals_.add(sig);
   asio::co_spawn(loop_, handle_signals(), asio::detached);
   control_->start();
   if (agent_check_) agent_check_->start();
@@ -138,6 +158,11 @@ void master::on_signal(int sig) {
       break;
     case SIGHUP:
       begin_reload([](bool, std::string) {});
+      break;
+    case SIGUSR1:
+      // nginx's "reopen the logs": ours need no signal (the workers reopen a moved
+      // --access-log within a second), but its default action must not end the supervisor.
+      log::info("SIGUSR1: nothing to do: workers reopen --access-log by themselves within a second of a rotation");
       break;
     case SIGUSR2:
       log::info("SIGUSR2: upgrading to the loopfleet binary on disk");

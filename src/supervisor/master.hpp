@@ -104,6 +104,8 @@ class master {
   // first time every slot serves.
   void tell_parent_if_all_ready();
 
+  static void check_access_log(const config& c);
+
   // status.cpp
   boost::json::object status_json();
   // `now`: put at once, not at the next second (the stop: fronts must hear of it).
@@ -140,9 +142,10 @@ class master {
   std::string fatal_;  // printed after the loop when no worker ever became ready
   clock::time_point started_ = clock::now();
   int heartbeat_ticks_ = 0;
+  int access_log_stdout_ = -1;  // our stdout, duplicated for workers with --access-log -
   struct {
     bool known = false;
-    std::string http, agent;  // HOST:PORT; empty = none to advertise
+    std::string http, agent, admin;  // HOST:PORT; empty = none to advertise
   } advertised_;
   queue_handoff handoff_;
   clock::time_point next_rss_check_{};

@@ -43,6 +43,14 @@ std::optional<std::string> advertised_address(std::string_view bound, std::strin
   return (v6 ? "[" + std::string(chosen) + "]" : std::string(chosen)) + ":" + std::string(port);
 }
 
+std::optional<std::string> advertised_admin_address(std::string_view bound, std::string_view advertise,
+                                                    std::string_view guessed) {
+  bool wildcard = bound.starts_with("0.0.0.0:") || bound.starts_with("[::]:") || bound.starts_with(":");
+  if (!wildcard) return advertised_address(bound, "", "");
+  return advertised_address(bound.starts_with(":") ? "0.0.0.0" + std::string(bound) : std::string(bound), advertise,
+                            guessed);
+}
+
 liveness_verdict judge_liveness(const liveness_input& in) {
   liveness_verdict v;
   if (in.limit_ns <= 0 || (!in.beat_age_ns && in.last_ping_ns <= 0)) return v;

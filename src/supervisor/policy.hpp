@@ -44,6 +44,13 @@ std::string agent_check_reply(int workers, int serving, bool stopping);
 // IPv6 hosts come back in brackets: "[fd00::5]:8080".
 std::optional<std::string> advertised_address(std::string_view bound, std::string_view advertise,
                                               std::string_view guessed);
+// Where another node's status page links to this node's admin endpoint (the heartbeat's
+// "admin"). Unlike the HTTP port's, the address is replaced only for a wildcard bind
+// (`advertise`, else `guessed`): the endpoint answers on the address it is bound to and nowhere
+// else, so a loopback or specific bind is linked as it is (a loopback link works from a browser
+// on that machine only, as when every node runs on one). nullopt when there is nothing to link.
+std::optional<std::string> advertised_admin_address(std::string_view bound, std::string_view advertise,
+                                                    std::string_view guessed);
 
 // A slot as the queue handoff sees it (reuseport mode): is anyone accepting from its queue?
 struct queue_view {

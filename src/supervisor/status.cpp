@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <fstream>
 
 namespace loopfleet::supervisor {
@@ -71,6 +72,14 @@ void describe_worker(const process& p, json::object& j, clock::time_point now) {
   }
 }
 
+// ready, starting, stalled, degraded or restarting: the slot's state for every reader.
+std::string state_of_slot(const fleet& f, int i, milliseconds healthy_after, clock::time_point now) {
+  const process* p = f.current(i);
+  slot_view view{p != nullptr, p && p->ready, p && p->stalled, f.slots[i].degraded,
+                 p ? duration_cast<milliseconds>(now - p->started) : milliseconds(0), healthy_after};
+  return slot_state_name(view);
+}
+
 // This machine's first IPv4 address that is up and not loopback ("" when it has none), and the
 // interface it is on: what a wildcard bind is reached at, unless --advertise says otherwise.
 std::pair<std::string, std::string> machine_address() {
@@ -94,7 +103,7 @@ void master::find_advertised_addresses() {
   advertised_.known = true;
   auto bound = sockets_->local_addresses();
   bool wildcard = false;
-  for (const std::string& b : {bound.empty() ? std::string() : bound.front(), cfg_.agent_check})
+  for (const std::string& b : {bound.empty() ? std::string() : bound.front(), cfg_.agent_check, cfg_.admin})
     wildcard |= b.starts_with("0.0.0.0:") || b.starts_with("[::]:") || b.starts_with(":");
   auto [guess, interface] = wildcard && cfg_.advertise.empty() ? machine_address() : std::pair<std::string, std::string>{};
   auto pick = [&](const std::string& b) {
@@ -103,6 +112,7 @@ void master::find_advertised_addresses() {
   // The first --listen address is the one a front balances to; a Unix socket has none.
   advertised_.http = bound.empty() ? "" : pick(bound.front());
   advertised_.agent = cfg_.agent_check.empty() ? "" : pick(cfg_.agent_check);
+  advertised_.admin = cfg_.admin.empty() ? "" : advertised_admin_address(cfg_.admin, cfg_.advertise, guess).value_or("");
   if (!wildcard || !cfg_.advertise.empty()) return;
   if (guess.empty())
     log::warn("cluster: bound to a wildcard and this machine has no non-loopback IPv4 address: the heartbeat "
@@ -139,9 +149,7 @@ json::object master::status_json() {
     j[key::slot] = i;
     if (p) describe_worker(*p, j, now);
     else j[key::pid] = nullptr;
-    slot_view view{p != nullptr, p && p->ready, p && p->stalled, s.degraded,
-                   p ? duration_cast<milliseconds>(now - p->started) : milliseconds(0), cfg_.healthy_after};
-    j[key::state] = slot_state_name(view);
+    j[key::state] = state_of_slot(fleet_, i, cfg_.healthy_after, now);
     j[key::restarts] = s.restarts;
     j[key::restarts_by_reason] = json::value_from(s.restarts_by_reason);
     j[key::stalls] = s.stalls;
@@ -171,13 +179,27 @@ void master::publish_heartbeat(bool now) {
   if (!cluster_) return;
   std::uint64_t load = 0, requests = 0;
   int ready = 0;
+  // Each worker in a few fields, for `loopfleet cluster status` and the other nodes' pages: put
+  // every second by every node, so only what a fleet view shows (the rest is in /status.json).
+  json::array workers;
+  auto clock_now = clock::now();
   for (int i = 0; i < fleet_.workers; ++i) {
     const process* p = fleet_.current(i);
+    json::object w{{key::slot, i}};
+    if (p) {
+      w[key::pid] = p->pid;
+      w[key::uptime_s] = duration_cast<std::chrono::seconds>(clock_now - p->started).count();
+    }
+    const auto& s = fleet_.slots[i];
+    w[key::state] = state_of_slot(fleet_, i, cfg_.healthy_after, clock_now);
+    if (s.requests_before > 0 || (p && p->beating())) w[key::requests_total] = fleet_.slot_requests(i);
+    workers.push_back(std::move(w));
     if (!p) continue;
     ready += p->ready ? 1 : 0;
     if (auto beat = p->beating()) {
       load += beat->in_flight;
       requests += beat->requests;
+      workers.back().as_object()[key::lag_p99_ms] = std::round(beat->lag_p99_us / 10.0) / 100.0;
     }
   }
   auto now_ms = duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -189,6 +211,8 @@ void master::publish_heartbeat(bool now) {
   // What a front that follows the cluster balances to (src/front/follow.cpp reads them).
   if (!advertised_.http.empty()) beat[key::http] = advertised_.http;
   if (!advertised_.agent.empty()) beat[key::agent] = advertised_.agent;
+  if (!advertised_.admin.empty()) beat[key::admin] = advertised_.admin;
+  beat[key::slots] = std::move(workers);
   cluster_->publish(beat, now);
 }
 

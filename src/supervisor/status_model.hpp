@@ -69,5 +69,12 @@ inline constexpr std::string_view streams = "streams";
 // the heartbeat's addresses for fronts (HOST:PORT, reachable from other machines)
 inline constexpr std::string_view http = "http";
 inline constexpr std::string_view agent = "agent";
+// where other nodes' status pages link to this node's admin endpoint (HOST:PORT)
+inline constexpr std::string_view admin = "admin";
+// in the status model's cluster part: every node of the cluster as its heartbeat says
+// (node, state, workers, ready, admin, age_s), read by the status page
+inline constexpr std::string_view members = "members";
+inline constexpr std::string_view age_s = "age_s";
+inline constexpr std::string_view ready = "ready";
 
 }  // namespace loopfleet::status_key

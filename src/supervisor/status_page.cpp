@@ -24,6 +24,7 @@ const std::string_view status_page_html = R"html(<!doctype html>
   h2 { font-size: 15px; margin: 20px 0 6px; }
   .meta { color: var(--muted); }
   .meta b { color: var(--fg); font-weight: 600; }
+  a { color: var(--rps); }
   table { border-collapse: collapse; background: #fff; border: 1px solid var(--line); }
   th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
   th { background: #eef1f5; font-weight: 600; }
@@ -57,6 +58,13 @@ const std::string_view status_page_html = R"html(<!doctype html>
 <div id="cluster" hidden>
   <h2>Cluster</h2>
   <div class="meta" id="cluster-meta"></div>
+  <h2>Nodes</h2>
+  <table id="nodes">
+    <thead><tr><th class="text">node</th><th class="text">state</th><th>workers</th><th>ready</th><th>heartbeat age</th>
+      <th class="text">status page</th></tr></thead>
+    <tbody></tbody>
+  </table>
+  <h2>Streams</h2>
   <table id="streams">
     <thead><tr><th class="text">stream</th><th class="text">kind</th><th>replicas</th><th>wanted</th><th>in sync</th>
       <th class="text">quorum</th></tr></thead>
@@ -166,6 +174,31 @@ function render(st, now) {
       sb.appendChild(tr);
     }
     $("streams").replaceChild(sb, $("streams").tBodies[0]);
+    // Every node of the cluster, from the heartbeats this node read last second; the others
+    // link to their own pages (the address each node advertises, docs/cluster.md).
+    const nb = document.createElement("tbody");
+    const members = (c.members || []).slice().sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
+    for (const m of members) {
+      const tr = document.createElement("tr");
+      tr.dataset.node = m.node;
+      const self = m.node === c.node;
+      cell(tr, m.node + (self ? " (this node)" : ""), "text");
+      cell(tr, m.stopping ? "stopping" : m.state, "text " + (m.state === "up" && !m.stopping ? "ready" : "bad"));
+      cell(tr, m.workers);
+      cell(tr, m.ready);
+      cell(tr, m.age_s == null ? "" : fixed(m.age_s, 1) + " s");
+      const td = cell(tr, "", "text");
+      if (self) td.textContent = "this page";
+      else if (m.admin) {
+        const a = document.createElement("a");
+        a.href = "http://" + m.admin + "/";
+        a.textContent = m.admin;
+        if (/^(127\.|\[::1\]|localhost)/.test(m.admin)) a.title = "loopback: reachable from a browser on that machine only";
+        td.appendChild(a);
+      } else td.textContent = "no --admin";
+      nb.appendChild(tr);
+    }
+    $("nodes").replaceChild(nb, $("nodes").tBodies[0]);
   }
   draw(now);
 }

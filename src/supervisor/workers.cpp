@@ -12,6 +12,7 @@
 #include "supervisor/sockets.hpp"
 #include "supervisor/spawn.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -49,6 +50,13 @@ void master::start_worker(int slot, role r) {
     set(name, std::to_string(3 + spec.fds.size()));
     spec.fds.push_back(fd);
   };
+  // The access log: workers write their own lines, to the file or to our stdout.
+  if (!cfg_.access_log.empty()) {
+    set(env::access_log_format, cfg_.access_log_format == access_log_format::combined ? "combined" : "json");
+    if (cfg_.access_log != "-") set(env::access_log, cfg_.access_log);
+    else if (access_log_stdout_ >= 0 || (access_log_stdout_ = ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3)) >= 0)
+      pass(env::access_log_fd, access_log_stdout_);
+  }
   // A datagram socket already connected to NOTIFY_SOCKET: runtimes that cannot send to a
   // Unix socket by name (Node) write(2) "READY=1" to it.
   int notify_fd = notify_->connected_socket();

@@ -3,6 +3,7 @@ scraping /metrics every second under wrk load while a worker is SIGKILLed, a hea
 Chromium showing the status page over the DevTools protocol, and the bad inputs."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -332,17 +333,37 @@ def test_status_page_in_headless_chromium_shows_a_replaced_worker_within_2s(supe
         load.proc.wait()
 
 
-def test_cluster_metrics_count_the_nodes_and_each_streams_replicas(tmp_path):
-    clients, routes, admins = [free_port(), free_port()], [free_port(), free_port()], [free_port(), free_port()]
-    nodes = []
-    try:
-        for i in range(2):
-            nodes.append(Supervisor(1, ["--node", f"n{i + 1}", "--nats-listen", f"127.0.0.1:{clients[i]}",
-                                        "--cluster-listen", f"127.0.0.1:{routes[i]}", "--join",
-                                        f"127.0.0.1:{routes[1 - i]}", "--data-dir", str(tmp_path / f"n{i + 1}"),
-                                        "--admin", str(admins[i])],
-                                    [binary("cluster-example")], tmp=str(tmp_path)))
+class TwoNodes:
+    """Two cluster nodes on loopback, each with its own nats-server and --admin port."""
 
+    def __init__(self, tmp, workers=1):
+        self.clients, routes, self.admins = [free_port(), free_port()], [free_port(), free_port()], [free_port(),
+                                                                                                    free_port()]
+        self.nodes = []
+        try:
+            for i in range(2):
+                self.nodes.append(Supervisor(
+                    workers, ["--node", f"n{i + 1}", "--nats-listen", f"127.0.0.1:{self.clients[i]}", "--cluster-listen",
+                              f"127.0.0.1:{routes[i]}", "--join", f"127.0.0.1:{routes[1 - i]}", "--data-dir",
+                              str(tmp / f"n{i + 1}"), "--admin", str(self.admins[i]), *CALM],
+                    [binary("cluster-example")], tmp=str(tmp)))
+        except BaseException:
+            self.stop()
+            raise
+
+    def status(self, i):
+        _, _, body = fetch(f"http://127.0.0.1:{self.admins[i]}/status.json")
+        return json.loads(body)
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
+
+
+def test_cluster_metrics_count_the_nodes_and_each_streams_replicas(tmp_path):
+    two = TwoNodes(tmp_path)
+    admins = two.admins
+    try:
         def samples():
             out = metric_samples(admins[0], "loopfleet_cluster_")
             return out if out.get("loopfleet_cluster_nodes") == 2 else None
@@ -354,8 +375,59 @@ def test_cluster_metrics_count_the_nodes_and_each_streams_replicas(tmp_path):
         assert m["loopfleet_cluster_stream_quorum" + jobs] == 1, m
         assert m["loopfleet_cluster_nats_ready"] == 1, m
     finally:
-        for n in nodes:
-            n.stop()
+        two.stop()
+
+
+PAGE_NODES = ("JSON.stringify([...document.querySelectorAll('#nodes tbody tr')].map(r => "
+              "[r.dataset.node, (r.querySelector('a') || {}).href || r.cells[5].textContent]))")
+
+
+def test_status_page_lists_the_other_node_with_a_link_and_cluster_status_shows_every_workers_pid(tmp_path):
+    two = TwoNodes(tmp_path, workers=2)
+    browser = Chromium(tmp_path)
+    try:
+        # Both nodes' heartbeats carry their workers once every slot serves.
+        def both_ready():
+            st = [two.status(i) for i in range(2)]
+            return st if all(s["workers_serving"] == 2 and s["cluster"]["nodes"] == 2 for s in st) else None
+        poll(both_ready, 90, "two nodes up, each with 2 workers serving", every=0.5)
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=f"http://127.0.0.1:{two.admins[0]}/")
+        want = [["n1", "this page"], ["n2", f"http://127.0.0.1:{two.admins[1]}/"]]
+        poll(lambda: sorted(json.loads(browser.evaluate(PAGE_NODES) or "[]")) == want, 20,
+             f"nodes {want} in n1's page")
+        # The link leads to n2's own page, which knows itself as n2 and links back to n1.
+        browser.evaluate("document.querySelector('#nodes tr[data-node=\"n2\"] a').click()")
+        poll(lambda: "n2" in (browser.evaluate("document.getElementById('cluster-meta').textContent") or ""), 20,
+             "n2's page after following the link")
+        assert browser.evaluate("location.port") == str(two.admins[1])
+        poll(lambda: sorted(json.loads(browser.evaluate(PAGE_NODES) or "[]")) ==
+             [["n1", f"http://127.0.0.1:{two.admins[0]}/"], ["n2", "this page"]], 20, "n2's page linking to n1")
+
+        # `cluster status` shows each node's workers as the node itself reports them.
+        url = f"nats://127.0.0.1:{two.clients[0]}"
+        def cli(*args):
+            r = subprocess.run([binary("loopfleet"), "cluster", "status", "--nats", url, *args], capture_output=True,
+                               text=True, timeout=60 * SLOW)
+            assert r.returncode == 0, r.stderr
+            return r.stdout
+
+        def pids_agree():
+            own = {f"n{i + 1}": sorted(s["pid"] for s in n.status()["slots"]) for i, n in enumerate(two.nodes)}
+            listed = {n["node"]: sorted(w["pid"] for w in n["slots"]) for n in json.loads(cli("--json"))["nodes"]}
+            return (own, listed) if own == listed else None
+        own, _ = poll(pids_agree, 20, "cluster status --json listing the pids each node reports")
+        text = cli()
+        for name, pids in own.items():
+            section = text.split(f"\nnode {name} ", 1)[1].split("\n\n", 1)[0]
+            i = int(name[1:]) - 1
+            assert f"(status page http://127.0.0.1:{two.admins[i]}/)" in section, text
+            for pid in pids:
+                assert re.search(rf"^\s+\d+\s+{pid}\s+ready\s", section, re.M), (pid, text)
+        print(text)
+    finally:
+        browser.stop()
+        two.stop()
 
 
 def test_admin_port_in_use_is_one_line_and_exit_2(tmp_path):

@@ -189,6 +189,56 @@ def test_front_stops_gracefully_finishing_requests_in_flight(tmp_path):
         a.stop()
 
 
+def make_certificate(tmp, with_key=True):
+    """A self-signed certificate for localhost, made by openssl, and the PEM the front takes."""
+    key, cert, pem = tmp / "front.key", tmp / "front.crt", tmp / ("front.pem" if with_key else "front-no-key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60 * SLOW)
+    pem.write_text(cert.read_text() + (key.read_text() if with_key else ""))
+    return pem
+
+
+def test_front_with_tls_cert_serves_http2_to_curl_and_http11_to_the_node(tmp_path):
+    a = node(tmp_path, 1)
+    front = Front(tmp_path, [a], extra=["--tls-cert", str(make_certificate(tmp_path))])
+    try:
+        front.wait_state(a, "UP")
+        url = f"https://127.0.0.1:{front.port}/pid"
+        r = subprocess.run(["curl", "-sS", "-k", "--http2", "-o", "-", "-w", "\n%{http_version}", url],
+                           capture_output=True, text=True, timeout=30 * SLOW)
+        assert r.returncode == 0, r.stderr
+        body, version = r.stdout.rsplit("\n", 1)
+        assert version == "2", r.stdout  # negotiated by ALPN
+        assert body == str(a.worker_pids()[0]), r.stdout  # the node's own answer
+        print(f"curl --http2 through the TLS front: HTTP/{version}, the node's worker pid {body}")
+        # The node saw HTTP/1.1 (its server speaks nothing else), and a client without ALPN h2 works too.
+        r = subprocess.run(["curl", "-sS", "-k", "--http1.1", "-o", "/dev/null", "-w", "%{http_version}", url],
+                           capture_output=True, text=True, timeout=30 * SLOW)
+        assert (r.returncode, r.stdout) == (0, "1.1"), (r.stdout, r.stderr)
+        # Plain HTTP on the TLS port is refused, not served.
+        r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{front.port}/"],
+                           capture_output=True, text=True, timeout=30 * SLOW)
+        assert r.stdout != "200", r.stdout
+    finally:
+        front.stop()
+        a.stop()
+
+
+def test_front_tls_cert_missing_or_without_a_key_is_one_line_before_haproxy(tmp_path):
+    def front(cert):
+        return subprocess.run([binary("loopfleet"), "front", "--state-dir", str(tmp_path), "--listen",
+                               f"127.0.0.1:{free_port()}", "--server", "127.0.0.1:2@3", "--tls-cert", str(cert)],
+                              capture_output=True, text=True, timeout=30 * SLOW)
+    r = front(tmp_path / "absent.pem")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"--tls-cert {tmp_path / 'absent.pem'} cannot be opened (No such file or directory)" in r.stderr, r.stderr
+    r = front(make_certificate(tmp_path, with_key=False))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "no private key in it" in r.stderr and "cat cert.pem key.pem" in r.stderr, r.stderr
+    assert "haproxy" not in r.stderr, r.stderr  # ours, before haproxy was asked
+
+
 # --- the front follows the cluster (--nats) ---
 
 class Fleet:

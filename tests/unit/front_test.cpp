@@ -381,3 +381,48 @@ TEST(AdvertisedAddress, AWildcardIsReplacedAndAUnixSocketHasNone) {
   EXPECT_EQ(advertised_address("0.0.0.0:8080", "", ""), std::nullopt);
   EXPECT_EQ(advertised_address("unix:/run/app.sock", "10.0.0.7", ""), std::nullopt);
 }
+
+TEST(AdvertisedAddress, TheAdminIsLinkedWhereItIsBoundUnlessThatIsAWildcard) {
+  using supervisor::advertised_admin_address;
+  EXPECT_EQ(advertised_admin_address("127.0.0.1:9100", "10.0.0.7", "192.168.1.2"), "127.0.0.1:9100");
+  EXPECT_EQ(advertised_admin_address("10.0.0.5:9100", "10.0.0.7", "192.168.1.2"), "10.0.0.5:9100");
+  EXPECT_EQ(advertised_admin_address("0.0.0.0:9100", "10.0.0.7", "192.168.1.2"), "10.0.0.7:9100");
+  EXPECT_EQ(advertised_admin_address("0.0.0.0:9100", "", "192.168.1.2"), "192.168.1.2:9100");
+  EXPECT_EQ(advertised_admin_address(":9100", "", "192.168.1.2"), "192.168.1.2:9100");
+  EXPECT_EQ(advertised_admin_address("[::]:9100", "fd00::5", ""), "[fd00::5]:9100");
+  EXPECT_EQ(advertised_admin_address("[::1]:9100", "10.0.0.7", ""), "[::1]:9100");
+  EXPECT_EQ(advertised_admin_address("0.0.0.0:9100", "", ""), std::nullopt);
+}
+
+TEST(FrontTls, TheListenersTakeTlsWithHttp2ByAlpnAndTheNodesStayHttp11) {
+  front::config c;
+  ASSERT_FALSE(parse({"--listen", "127.0.0.1:8443,:9443", "--server", "10.0.0.1:8080@9100"}, c));
+  c.tls_cert = "/etc/loopfleet/front.pem";
+  auto cfg = front::haproxy_config(c);
+  EXPECT_TRUE(has(cfg, "bind 127.0.0.1:8443 ssl crt /etc/loopfleet/front.pem alpn h2,http/1.1\n"));
+  EXPECT_TRUE(has(cfg, "bind *:9443 ssl crt /etc/loopfleet/front.pem alpn h2,http/1.1\n"));
+  EXPECT_TRUE(has(cfg, "ssl-default-bind-options ssl-min-ver TLSv1.2"));
+  EXPECT_TRUE(has(cfg, "server 10.0.0.1_8080 10.0.0.1:8080 agent-check"));
+  EXPECT_FALSE(has(cfg, "proto h2"));  // no HTTP/2 towards the nodes
+  c.tls_cert.clear();
+  EXPECT_FALSE(has(front::haproxy_config(c), "ssl"));
+}
+
+TEST(FrontTls, APemNeedsACertificateAndAPlainKey) {
+  const std::string cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  const std::string key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+  EXPECT_FALSE(front::check_tls_pem(cert + key));
+  EXPECT_FALSE(front::check_tls_pem(key + cert));
+  EXPECT_FALSE(front::check_tls_pem(cert + "-----BEGIN RSA PRIVATE KEY-----\nx\n-----END RSA PRIVATE KEY-----\n"));
+  EXPECT_FALSE(front::check_tls_pem(cert + "-----BEGIN EC PRIVATE KEY-----\nx\n-----END EC PRIVATE KEY-----\n"));
+  EXPECT_TRUE(has(front::check_tls_pem(cert).value_or(""), "no private key in it"));
+  EXPECT_TRUE(has(front::check_tls_pem(key).value_or(""), "no certificate in it"));
+  EXPECT_TRUE(has(front::check_tls_pem("hello").value_or(""), "no PEM certificate or key"));
+  EXPECT_TRUE(has(front::check_tls_pem(cert + "-----BEGIN ENCRYPTED PRIVATE KEY-----\nx\n-----END ENCRYPTED PRIVATE "
+                                              "KEY-----\n")
+                      .value_or(""),
+                  "encrypted"));
+  front::config c;
+  auto missing = parse({"--listen", ":8443", "--server", "a:1", "--tls-cert", "/nonexistent/front.pem"}, c);
+  EXPECT_TRUE(has(missing.value_or(""), "--tls-cert /nonexistent/front.pem cannot be opened (No such file"));
+}

@@ -143,6 +143,31 @@ TEST(RunConfig, AdminAddressFlagAndKey) {
   EXPECT_EQ(g.admin, "127.0.0.1:9101");
 }
 
+TEST(RunConfig, AccessLogIsAFlagOrKeyAndARelativePathBecomesAbsolute) {
+  config c;
+  ASSERT_FALSE(parse({"--access-log", "/var/log/app.log", "--access-log-format", "combined", "--", "app"}, c));
+  EXPECT_EQ(c.access_log, "/var/log/app.log");
+  EXPECT_EQ(c.access_log_format, access_log_format::combined);
+  config d;
+  ASSERT_FALSE(parse({"--access-log", "-", "--", "app"}, d));
+  EXPECT_EQ(d.access_log, "-");  // the supervisor's stdout
+  EXPECT_EQ(d.access_log_format, access_log_format::json);
+  config e;
+  ASSERT_FALSE(parse({"--access-log", "logs/access.log", "--", "app"}, e));
+  char cwd[4096];
+  ASSERT_TRUE(::getcwd(cwd, sizeof cwd));
+  EXPECT_EQ(e.access_log, std::string(cwd) + "/logs/access.log");  // a reload's workers find the same file
+  config f;
+  auto err = parse({"--access-log-format", "apache", "--", "app"}, f);
+  ASSERT_TRUE(err);
+  EXPECT_TRUE(has(*err, "--access-log-format")) << *err;
+  EXPECT_TRUE(has(*err, "is not json or combined")) << *err;
+  config g;
+  ASSERT_FALSE(parse_file("access_log = \"/tmp/a.log\"\naccess_log_format = \"combined\"\ncommand = [\"app\"]\n", g));
+  EXPECT_EQ(g.access_log, "/tmp/a.log");
+  EXPECT_EQ(g.access_log_format, access_log_format::combined);
+}
+
 TEST(RunConfig, AdvertiseIsAnIPFlagOrKey) {
   config c;
   ASSERT_FALSE(parse({"--advertise", "10.0.0.5", "--", "app"}, c));
