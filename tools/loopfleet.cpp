@@ -39,6 +39,11 @@ constexpr const char* usage =
     "  cluster status                 the cluster's nodes: up or down, workers, load\n"
     "  job submit NAME PAYLOAD        store a durable job (--count N, --key IDEMPOTENCY_KEY, --retry-for 10s)\n"
     "  job stats                      jobs pending, in flight, redelivered, completed, dead\n"
+    "  job schedule NAME PAYLOAD --every DURATION | --at TIME\n"
+    "                                 submit job NAME (--job JOB) once per tick across the cluster, no leader;\n"
+    "                                 TIME is RFC 3339 UTC (2026-12-02T01:00:00Z) or +DURATION\n"
+    "  job schedules [--json]         schedules: spec, next and last tick, missed ticks\n"
+    "  job unschedule NAME            remove a schedule; every node stops firing it\n"
     "  front --listen HOST:PORT --server HOST:PORT@AGENT_PORT ...\n"
     "                                 HAProxy in front of the nodes, fed by their --agent-check (front --help)\n"
     "\n"
@@ -140,7 +145,7 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
   if (args.empty()) return fail(std::string(group) + " needs a subcommand (see loopfleet --help)");
   std::string sub(args.front());
   args.erase(args.begin());
-  std::string url, name, control, key;
+  std::string url, name, control, key, every, at, job;
   std::chrono::milliseconds down_after{3000};
   std::chrono::milliseconds retry_for{10000};
   int count = 1;
@@ -158,6 +163,9 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
   flags.add_int("--max-attempts", &limits.max_attempts, 1, 1000, "runs of a failing job before its dead letter [5]");
   flags.add_duration("--time-limit", &limits.time_limit, "how long one run of the job may take [30s]");
   flags.add_bool("--json", &as_json, "machine-readable output");
+  flags.add_string("--every", &every, "schedule: a tick at every multiple of DURATION since the Unix epoch (UTC)");
+  flags.add_string("--at", &at, "schedule: one tick at TIME (RFC 3339 UTC, or +DURATION from now)");
+  flags.add_string("--job", &job, "schedule: the job each tick submits [the schedule's name]");
   std::vector<std::string_view> flag_args, rest;
   for (std::size_t i = 0; i < args.size(); ++i) {
     if (args[i].starts_with("--")) {
@@ -169,6 +177,27 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
     }
   }
   if (auto err = flags.parse(flag_args)) return fail(*err);
+  // A schedule is checked whole before anything is asked of NATS: bad input stores nothing.
+  loopfleet::cluster::schedule schedule;
+  if (group == "job" && sub == "schedule") {
+    namespace lc = loopfleet::cluster;
+    if (rest.size() != 2)
+      return fail("job schedule needs NAME and PAYLOAD, e.g. loopfleet job schedule report daily --every 1d");
+    if (every.empty() == at.empty()) return fail("job schedule needs one of --every DURATION or --at TIME");
+    schedule.name = std::string(rest[0]);
+    schedule.job = job.empty() ? schedule.name : job;
+    schedule.payload = std::string(rest[1]);
+    schedule.max_attempts = limits.max_attempts;
+    schedule.time_limit_ms = limits.time_limit.count();
+    if (auto err = lc::check_name("the schedule", schedule.name)) return fail(*err);
+    if (auto err = lc::check_name("the job", schedule.job)) return fail("--job: " + *err);
+    auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch()).count();
+    if (!every.empty())
+      if (auto err = lc::parse_every(every, schedule.every_ms)) return fail("--every " + *err);
+    if (!at.empty())
+      if (auto err = lc::parse_at(at, now, schedule.at_ms)) return fail("--at " + *err);
+  }
   if (url.empty()) {
     std::string path, error;
     if (auto err = loopfleet::control::locate(control, name, path))
@@ -190,8 +219,16 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
     out = loopfleet::cluster::submit_jobs(url, std::string(rest[0]), std::string(rest[1]), count, key, retry_for, limits, error);
   } else if (group == "job" && sub == "stats") {
     out = loopfleet::cluster::job_stats(url, error);
+  } else if (group == "job" && sub == "schedule") {
+    out = loopfleet::cluster::store_schedule(url, schedule, error);
+  } else if (group == "job" && sub == "schedules") {
+    out = loopfleet::cluster::list_schedules(url, as_json, error);
+  } else if (group == "job" && sub == "unschedule") {
+    if (rest.size() != 1) return fail("job unschedule needs the schedule's NAME (loopfleet job schedules lists them)");
+    out = loopfleet::cluster::remove_schedule(url, std::string(rest[0]), error);
   } else {
-    return fail("unknown command '" + std::string(group) + " " + sub + "' (cluster status, job submit, job stats)");
+    return fail("unknown command '" + std::string(group) + " " + sub +
+                "' (cluster status, job submit, job stats, job schedule, job schedules, job unschedule)");
   }
   if (!out) {
     std::fprintf(stderr, "loopfleet: %s %s failed: %s\n", std::string(group).c_str(), sub.c_str(), error.c_str());
