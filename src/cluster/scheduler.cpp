@@ -70,7 +70,8 @@ bool publish_tick(jsCtx* js, const schedule& s, std::int64_t tick, std::string& 
 
 // A stored tick into the jobs stream, under the tick's id: a second mover (the first died
 // before its ack) stores no second job while the jobs stream's duplicate window holds it.
-void move_tick(jsCtx* js, natsMsg* tick, std::chrono::steady_clock::time_point& last_warning) {
+// Returns how late (ms after its tick) the job was stored, or -1 when it was not.
+std::int64_t move_tick(jsCtx* js, natsMsg* tick, std::chrono::steady_clock::time_point& last_warning) {
   std::string id = header(tick, "Nats-Msg-Id"), job = header(tick, "Loopfleet-Job");
   std::int64_t at = std::atoll(header(tick, "Loopfleet-Tick-Ms").c_str());
   auto warn = [&last_warning](const std::string& what) {
@@ -81,13 +82,13 @@ void move_tick(jsCtx* js, natsMsg* tick, std::chrono::steady_clock::time_point& 
   };
   if (id.empty() || job.empty()) {
     natsMsg_Term(tick, nullptr);  // not ours to move: no tick id or job
-    return;
+    return -1;
   }
   if (now_ms() - at > move_within.count()) {
     warn("tick " + id + " (" + utc_text(at) + ") was stored but not moved into the jobs for more than " +
          std::to_string(move_within.count() / 60000) + " minutes; skipped (missed) rather than risk running it twice");
     natsMsg_Ack(tick, nullptr);
-    return;
+    return -1;
   }
   natsMsg* m = nullptr;
   std::string subject = "loopfleet.job." + job;
@@ -97,10 +98,11 @@ void move_tick(jsCtx* js, natsMsg* tick, std::chrono::steady_clock::time_point& 
   std::string why;
   if (publish(js, m, id, why)) {
     natsMsg_Ack(tick, nullptr);
-  } else {
-    natsMsg_NakWithDelay(tick, std::chrono::nanoseconds(1s).count(), nullptr);
-    warn("tick " + id + " not yet stored as job '" + job + "': " + why + "; retrying");
+    return now_ms() - at;
   }
+  natsMsg_NakWithDelay(tick, std::chrono::nanoseconds(1s).count(), nullptr);
+  warn("tick " + id + " not yet stored as job '" + job + "': " + why + "; retrying");
+  return -1;
 }
 
 natsSubscription* subscribe_mover(jsCtx* js) {
@@ -198,6 +200,8 @@ void scheduler::run() {
   bool fixed_stored = fixed_.empty();
   auto last_warning = clock::time_point{};
   int failures = 0;
+  int late_moves = 0;  // since the last report
+  std::int64_t latest = 0;
   auto warn = [&last_warning](const std::string& what) {
     if (auto now = clock::now(); now - last_warning > 5s) {
       last_warning = now;
@@ -288,9 +292,27 @@ void scheduler::run() {
     }
     natsMsgList list{};
     jsErrCode err = static_cast<jsErrCode>(0);
-    natsStatus s = natsSubscription_Fetch(&list, sub, 64, static_cast<int>(wait), &err);
-    for (int i = 0; i < list.Count; ++i) move_tick(js, list.Msgs[i], last_warning);
+    // One at a time: nats.c's fetch of a larger batch waits out its whole timeout for the
+    // batch to fill, which held each tick back by up to that long.
+    natsStatus s = natsSubscription_Fetch(&list, sub, 1, static_cast<int>(wait), &err);
+    bool on_time = s == NATS_TIMEOUT && list.Count == 0;
+    for (int i = 0; i < list.Count; ++i) {
+      auto late = move_tick(js, list.Msgs[i], last_warning);
+      on_time |= late >= 0 && late <= 2000;
+      if (late > 2000) {
+        ++late_moves;
+        latest = std::max(latest, late);
+      }
+    }
     natsMsgList_Destroy(&list);
+    if (late_moves && (on_time || late_moves >= 100)) {
+      // Once the backlog is through, one line: a node died and JetStream elected new
+      // leaders, or no node could fire for a while.
+      log::warn("cluster: scheduler: moved " + std::to_string(late_moves) + " tick(s) into the jobs up to " +
+                std::to_string(latest) + " ms after their time (JetStream was electing leaders, or no node could fire)");
+      late_moves = 0;
+      latest = 0;
+    }
     if (s != NATS_OK && s != NATS_TIMEOUT) {
       // The consumer went (its stream was re-created) or NATS is away: subscribe again later.
       natsSubscription_Destroy(sub);
