@@ -196,6 +196,12 @@ std::int64_t missed_ticks(const schedule& s, std::optional<std::int64_t> last_fi
   return s.at_ms > after && s.at_ms < oldest ? 1 : 0;
 }
 
+bool should_move(bool stored, std::int64_t tick_ms, std::int64_t now_ms) {
+  return stored || now_ms - tick_ms <= move_duplicates_within.count();
+}
+
+bool too_old_to_move(std::int64_t tick_ms, std::int64_t now_ms) { return now_ms - tick_ms > move_within.count(); }
+
 bool same_schedule(const schedule& a, const schedule& b) {
   return a.name == b.name && a.job == b.job && a.payload == b.payload && a.every_ms == b.every_ms &&
          a.at_ms == b.at_ms && a.max_attempts == b.max_attempts && a.time_limit_ms == b.time_limit_ms;

@@ -34,10 +34,15 @@ inline constexpr std::chrono::milliseconds catch_up_window{std::chrono::minutes(
 // it still stores (a tick deleted early would be forgotten and could be stored again).
 inline constexpr std::chrono::milliseconds tick_duplicate_window{std::chrono::minutes(10)};
 inline constexpr std::chrono::milliseconds tick_max_age{std::chrono::hours(1)};
-// A stored tick becomes a job only while the jobs stream's duplicate window (10 minutes, from
-// the first copy) still covers it; a mover that finds an older one (every mover down for
-// that long) skips it rather than risk a second job.
+// A tick becomes a job only while the jobs stream's duplicate window (10 minutes, from the
+// first copy) still covers it; one that could not be stored as a job for longer (the jobs
+// stream without a quorum that long) is skipped rather than risk a second job.
 inline constexpr std::chrono::milliseconds move_within{std::chrono::minutes(9)};
+// A node stores the job of a tick it stored, and of a tick another node stored if that was
+// at most this long ago: the node that stored it may die before it stores the job, and a copy
+// this fresh is still in the jobs stream's duplicate map. An older duplicate (a node catching
+// up) is left to the nodes that fired it then.
+inline constexpr std::chrono::milliseconds move_duplicates_within{std::chrono::seconds(10)};
 // Shorter periods are loops, not schedules: each tick costs every node a replicated publish.
 inline constexpr std::chrono::milliseconds min_every{std::chrono::seconds(1)};
 
@@ -84,6 +89,12 @@ std::optional<std::int64_t> next_tick(const schedule& s, std::optional<std::int6
 // Ticks that never fired and never will: older than the window when a node could next fire.
 std::int64_t missed_ticks(const schedule& s, std::optional<std::int64_t> last_fired, std::int64_t now_ms,
                           std::chrono::milliseconds window);
+
+// Whether a node that published tick T now (`stored`: its copy was the one stored, not a
+// duplicate) also stores T's job.
+bool should_move(bool stored, std::int64_t tick_ms, std::int64_t now_ms);
+// Too old to become a job without risking a second one (move_within).
+bool too_old_to_move(std::int64_t tick_ms, std::int64_t now_ms);
 
 // The same schedule but for when and by whom it was stored (a fixed schedule is stored again
 // only when its config entry changed).

@@ -1,5 +1,5 @@
-// The node's scheduler loop (scheduler.hpp): read the schedules, publish due ticks, move
-// stored ticks into the jobs stream.
+// The node's scheduler loop (scheduler.hpp): read the schedules, publish due ticks, store
+// their jobs.
 #include "cluster/scheduler.hpp"
 
 #include "cluster/nats_connection.hpp"
@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <deque>
 #include <set>
 
 namespace loopfleet::cluster {
@@ -19,11 +20,6 @@ namespace {
 
 const std::string bucket_stream = std::string("KV_") + schedules_bucket;
 const std::string bucket_prefix = std::string("$KV.") + schedules_bucket + ".";
-// Where the stored ticks are moved from: one durable consumer that every node's scheduler
-// fetches from, so each stored tick is handed to one of them (again, after the ack wait, if
-// that one dies before it acknowledged).
-constexpr const char* mover = "loopfleet_ticks";
-constexpr auto mover_ack_wait = 5s;
 // A node fires only from a list read this recently: one that cannot read the bucket (no
 // quorum there) would otherwise keep firing a schedule removed meanwhile. The others fire.
 constexpr auto fresh_for = 3s;
@@ -43,7 +39,7 @@ std::string why_failed(natsStatus s, jsErrCode err) {
 
 // Publishes `m` (destroyed here) with message id `id`; true once JetStream has it, stored now
 // or before (a duplicate).
-bool publish(jsCtx* js, natsMsg* m, const std::string& id, std::string& why) {
+bool publish(jsCtx* js, natsMsg* m, const std::string& id, std::string& why, bool* stored = nullptr) {
   jsPubOptions po;
   jsPubOptions_Init(&po);
   po.MsgId = id.c_str();
@@ -52,72 +48,39 @@ bool publish(jsCtx* js, natsMsg* m, const std::string& id, std::string& why) {
   jsErrCode err = static_cast<jsErrCode>(0);
   natsStatus s = js_PublishMsg(&ack, js, m, &po, &err);
   natsMsg_Destroy(m);
+  if (stored) *stored = ack && !ack->Duplicate;
   if (ack) jsPubAck_Destroy(ack);
   if (s != NATS_OK) why = why_failed(s, err);
   return s == NATS_OK;
 }
 
-bool publish_tick(jsCtx* js, const schedule& s, std::int64_t tick, std::string& why) {
+// `stored` says whether this publish stored the tick (false: a duplicate of another node's).
+bool publish_tick(jsCtx* js, const schedule& s, std::int64_t tick, bool& stored, std::string& why) {
   natsMsg* m = nullptr;
   std::string subject = std::string(tick_subject_prefix) + s.name;
   natsMsg_Create(&m, subject.c_str(), nullptr, s.payload.data(), static_cast<int>(s.payload.size()));
   natsMsgHeader_Set(m, "Loopfleet-Tick-Ms", std::to_string(tick).c_str());
   natsMsgHeader_Set(m, "Loopfleet-Job", s.job.c_str());
-  natsMsgHeader_Set(m, "Loopfleet-Max-Attempts", std::to_string(s.max_attempts).c_str());
-  natsMsgHeader_Set(m, "Loopfleet-Time-Limit-Ms", std::to_string(s.time_limit_ms).c_str());
-  return publish(js, m, tick_id(s.name, tick), why);
+  return publish(js, m, tick_id(s.name, tick), why, &stored);
 }
 
-// A stored tick into the jobs stream, under the tick's id: a second mover (the first died
-// before its ack) stores no second job while the jobs stream's duplicate window holds it.
-// Returns how late (ms after its tick) the job was stored, or -1 when it was not.
-std::int64_t move_tick(jsCtx* js, natsMsg* tick, std::chrono::steady_clock::time_point& last_warning) {
-  std::string id = header(tick, "Nats-Msg-Id"), job = header(tick, "Loopfleet-Job");
-  std::int64_t at = std::atoll(header(tick, "Loopfleet-Tick-Ms").c_str());
-  auto warn = [&last_warning](const std::string& what) {
-    if (auto now = std::chrono::steady_clock::now(); now - last_warning > 5s) {
-      last_warning = now;
-      log::warn("cluster: scheduler: " + what);
-    }
-  };
-  if (id.empty() || job.empty()) {
-    natsMsg_Term(tick, nullptr);  // not ours to move: no tick id or job
-    return -1;
-  }
-  if (now_ms() - at > move_within.count()) {
-    warn("tick " + id + " (" + utc_text(at) + ") was stored but not moved into the jobs for more than " +
-         std::to_string(move_within.count() / 60000) + " minutes; skipped (missed) rather than risk running it twice");
-    natsMsg_Ack(tick, nullptr);
-    return -1;
-  }
+// A tick to store as a job.
+struct move {
+  std::string id, job, payload;
+  std::int64_t tick = 0;
+  int max_attempts = 5;
+  std::int64_t time_limit_ms = 30000;
+};
+
+// The tick's job, under the tick's id: the other nodes' copies are duplicates.
+bool store_job(jsCtx* js, const move& mv, std::string& why) {
   natsMsg* m = nullptr;
-  std::string subject = "loopfleet.job." + job;
-  natsMsg_Create(&m, subject.c_str(), nullptr, natsMsg_GetData(tick), natsMsg_GetDataLength(tick));
-  for (const char* h : {"Loopfleet-Max-Attempts", "Loopfleet-Time-Limit-Ms", "Loopfleet-Tick-Ms"})
-    if (std::string v = header(tick, h); !v.empty()) natsMsgHeader_Set(m, h, v.c_str());
-  std::string why;
-  if (publish(js, m, id, why)) {
-    natsMsg_Ack(tick, nullptr);
-    return now_ms() - at;
-  }
-  natsMsg_NakWithDelay(tick, std::chrono::nanoseconds(1s).count(), nullptr);
-  warn("tick " + id + " not yet stored as job '" + job + "': " + why + "; retrying");
-  return -1;
-}
-
-natsSubscription* subscribe_mover(jsCtx* js) {
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = ticks_stream;
-  so.Config.AckPolicy = js_AckExplicit;
-  so.Config.AckWait = std::chrono::duration_cast<std::chrono::nanoseconds>(mover_ack_wait).count();
-  so.Config.MaxDeliver = -1;
-  so.Config.MaxAckPending = 10000;
-  natsSubscription* sub = nullptr;
-  jsErrCode err = static_cast<jsErrCode>(0);
-  std::string filter = std::string(tick_subject_prefix) + ">";
-  if (js_PullSubscribe(&sub, js, filter.c_str(), mover, nullptr, &so, &err) != NATS_OK) return nullptr;
-  return sub;
+  std::string subject = "loopfleet.job." + mv.job;
+  natsMsg_Create(&m, subject.c_str(), nullptr, mv.payload.data(), static_cast<int>(mv.payload.size()));
+  natsMsgHeader_Set(m, "Loopfleet-Max-Attempts", std::to_string(mv.max_attempts).c_str());
+  natsMsgHeader_Set(m, "Loopfleet-Time-Limit-Ms", std::to_string(mv.time_limit_ms).c_str());
+  natsMsgHeader_Set(m, "Loopfleet-Tick-Ms", std::to_string(mv.tick).c_str());
+  return publish(js, m, mv.id, why);
 }
 
 }  // namespace
@@ -190,13 +153,13 @@ bool scheduler::stopping() {
 void scheduler::run() {
   using clock = std::chrono::steady_clock;
   nats_connection connection;
-  natsSubscription* sub = nullptr;
   std::vector<schedule> schedules;
   clock::time_point read_at{}, next_read{};
   // The last tick known stored, per schedule: read from the ticks stream when a schedule is
   // first seen (so a node that starts late catches up from there), then advanced by our own
   // publishes. Behind the truth is harmless: a tick published again is a duplicate.
   std::map<std::string, std::optional<std::int64_t>> fired;
+  std::deque<move> to_move;  // ticks stored (by us or another node) whose job we store, in order
   bool fixed_stored = fixed_.empty();
   auto last_warning = clock::time_point{};
   int failures = 0;
@@ -270,57 +233,56 @@ void scheduler::run() {
       }
       for (std::int64_t tick : due_ticks(s, known->second, now_ms(), catch_up_window, most_per_round)) {
         std::string why;
-        if (!publish_tick(js, s, tick, why)) {
+        bool stored = false;
+        if (!publish_tick(js, s, tick, stored, why)) {
           warn("tick " + tick_id(s.name, tick) + " not stored yet: " + why + "; retrying");
           break;  // the later ones wait for it: ticks stay in order
         }
         known->second = tick;
+        if (should_move(stored, tick, now_ms()))
+          to_move.push_back({tick_id(s.name, tick), s.job, s.payload, tick, s.max_attempts, s.time_limit_ms});
       }
     }
-    // Until the next tick is due (at most 250 ms, so a new or removed schedule is seen soon),
-    // waiting for stored ticks to move.
+    // Every node that fired a tick stores its job (the copies are duplicates), so a node that
+    // dies between the two publishes costs nothing: no consumer to hand the tick over, whose
+    // leader election after a node kill held ticks for seconds and, on nats-server 2.9.10,
+    // sometimes lost track of them for good.
+    while (!to_move.empty() && !stopping()) {
+      const move& mv = to_move.front();
+      if (too_old_to_move(mv.tick, now_ms())) {
+        warn("tick " + mv.id + " (" + utc_text(mv.tick) + ") could not be stored as job '" + mv.job + "' for " +
+             std::to_string(move_within.count() / 60000) + " minutes; skipped (missed) rather than risk a second job");
+        to_move.pop_front();
+        continue;
+      }
+      std::string why;
+      if (!store_job(js, mv, why)) {
+        warn("tick " + mv.id + " not yet stored as job '" + mv.job + "': " + why + "; retrying");
+        break;
+      }
+      if (auto late = now_ms() - mv.tick; late > 2000) {
+        ++late_moves;
+        latest = std::max(latest, late);
+      }
+      to_move.pop_front();
+    }
+    if (late_moves && to_move.empty()) {
+      // Once the backlog is through, one line: JetStream was electing leaders after a node was
+      // lost, or no node could fire for a while.
+      log::warn("cluster: scheduler: stored " + std::to_string(late_moves) + " tick(s) as jobs up to " +
+                std::to_string(latest) + " ms after their time (JetStream was electing leaders, or no node could fire)");
+      late_moves = 0;
+      latest = 0;
+    }
+    // Until the next tick is due; at most 250 ms, so a new or removed schedule is seen soon
+    // and a job JetStream could not take is tried again.
     std::int64_t wait = 250;
     if (fresh)
       for (const auto& s : schedules)
         if (auto next = next_tick(s, fired.count(s.name) ? fired[s.name] : std::nullopt, now_ms(), catch_up_window))
           wait = std::min(wait, *next - now_ms());
-    wait = std::max<std::int64_t>(wait, 10);
-    if (!sub) sub = subscribe_mover(js);
-    if (!sub) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(wait));
-      continue;
-    }
-    natsMsgList list{};
-    jsErrCode err = static_cast<jsErrCode>(0);
-    // One at a time: nats.c's fetch of a larger batch waits out its whole timeout for the
-    // batch to fill, which held each tick back by up to that long.
-    natsStatus s = natsSubscription_Fetch(&list, sub, 1, static_cast<int>(wait), &err);
-    bool on_time = s == NATS_TIMEOUT && list.Count == 0;
-    for (int i = 0; i < list.Count; ++i) {
-      auto late = move_tick(js, list.Msgs[i], last_warning);
-      on_time |= late >= 0 && late <= 2000;
-      if (late > 2000) {
-        ++late_moves;
-        latest = std::max(latest, late);
-      }
-    }
-    natsMsgList_Destroy(&list);
-    if (late_moves && (on_time || late_moves >= 100)) {
-      // Once the backlog is through, one line: a node died and JetStream elected new
-      // leaders, or no node could fire for a while.
-      log::warn("cluster: scheduler: moved " + std::to_string(late_moves) + " tick(s) into the jobs up to " +
-                std::to_string(latest) + " ms after their time (JetStream was electing leaders, or no node could fire)");
-      late_moves = 0;
-      latest = 0;
-    }
-    if (s != NATS_OK && s != NATS_TIMEOUT) {
-      // The consumer went (its stream was re-created) or NATS is away: subscribe again later.
-      natsSubscription_Destroy(sub);
-      sub = nullptr;
-      std::this_thread::sleep_for(std::chrono::milliseconds(wait));
-    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::max<std::int64_t>(wait, 10)));
   }
-  if (sub) natsSubscription_Destroy(sub);
 }
 
 }  // namespace loopfleet::cluster

@@ -1,8 +1,8 @@
 // The node's scheduler: every node runs one (in its agent), there is no leader. It reads the
 // schedules from the bucket's stream leader every second, publishes each due tick into the
 // ticks stream with the tick's message id (every node publishes it; JetStream keeps one), and
-// moves stored ticks into the jobs stream through one shared durable consumer, each as a job
-// whose idempotency key is the tick's id. docs/cluster.md, "Schedules".
+// then stores the tick's job, whose idempotency key is the same id (every node that fired it
+// does; the jobs stream keeps one). docs/cluster.md, "Schedules".
 #pragma once
 
 #include "cluster/schedule.hpp"

@@ -94,6 +94,18 @@ TEST(ScheduleTicks, NextIsTheFirstUnfiredTickEvenWhenOverdue) {
   EXPECT_EQ(next_tick(s, base + 60'000, base + 200'000, catch_up_window), base + 120'000);
 }
 
+TEST(ScheduleMoves, ATickBecomesAJobFromItsStorerAndFromFreshDuplicates) {
+  EXPECT_TRUE(should_move(true, base, base + 60'000));   // ours, however late
+  EXPECT_TRUE(should_move(false, base, base + 3'000));   // another node's, seconds ago: it may have died
+  EXPECT_FALSE(should_move(false, base, base + 60'000)); // a node catching up: left to those that fired it
+  EXPECT_FALSE(too_old_to_move(base, base + move_within.count()));
+  EXPECT_TRUE(too_old_to_move(base, base + move_within.count() + 1));
+  // Whatever a node may still move is inside the jobs stream's duplicate window.
+  EXPECT_LT(move_within, tick_duplicate_window);
+  EXPECT_LT(catch_up_window + std::chrono::minutes(1), tick_duplicate_window);
+  EXPECT_GT(tick_max_age, tick_duplicate_window);
+}
+
 TEST(ScheduleSpec, EveryTakesTheFlagsDurationsAndRefusesLoops) {
   std::int64_t ms = 0;
   EXPECT_FALSE(parse_every("1s", ms));
