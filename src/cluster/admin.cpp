@@ -380,7 +380,7 @@ std::optional<std::string> list_schedules(const std::string& url, bool as_json, 
   }
   std::int64_t now = wall_ms();
   boost::json::array rows;
-  std::string out = "SCHEDULE         SPEC                       JOB          PAYLOAD  NEXT                      LAST"
+  std::string out = "SCHEDULE         SPEC                         JOB          PAYLOAD  NEXT                      LAST"
                     "                      MISSED  SOURCE\n";
   for (const auto& s : all) {
     bool ok = false;
@@ -396,7 +396,7 @@ std::optional<std::string> list_schedules(const std::string& url, bool as_json, 
                                        {"missed", missed},
                                        {"created_ms", s.created_ms},
                                        {"source", s.source}});
-    out += pad(s.name, 16) + " " + pad(spec_text(s), 26) + " " + pad(s.job, 12) + " " +
+    out += pad(s.name, 16) + " " + pad(spec_text(s), 28) + " " + pad(s.job, 12) + " " +
            pad(std::to_string(s.payload.size()) + " B", 8, false) + " " + pad(next ? utc_text(*next) : "-", 25) + " " +
            pad(last ? utc_text(*last) : ok ? "never" : "?", 25) + " " + pad(std::to_string(missed), 6, false) + "  " +
            s.source + "\n";
