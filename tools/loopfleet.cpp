@@ -42,6 +42,11 @@ constexpr const char* usage =
     "  workflow start NAME INPUT      start a durable workflow (--id ID; --wait 30s prints its result)\n"
     "  workflow show ID               its status and each step: node, duration, attempts (--json)\n"
     "  workflow signal ID NAME DATA   send a signal the workflow waits for\n"
+    "  job schedule NAME PAYLOAD --every DURATION | --at TIME\n"
+    "                                 submit job NAME (--job JOB) once per tick across the cluster, no leader;\n"
+    "                                 TIME is RFC 3339 UTC (2026-12-02T01:00:00Z) or +DURATION\n"
+    "  job schedules [--json]         schedules: spec, next and last tick, missed ticks\n"
+    "  job unschedule NAME            remove a schedule; every node stops firing it\n"
     "  front --listen HOST:PORT --server HOST:PORT@AGENT_PORT ...\n"
     "                                 HAProxy in front of the nodes, fed by their --agent-check (front --help)\n"
     "\n"
@@ -143,7 +148,7 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
   if (args.empty()) return fail(std::string(group) + " needs a subcommand (see loopfleet --help)");
   std::string sub(args.front());
   args.erase(args.begin());
-  std::string url, name, control, key, workflow_id;
+  std::string url, name, control, key, every, at, job, workflow_id;
   std::chrono::milliseconds down_after{3000}, wait{0};
   std::chrono::milliseconds retry_for{10000};
   int count = 1;
@@ -163,6 +168,9 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
   flags.add_bool("--json", &as_json, "machine-readable output");
   flags.add_string("--id", &workflow_id, "workflow start: the workflow's id (a second start with it does nothing)");
   flags.add_duration("--wait", &wait, "workflow start: wait this long for the result and print it");
+  flags.add_string("--every", &every, "schedule: a tick at every multiple of DURATION since the Unix epoch (UTC)");
+  flags.add_string("--at", &at, "schedule: one tick at TIME (RFC 3339 UTC, or +DURATION from now)");
+  flags.add_string("--job", &job, "schedule: the job each tick submits [the schedule's name]");
   std::vector<std::string_view> flag_args, rest;
   for (std::size_t i = 0; i < args.size(); ++i) {
     if (args[i].starts_with("--")) {
@@ -174,6 +182,27 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
     }
   }
   if (auto err = flags.parse(flag_args)) return fail(*err);
+  // A schedule is checked whole before anything is asked of NATS: bad input stores nothing.
+  loopfleet::cluster::schedule schedule;
+  if (group == "job" && sub == "schedule") {
+    namespace lc = loopfleet::cluster;
+    if (rest.size() != 2)
+      return fail("job schedule needs NAME and PAYLOAD, e.g. loopfleet job schedule report daily --every 1d");
+    if (every.empty() == at.empty()) return fail("job schedule needs one of --every DURATION or --at TIME");
+    schedule.name = std::string(rest[0]);
+    schedule.job = job.empty() ? schedule.name : job;
+    schedule.payload = std::string(rest[1]);
+    schedule.max_attempts = limits.max_attempts;
+    schedule.time_limit_ms = limits.time_limit.count();
+    if (auto err = lc::check_name("the schedule", schedule.name)) return fail(*err);
+    if (auto err = lc::check_name("the job", schedule.job)) return fail("--job: " + *err);
+    auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch()).count();
+    if (!every.empty())
+      if (auto err = lc::parse_every(every, schedule.every_ms)) return fail("--every " + *err);
+    if (!at.empty())
+      if (auto err = lc::parse_at(at, now, schedule.at_ms)) return fail("--at " + *err);
+  }
   if (url.empty()) {
     std::string path, error;
     if (auto err = loopfleet::control::locate(control, name, path))
@@ -205,9 +234,17 @@ int nats_command(std::string_view group, std::vector<std::string_view> args) {
     if (rest.size() != 3) return fail("workflow signal needs ID, NAME and PAYLOAD");
     out = loopfleet::cluster::workflow_signal(url, std::string(rest[0]), std::string(rest[1]), std::string(rest[2]),
                                               error);
+  } else if (group == "job" && sub == "schedule") {
+    out = loopfleet::cluster::store_schedule(url, schedule, error);
+  } else if (group == "job" && sub == "schedules") {
+    out = loopfleet::cluster::list_schedules(url, as_json, error);
+  } else if (group == "job" && sub == "unschedule") {
+    if (rest.size() != 1) return fail("job unschedule needs the schedule's NAME (loopfleet job schedules lists them)");
+    out = loopfleet::cluster::remove_schedule(url, std::string(rest[0]), error);
   } else {
     return fail("unknown command '" + std::string(group) + " " + sub +
-                "' (cluster status, job submit, job stats, workflow start|show|signal)");
+                "' (cluster status, job submit, job stats, job schedule, job schedules, job unschedule, "
+                "workflow start|show|signal)");
   }
   if (!out) {
     std::fprintf(stderr, "loopfleet: %s %s failed: %s\n", std::string(group).c_str(), sub.c_str(), error.c_str());

@@ -7,7 +7,8 @@
 //   GET /relay              calls "relay": a call served by a coroutine that itself calls "whoami"
 //   GET /call-rtt?n=N       N sequential "whoami" calls from this worker: p50/p99 in us, as JSON
 // Job and call handlers say on which node and pid they ran: each job prints
-// "job-done <payload> <id> node=<node> pid=<pid> attempt=<n>" on stdout, and appends it to the
+// "job-done <payload> <id> node=<node> pid=<pid> attempt=<n>[ key=<key>]" on stdout (the key
+// when it has one: a scheduled job's names its tick), and appends it to the
 // file named by JOBS_DONE_FILE if set: a line still in the pipe when the whole node is killed
 // is lost with the supervisor, and the chaos soak must not count such a job as lost.
 #include <loopfleet/cluster.hpp>
@@ -54,8 +55,9 @@ boost::asio::awaitable<void> work(cluster::job& j) {
     co_await t.async_wait(boost::asio::use_awaitable);
   }
   char line[512];
-  int n = std::snprintf(line, sizeof line, "job-done %s %llu %s attempt=%d\n", shown(j.payload).c_str(),
-                        static_cast<unsigned long long>(j.id), where().c_str(), j.attempt);
+  int n = std::snprintf(line, sizeof line, "job-done %s %llu %s attempt=%d%s%s\n", shown(j.payload).c_str(),
+                        static_cast<unsigned long long>(j.id), where().c_str(), j.attempt,
+                        j.key.empty() ? "" : " key=", j.key.c_str());
   std::fputs(line, stdout);
   static const int journal = [] {
     const char* path = std::getenv("JOBS_DONE_FILE");

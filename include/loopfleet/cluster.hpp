@@ -75,6 +75,10 @@ struct job {
   std::string payload;
   std::uint64_t id = 0;   // the stream sequence: unique per job
   int attempt = 1;        // 1 on first delivery
+  // Its idempotency key ("" if submitted without one). A scheduled job's is its tick,
+  // "schedule:NAME@<tick, Unix ms>": a job runs at least once, so a handler whose effect must
+  // happen once per tick records it under this key.
+  std::string key;
   std::string result;     // set by the handler: sent to a submitter that waits for it
 };
 

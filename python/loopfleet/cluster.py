@@ -12,7 +12,7 @@ are one implementation. Nothing here blocks the event loop on NATS.
         return b"42"
 
     @cluster.handle_jobs("resize", concurrency=16)
-    async def resize(job):                        # job.payload, job.id, job.attempt, job.name
+    async def resize(job):                        # job.payload, job.id, job.attempt, job.name, job.key
         ...
         job.result = b"done"                      # sent to a submit_and_wait()
 
@@ -63,13 +63,14 @@ class PublishFailed(ClusterError):
 
 class Job:
     """One delivery of a job to its handler."""
-    __slots__ = ("name", "payload", "id", "attempt", "result")
+    __slots__ = ("name", "payload", "id", "attempt", "key", "result")
 
-    def __init__(self, name, payload, id, attempt):
+    def __init__(self, name, payload, id, attempt, key=""):
         self.name = name          # the job's name
         self.payload = payload    # bytes, as submitted
         self.id = id              # the stream sequence: unique per job
         self.attempt = attempt    # 1 on first delivery
+        self.key = key            # its idempotency key, "" if none; a scheduled job's: "schedule:NAME@<tick ms>"
         self.result = b""         # bytes or str: sent to a submitter that waits for it
 
     def __repr__(self):
@@ -259,8 +260,8 @@ def _run_call(handler, payload, token):
     token.task = _loop.create_task(_answer(token, handler, payload))
 
 
-def _run_job(handler, name, payload, id, attempt, token):
-    job = Job(name, payload, id, attempt)
+def _run_job(handler, name, payload, id, attempt, key, token):
+    job = Job(name, payload, id, attempt, key)
     # The result is job.result, or what the handler returned when it set none.
     token.task = _loop.create_task(_answer(token, handler, job, result=lambda out: job.result or out))
 

@@ -3,6 +3,7 @@
 
 #include "cluster/nats_connection.hpp"
 #include "cluster/node.hpp"
+#include "cluster/scheduler.hpp"
 
 #include <boost/json.hpp>
 #include <nats/nats.h>
@@ -327,6 +328,111 @@ std::optional<std::string> job_stats(const std::string& url, std::string& error)
   jsStreamInfo_Destroy(jobs);
   if (dead) jsStreamInfo_Destroy(dead);
   return out + durability_text(read_durability(conn.js()));
+}
+
+namespace {
+
+std::int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The schedules bucket, which every node's agent creates.
+kvStore* schedules(nats_connection& conn, std::string& error) {
+  kvStore* kv = nullptr;
+  if (js_KeyValue(&kv, conn.js(), schedules_bucket) == NATS_OK) return kv;
+  error = "no node has created the schedules bucket " + std::string(schedules_bucket) +
+          " yet (is a node of this version running with --cluster, with its JetStream servers up?)";
+  return nullptr;
+}
+
+std::string kv_failure(natsStatus s) {
+  natsStatus last = NATS_OK;
+  const char* says = s == NATS_ERR ? nats_GetLastError(&last) : nullptr;
+  return describe_publish_failure(s, static_cast<jsErrCode>(0), says ? says : "").why;
+}
+
+}  // namespace
+
+std::optional<std::string> store_schedule(const std::string& url, schedule s, std::string& error) {
+  nats_connection conn;
+  if (!connect_patiently(conn, url, error)) return std::nullopt;
+  kvStore* kv = schedules(conn, error);
+  if (!kv) return std::nullopt;
+  kvEntry* old = nullptr;
+  bool replaced = kvStore_Get(&old, kv, s.name.c_str()) == NATS_OK;
+  if (old) kvEntry_Destroy(old);
+  s.created_ms = wall_ms();
+  s.source = "cli";
+  uint64_t rev = 0;
+  natsStatus st = kvStore_PutString(&rev, kv, s.name.c_str(), to_json(s).c_str());
+  kvStore_Destroy(kv);
+  if (st != NATS_OK) {
+    error = "schedule '" + s.name + "' not stored: " + kv_failure(st);
+    return std::nullopt;
+  }
+  auto next = next_tick(s, std::nullopt, s.created_ms, catch_up_window);
+  return std::string(replaced ? "replaced" : "scheduled") + " '" + s.name + "': " + spec_text(s) + ", job '" + s.job +
+         "' (" + std::to_string(s.payload.size()) + " bytes)" + (next ? ", next at " + utc_text(*next) : "") + "\n";
+}
+
+std::optional<std::string> remove_schedule(const std::string& url, const std::string& name, std::string& error) {
+  nats_connection conn;
+  if (!connect_patiently(conn, url, error)) return std::nullopt;
+  kvStore* kv = schedules(conn, error);
+  if (!kv) return std::nullopt;
+  kvEntry* old = nullptr;
+  natsStatus st = kvStore_Get(&old, kv, name.c_str());
+  if (old) kvEntry_Destroy(old);
+  if (st == NATS_NOT_FOUND) {
+    kvStore_Destroy(kv);
+    error = "no schedule '" + name + "' (loopfleet job schedules lists them)";
+    return std::nullopt;
+  }
+  if (st == NATS_OK) st = kvStore_Delete(kv, name.c_str());
+  kvStore_Destroy(kv);
+  if (st != NATS_OK) {
+    error = "schedule '" + name + "' not removed: " + kv_failure(st);
+    return std::nullopt;
+  }
+  return "unscheduled '" + name + "': the nodes stop firing it within a second or two\n";
+}
+
+std::optional<std::string> list_schedules(const std::string& url, bool as_json, std::string& error) {
+  nats_connection conn;
+  if (!connect_patiently(conn, url, error)) return std::nullopt;
+  bool whole = false;
+  auto all = read_schedules(conn.js(), whole);
+  if (!whole) {
+    error = "cannot read the schedules bucket " + std::string(schedules_bucket) +
+            " (no node created it yet, or JetStream is electing a leader: retry)";
+    return std::nullopt;
+  }
+  std::int64_t now = wall_ms();
+  boost::json::array rows;
+  std::string out = "SCHEDULE         SPEC                         JOB          PAYLOAD  NEXT                      LAST"
+                    "                      MISSED  SOURCE\n";
+  for (const auto& s : all) {
+    bool ok = false;
+    auto last = last_fired(conn.js(), s.name, ok);
+    auto next = next_tick(s, last, now, catch_up_window);
+    auto missed = missed_ticks(s, last, now, catch_up_window);
+    rows.push_back(boost::json::object{{"name", s.name},
+                                       {"spec", spec_text(s)},
+                                       {"job", s.job},
+                                       {"payload_bytes", s.payload.size()},
+                                       {"next_ms", next ? boost::json::value(*next) : nullptr},
+                                       {"last_fired_ms", last ? boost::json::value(*last) : nullptr},
+                                       {"missed", missed},
+                                       {"created_ms", s.created_ms},
+                                       {"source", s.source}});
+    out += pad(s.name, 16) + " " + pad(spec_text(s), 28) + " " + pad(s.job, 12) + " " +
+           pad(std::to_string(s.payload.size()) + " B", 8, false) + " " + pad(next ? utc_text(*next) : "-", 25) + " " +
+           pad(last ? utc_text(*last) : ok ? "never" : "?", 25) + " " + pad(std::to_string(missed), 6, false) + "  " +
+           s.source + "\n";
+  }
+  if (as_json) return boost::json::serialize(boost::json::object{{"schedules", rows}}) + "\n";
+  return all.empty() ? std::string("no schedules (loopfleet job schedule NAME PAYLOAD --every 1h adds one)\n") : out;
 }
 
 }  // namespace loopfleet::cluster

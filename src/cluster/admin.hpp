@@ -1,6 +1,8 @@
 // What the `loopfleet cluster` and `loopfleet job` commands do, against NATS directly.
 #pragma once
 
+#include "cluster/schedule.hpp"
+
 #include <chrono>
 #include <optional>
 #include <string>
@@ -26,6 +28,12 @@ std::optional<std::string> submit_jobs(const std::string& url, const std::string
                                        int count, const std::string& key, std::chrono::milliseconds retry_for,
                                        const job_limits& limits, std::string& error);
 std::optional<std::string> job_stats(const std::string& url, std::string& error);
+// `job schedule`: stores (or replaces) `s`, checked already, with created_ms = now.
+std::optional<std::string> store_schedule(const std::string& url, schedule s, std::string& error);
+// `job unschedule NAME`: every node stops firing it within about a second.
+std::optional<std::string> remove_schedule(const std::string& url, const std::string& name, std::string& error);
+// `job schedules`: name, spec, job, payload size, next and last tick, missed ticks.
+std::optional<std::string> list_schedules(const std::string& url, bool as_json, std::string& error);
 
 // `loopfleet workflow start|show|signal` (workflow_admin.cpp). start: `id` empty makes one;
 // `wait` > 0 waits that long for the result and prints it.

@@ -195,6 +195,8 @@ asio::awaitable<void> job_runner::run_job(const std::string& name, const job_def
   job j;
   j.name = name;
   j.payload.assign(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
+  j.key = header(msg, "Loopfleet-Key");  // a job queued again by the sweeper keeps its key there
+  if (j.key.empty()) j.key = header(msg, "Nats-Msg-Id");
   jsMsgMetaData* meta = nullptr;
   if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
     j.id = meta->Sequence.Stream;

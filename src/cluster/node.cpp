@@ -3,6 +3,7 @@
 
 #include "cluster/journal.hpp"
 #include "cluster/nats_connection.hpp"
+#include "cluster/scheduler.hpp"
 #include "cluster/sweeper.hpp"
 
 #include "runtime/log.hpp"
@@ -151,6 +152,7 @@ std::optional<durability> read_stream(jsCtx* js, const std::string& name, const 
 }
 
 const std::string nodes_bucket_stream = std::string("KV_") + nodes_bucket;
+const std::string schedules_bucket_stream = std::string("KV_") + schedules_bucket;
 
 }  // namespace
 
@@ -162,6 +164,8 @@ std::vector<durability> read_durability(jsCtx* js) {
   if (auto d = read_stream(js, nodes_bucket_stream, "bucket", nullptr)) out.push_back(*d);
   if (auto d = read_stream(js, workflow_stream, "stream", nullptr)) out.push_back(*d);
   if (auto d = read_stream(js, workflow_task_stream, "stream", nullptr)) out.push_back(*d);
+  if (auto d = read_stream(js, ticks_stream, "stream", nullptr)) out.push_back(*d);
+  if (auto d = read_stream(js, schedules_bucket_stream, "bucket", nullptr)) out.push_back(*d);
   if (!jobs) return out;
   int want = out.front().want;
   jsConsumerNamesList* names = nullptr;
@@ -191,10 +195,15 @@ boost::json::array durability_json(const std::vector<durability>& all) {
   return out;
 }
 
-node_agent::node_agent(std::string url, std::string node, replica_settings replicas)
-    : url_(std::move(url)), node_(std::move(node)), replicas_(replicas), thread_([this] { run(); }) {}
+node_agent::node_agent(std::string url, std::string node, replica_settings replicas, std::vector<schedule> fixed)
+    : url_(std::move(url)),
+      node_(std::move(node)),
+      replicas_(replicas),
+      thread_([this] { run(); }),
+      scheduler_(std::make_unique<scheduler>(url_, node_, std::move(fixed))) {}
 
 node_agent::~node_agent() {
+  scheduler_.reset();
   {
     std::lock_guard lock(mutex_);
     stop_ = true;
@@ -278,25 +287,32 @@ boost::json::array read_nodes(jsCtx* js, kvStore* kv, double down_after_s, bool*
 
 namespace {
 
-// What the agent creates: two streams and the nodes bucket, each with the replicas promised.
+// What the agent creates: three streams and two buckets, each with the replicas promised.
 struct shared_object {
   const char* name;      // the stream's name (a bucket's is KV_<bucket>)
   const char* subject;   // streams only
   jsRetentionPolicy retention;
   bool bucket;
+  jsStorageType storage = js_FileStorage;
+  std::chrono::nanoseconds max_age{0};  // streams: 0 = kept until consumed or deleted
+  std::chrono::nanoseconds duplicates{std::chrono::minutes(10)};  // idempotency keys hold this long
   bool direct = false;   // reads by subject from any replica (a workflow's journal, journal.hpp)
 };
 const shared_object shared_objects[] = {
     {jobs_stream, "loopfleet.job.>", js_WorkQueuePolicy, false},
     {dead_stream, "loopfleet.dead.>", js_LimitsPolicy, false},
-    {nodes_bucket, nullptr, js_LimitsPolicy, true},
+    // Heartbeats in memory: membership keeps working when the jobs fill the disk store.
+    {nodes_bucket, nullptr, js_LimitsPolicy, true, js_MemoryStorage},
+    // Fired ticks: limits retention, kept longer than their duplicate window (schedule.hpp).
+    {ticks_stream, "loopfleet.tick.>", js_LimitsPolicy, false, js_FileStorage, tick_max_age, tick_duplicate_window},
+    {schedules_bucket, nullptr, js_LimitsPolicy, true},
     // Workflows: journals are kept (limits, no age limit: a workflow may sleep for days), tasks
     // are a work queue like the jobs.
-    {workflow_stream, "loopfleet.wf.>", js_LimitsPolicy, false, true},
+    {workflow_stream, "loopfleet.wf.>", js_LimitsPolicy, false, js_FileStorage, {}, std::chrono::minutes(10), true},
     {workflow_task_stream, "loopfleet.wft.>", js_WorkQueuePolicy, false},
 };
 
-std::string stream_name(const shared_object& o) { return o.bucket ? nodes_bucket_stream : o.name; }
+std::string stream_name(const shared_object& o) { return o.bucket ? std::string("KV_") + o.name : o.name; }
 
 bool exists(jsCtx* js, const shared_object& o) {
   jsStreamInfo* si = nullptr;
@@ -317,8 +333,7 @@ bool create(jsCtx* js, const shared_object& o, int replicas, int want, std::stri
     kc.Bucket = o.name;
     kc.Description = description.c_str();
     kc.History = 1;
-    // Heartbeats in memory: membership keeps working when the jobs fill the disk store.
-    kc.StorageType = js_MemoryStorage;
+    kc.StorageType = o.storage;
     kc.Replicas = replicas;
     kvStore* kv = nullptr;
     s = js_CreateKeyValue(&kv, js, &kc);
@@ -335,7 +350,8 @@ bool create(jsCtx* js, const shared_object& o, int replicas, int want, std::stri
     cfg.Storage = js_FileStorage;
     cfg.Discard = js_DiscardNew;  // full: refuse new jobs (the submitter retries), never drop stored ones
     cfg.Replicas = replicas;
-    cfg.Duplicates = static_cast<int64_t>(10) * 60 * 1000000000;  // idempotency keys hold 10 minutes
+    cfg.Duplicates = o.duplicates.count();
+    cfg.MaxAge = o.max_age.count();
     cfg.AllowDirect = o.direct;
     jsStreamInfo* si = nullptr;
     s = js_AddStream(&si, js, &cfg, nullptr, &err);

@@ -3,8 +3,11 @@
 //
 // Wire names (docs/cluster.md): stream LOOPFLEET_JOBS on loopfleet.job.<name> (work queue),
 // stream LOOPFLEET_DEAD on loopfleet.dead.<name>, key-value bucket loopfleet_nodes with one
-// key per node, calls on loopfleet.call.<name> in queue group "loopfleet".
+// key per node, calls on loopfleet.call.<name> in queue group "loopfleet"; for schedules, stream
+// LOOPFLEET_TICKS on loopfleet.tick.<schedule> and bucket loopfleet_schedules (schedule.hpp).
 #pragma once
+
+#include "cluster/schedule.hpp"
 
 #include <nats/nats.h>
 
@@ -106,13 +109,17 @@ boost::json::object member_summary(const boost::json::object& heartbeat);
 // The default for `down_after_s`: three missed heartbeats (one a second).
 inline constexpr double node_down_after_s = 3.0;
 
-// Announces this node every second on the nodes bucket and creates the streams the jobs
-// need, on its own thread (nats.c's JetStream calls block). Reconnects by itself. Streams are
+// Announces this node every second on the nodes bucket and creates the streams the jobs and
+// schedules need, on its own thread (nats.c's JetStream calls block). Reconnects by itself. Streams are
 // created with the replicas promised, waiting for enough servers (submits retry meanwhile),
 // and raised to them as soon as the servers are there if they had to start with fewer.
+class scheduler;
+
 class node_agent {
  public:
-  node_agent(std::string url, std::string node, replica_settings replicas);
+  // `fixed`: the run config's schedules, for the node's scheduler (scheduler.hpp), which runs
+  // beside the heartbeat on a thread and connection of its own.
+  node_agent(std::string url, std::string node, replica_settings replicas, std::vector<schedule> fixed = {});
   ~node_agent();
   // The JSON published with the next heartbeat (the agent adds the streams' durability).
   // `now`: put it at once rather than at the next second (a stop, which fronts must hear of
@@ -138,6 +145,7 @@ class node_agent {
   bool stop_ = false;
   bool beat_now_ = false;
   std::thread thread_;
+  std::unique_ptr<scheduler> scheduler_;
 };
 
 }  // namespace loopfleet::cluster

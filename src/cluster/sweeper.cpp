@@ -47,7 +47,11 @@ bool requeue(jsCtx* js, natsMsg* old, std::uint64_t seq) {
   int count = 0;
   if (natsMsgHeader_Keys(old, &keys, &count) == NATS_OK) {
     for (int i = 0; i < count; ++i) {
-      if (std::strcmp(keys[i], "Nats-Msg-Id") == 0) continue;
+      if (std::strcmp(keys[i], "Nats-Msg-Id") == 0) {
+        // The handler still sees the key it was submitted with (job::key).
+        if (header(old, "Loopfleet-Key").empty()) natsMsgHeader_Set(m, "Loopfleet-Key", header(old, keys[i]).c_str());
+        continue;
+      }
       const char** values = nullptr;
       int n = 0;
       if (natsMsgHeader_Values(old, keys[i], &values, &n) == NATS_OK) {

@@ -143,7 +143,7 @@ asio::awaitable<void> python_job(shared_ref handler, cluster::job& j) {
   auto give = [handler, &j](const shared_token& t) {
     with_python([&] {
       post_to_asyncio(the_bridge().to.run_job, handler->get(), j.name, py::bytes(j.payload), j.id, j.attempt,
-                      py::cast(t));
+                      j.key, py::cast(t));
     });
   };
   auto answer = answered_by_python(std::move(give));

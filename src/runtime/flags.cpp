@@ -20,13 +20,25 @@ std::string format_size(std::size_t n) {
 
 }  // namespace
 
+const char* const duration_form =
+    "is not a duration: give seconds such as 30 or 0.5, milliseconds such as 250ms, or 5m, 2h, 1d";
+
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
   double scale = 1000.0;  // plain numbers are seconds
   if (text.ends_with("ms")) {
     scale = 1.0;
     text.remove_suffix(2);
-  } else if (text.ends_with("s")) {
-    text.remove_suffix(1);
+  } else if (!text.empty()) {
+    // Minutes, hours and days for schedules ("every 1h"); "m" is never a size here.
+    switch (text.back()) {
+      case 's': scale = 1000.0; break;
+      case 'm': scale = 60e3; break;
+      case 'h': scale = 3600e3; break;
+      case 'd': scale = 86400e3; break;
+      default: scale = 0; break;
+    }
+    if (scale) text.remove_suffix(1);
+    else scale = 1000.0;
   }
   double value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -73,7 +85,7 @@ void flag_set::add_duration(std::string name, std::chrono::milliseconds* out, st
   add({name, "SECONDS", std::move(help), format_duration(*out), false,
        [out](std::string_view v) -> std::optional<std::string> {
          auto d = parse_duration(v);
-         if (!d) return "is not a duration: give seconds such as 30 or 0.5, or milliseconds such as 250ms";
+         if (!d) return duration_form;
          *out = *d;
          return std::nullopt;
        }});

@@ -21,7 +21,7 @@ class flag_set {
   void add_string(std::string name, std::string* out, std::string help);
   // May be given many times; each adds one value.
   void add_list(std::string name, std::vector<std::string>* out, std::string help);
-  // Seconds, fractions allowed: "30", "0.5", "250ms", "2s".
+  // Seconds, fractions allowed: "30", "0.5", "250ms", "2s" (also "5m", "2h", "1d").
   void add_duration(std::string name, std::chrono::milliseconds* out, std::string help);
   // Bytes with an optional k/m/g suffix (powers of 1024): "16k", "1m", "4096".
   void add_size(std::string name, std::size_t* out, std::string help);
@@ -55,7 +55,10 @@ class flag_set {
 };
 
 // Parsers shared with config files and other front ends.
+// Seconds by default: "30", "0.5", "2s", "250ms", "5m", "2h", "1d".
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
+// What a bad duration is told, after the flag and the value: "is not a duration: give ...".
+extern const char* const duration_form;
 std::optional<std::size_t> parse_size(std::string_view text);
 // "a,b" in one value of a list counts as two: --join a,b is --join a --join b.
 void split_commas(std::vector<std::string>& list);

@@ -167,10 +167,14 @@ bool cluster_member::stop_server() {
 }
 
 void cluster_member::start_agent() {
+  std::vector<cluster::schedule> fixed;  // checked when the config was read
+  for (const auto& entry : cfg_.schedule)
+    if (cluster::schedule s; !cluster::parse_schedule_entry(entry, s)) fixed.push_back(std::move(s));
   agent_ = std::make_unique<cluster::node_agent>(
       nats_url(cfg_), cfg_.node,
       cluster::replica_settings{cfg_.replicas > 0 ? cfg_.replicas : cluster::replicas_for(cfg_.join.size()),
-                                cfg_.replicas_wait});
+                                cfg_.replicas_wait},
+      std::move(fixed));
 }
 
 void cluster_member::publish(const json::object& heartbeat, bool now) {

@@ -1,5 +1,6 @@
 #include "supervisor/config.hpp"
 
+#include "cluster/schedule.hpp"
 #include "runtime/address.hpp"
 #include "runtime/flags.hpp"
 #include "runtime/private_dir.hpp"
@@ -100,6 +101,9 @@ constexpr setting<config> run_table[] = {
     {.name = "replicas-wait", .where = &config::replicas_wait,
      .help = "how long to wait for that many servers before creating the streams with fewer (with a warning); "
              "0 = wait as long as it takes"},
+    {.name = "schedule", .where = &config::schedule,
+     .help = "a fixed schedule, \"NAME every DURATION [PAYLOAD]\": job NAME submitted once per tick across the "
+             "cluster (repeat for more; loopfleet job schedule adds others at run time)"},
     {.name = "agent-check", .where = &config::agent_check,
      .help = "answer HAProxy's agent check on HOST:PORT: up and a weight, drain while stopping, down"},
     {.name = "front-drain", .where = &config::front_drain,
@@ -128,6 +132,10 @@ std::optional<std::string> check_cluster(config& c) {
   split_commas(c.join);
   split_commas(c.nats);
   if (!c.join.empty() || !c.nats.empty()) c.cluster = true;
+  if (!c.cluster && !c.schedule.empty())
+    return "--schedule '" + c.schedule.front() + "' needs the cluster layer: add --cluster (or --join, --nats)";
+  for (const auto& entry : c.schedule)
+    if (cluster::schedule s; auto err = cluster::parse_schedule_entry(entry, s)) return "--" + *err;
   if (!c.cluster) return std::nullopt;
   for (const auto& j : c.join)
     if (auto err = check_tcp_address("--join", j)) return err;

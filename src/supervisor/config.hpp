@@ -77,6 +77,9 @@ struct config {
   // fewer and a warning; raised as soon as the servers are there.
   int replicas = 0;
   std::chrono::milliseconds replicas_wait{std::chrono::seconds(30)};
+  // Fixed schedules, "NAME every DURATION [PAYLOAD]": stored in the cluster when the node's
+  // scheduler starts, fired by every node (cluster/schedule.hpp).
+  std::vector<std::string> schedule;
   std::vector<std::string> command;        // after "--", or `command = [...]` in the file
   // Set by the caller when this process was socket-activated (LISTEN_FDS for our pid): the
   // inherited sockets are served besides any --listen address, which becomes optional.
