@@ -1,6 +1,5 @@
 #include "cluster/node.hpp"
 
-
 #include "cluster/journal.hpp"
 #include "cluster/nats_connection.hpp"
 #include "cluster/scheduler.hpp"
@@ -14,6 +13,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <map>
 #include <utility>
 
 namespace loopfleet::cluster {
@@ -393,6 +393,8 @@ void raise(jsCtx* js, const std::string& name, int want) {
 // stream sat on 2 servers keeps 2 after the third joins, and loses its quorum with one of them.
 // Its configured count already says 3 (0: the stream's), so asking for 3 changes nothing; asking
 // for what it has and then for `want` is a scale-up nats-server carries out, state and all.
+constexpr auto consumer_raise_patience = std::chrono::seconds(10);
+
 void raise_consumer(jsCtx* js, const std::string& name, int has, int want) {
   jsConsumerInfo* ci = nullptr;
   jsErrCode err = static_cast<jsErrCode>(0);
@@ -432,6 +434,10 @@ void node_agent::run() {
   int failures = 0;  // in a row, for the backoff
   bool warned = false;
   int ticks = 0;
+  // When each consumer was last raised: its scale-up takes nats-server a while (longer with
+  // more raft groups to place), and raising it again meanwhile would first scale it back down
+  // to what it has so far, so it never got there.
+  std::map<std::string, clock::time_point> consumer_raised;
   for (;;) {
     {
       std::lock_guard lock(mutex_);
@@ -516,7 +522,10 @@ void node_agent::run() {
       for (const auto& d : standing) {
         if (d.has == 0 || d.has >= replicas_.want) continue;
         if (d.kind != "consumer") raise(js, d.name, replicas_.want);
-        else if (stream_whole) raise_consumer(js, d.name, d.has, replicas_.want);
+        else if (stream_whole && clock::now() - consumer_raised[d.name] > consumer_raise_patience) {
+          raise_consumer(js, d.name, d.has, replicas_.want);
+          consumer_raised[d.name] = clock::now();
+        }
       }
       if (++ticks % 5 == 0) {
         std::string which;
