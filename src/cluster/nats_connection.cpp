@@ -24,6 +24,23 @@ nats_connection& nats_connection::operator=(nats_connection&& other) noexcept {
 
 nats_connection::~nats_connection() { close(); }
 
+void interrupter::publish(natsConnection* nc) {
+  std::lock_guard lock(mutex_);
+  nc_ = nc;
+  if (interrupted_ && nc_) natsConnection_Close(nc_);
+}
+
+void interrupter::retract() {
+  std::lock_guard lock(mutex_);
+  nc_ = nullptr;
+}
+
+void interrupter::interrupt() {
+  std::lock_guard lock(mutex_);
+  interrupted_ = true;
+  if (nc_) natsConnection_Close(nc_);
+}
+
 void nats_connection::close() {
   if (js_) jsCtx_Destroy(std::exchange(js_, nullptr));
   if (nc_) natsConnection_Destroy(std::exchange(nc_, nullptr));

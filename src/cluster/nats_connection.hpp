@@ -6,6 +6,7 @@
 #include <nats/nats.h>
 
 #include <chrono>
+#include <mutex>
 #include <string>
 
 namespace loopfleet::cluster {
@@ -46,6 +47,24 @@ class nats_connection {
  private:
   natsConnection* nc_ = nullptr;
   jsCtx* js_ = nullptr;
+};
+
+// Lets another thread close the connection a thread blocks on, so that stopping it does not
+// wait out its calls: with NATS gone, each JetStream request waits its whole timeout (5 s),
+// and a node agent in the middle of its round of them held a supervisor's stop for over 30 s.
+// The thread that owns the connection publishes it once open and retracts it before it is
+// destroyed; interrupt() closes it (nats.c then fails the calls under way at once) and any
+// connection published after.
+class interrupter {
+ public:
+  void publish(natsConnection* nc);
+  void retract();
+  void interrupt();
+
+ private:
+  std::mutex mutex_;
+  natsConnection* nc_ = nullptr;
+  bool interrupted_ = false;
 };
 
 // The value of header `key` of `msg`, or "" when it has none.

@@ -203,11 +203,12 @@ node_agent::node_agent(std::string url, std::string node, replica_settings repli
       scheduler_(std::make_unique<scheduler>(url_, node_, std::move(fixed))) {}
 
 node_agent::~node_agent() {
-  scheduler_.reset();
   {
     std::lock_guard lock(mutex_);
     stop_ = true;
   }
+  interrupter_.interrupt();
+  scheduler_.reset();
   thread_.join();
 }
 
@@ -452,6 +453,7 @@ void node_agent::run() {
         continue;
       }
       failures = 0;
+      interrupter_.publish(connection.nc());
     }
     jsCtx* js = connection.js();
     if (!kv) {
@@ -541,6 +543,7 @@ void node_agent::run() {
     if (!pause(kv ? std::chrono::milliseconds(1000) : retry_delay(failures++))) break;  // heartbeat every second
   }
   if (kv) kvStore_Destroy(kv);
+  interrupter_.retract();
 }
 
 }  // namespace loopfleet::cluster

@@ -7,6 +7,7 @@
 // LOOPFLEET_TICKS on loopfleet.tick.<schedule> and bucket loopfleet_schedules (schedule.hpp).
 #pragma once
 
+#include "cluster/nats_connection.hpp"
 #include "cluster/schedule.hpp"
 
 #include <nats/nats.h>
@@ -143,6 +144,7 @@ class node_agent {
   int nodes_up_ = 0;
   boost::json::array members_;
   bool stop_ = false;
+  interrupter interrupter_;  // closes the agent's connection at a stop
   bool beat_now_ = false;
   std::thread thread_;
   std::unique_ptr<scheduler> scheduler_;

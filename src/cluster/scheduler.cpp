@@ -142,6 +142,7 @@ scheduler::~scheduler() {
     std::lock_guard lock(mutex_);
     stop_ = true;
   }
+  interrupter_.interrupt();
   thread_.join();
 }
 
@@ -178,6 +179,7 @@ void scheduler::run() {
         continue;
       }
       failures = 0;
+      interrupter_.publish(connection.nc());
     }
     jsCtx* js = connection.js();
     if (clock::now() >= next_read) {
@@ -283,6 +285,7 @@ void scheduler::run() {
           wait = std::min(wait, *next - now_ms());
     std::this_thread::sleep_for(std::chrono::milliseconds(std::max<std::int64_t>(wait, 10)));
   }
+  interrupter_.retract();
 }
 
 }  // namespace loopfleet::cluster

@@ -5,6 +5,7 @@
 // does; the jobs stream keeps one). docs/cluster.md, "Schedules".
 #pragma once
 
+#include "cluster/nats_connection.hpp"
 #include "cluster/schedule.hpp"
 
 #include <nats/nats.h>
@@ -38,6 +39,7 @@ class scheduler {
   std::vector<schedule> fixed_;
   std::mutex mutex_;
   bool stop_ = false;
+  interrupter interrupter_;  // closes the scheduler's connection at a stop
   std::thread thread_;
 };
 
