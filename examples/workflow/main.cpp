@@ -3,8 +3,10 @@
 //                                 ORDER_SLEEP_MS, 2000 by default, ship) and returns at once
 //   GET /result?id=ID             waits (up to 60 s) for a workflow's result
 //   GET /signal?id=ID&name=N&payload=P   sends a signal
-//   GET /start-many?workflow=W&prefix=P&n=N&input=I   starts N workflows, ids P0..P(N-1)
+//   GET /start-many?workflow=W&prefix=P&n=N&input=I&parallel=K   starts N workflows, ids
+//                                 P0..P(N-1), K at a time (64)
 //   GET /results?prefix=P&n=N     waits for each of them: one line "ID RESULT" per workflow
+//                                 (64 at a time)
 // or from the command line:
 //   loopfleet workflow start order book-1 --id order-7 --wait 30s
 //   loopfleet workflow show order-7
@@ -23,6 +25,8 @@
 //             "p50_us=... p99_us=..."
 #include <loopfleet/loopfleet.hpp>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -34,6 +38,8 @@
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <memory>
 #include <vector>
 
 namespace asio = boost::asio;
@@ -174,35 +180,69 @@ awaitable<http::response> send_signal(http::request& req) {
   }
 }
 
+// Runs `each(i)` for i in [0, n), at most `at_once` at a time, and returns when all have finished.
+awaitable<void> for_each_concurrently(long n, long at_once, std::function<awaitable<void>(long)> each) {
+  auto ex = co_await asio::this_coro::executor;
+  struct state {
+    long next = 0, running = 0;
+  };
+  auto st = std::make_shared<state>();
+  asio::steady_timer done(ex, std::chrono::steady_clock::time_point::max());
+  auto spawn_more = std::make_shared<std::function<void()>>();
+  *spawn_more = [st, n, at_once, each, ex, &done, spawn_more] {
+    while (st->running < at_once && st->next < n) {
+      long i = st->next++;
+      ++st->running;
+      asio::co_spawn(ex, each(i), [st, &done, spawn_more](std::exception_ptr) {
+        --st->running;
+        (*spawn_more)();
+        if (st->running == 0) done.cancel();
+      });
+    }
+  };
+  (*spawn_more)();
+  if (st->running > 0) {
+    boost::system::error_code ec;
+    co_await done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  *spawn_more = nullptr;  // breaks the cycle
+}
+
 awaitable<http::response> start_many(http::request& req) {
   std::string name(req.query_param("workflow"));
   std::string prefix(req.query_param("prefix"));
   std::string input(req.query_param("input"));
   long n = number(req.query_param("n"), 1);
-  try {
-    for (long i = 0; i < n; ++i) {
-      std::string w = name, id = prefix + std::to_string(i), in = input;
+  auto failure = std::make_shared<std::string>();
+  std::function<awaitable<void>(long)> each = [name, prefix, input, failure](long i) -> awaitable<void> {
+    std::string w = name, id = prefix + std::to_string(i), in = input;
+    try {
       co_await workflow::start(std::move(w), std::move(id), std::move(in));
+    } catch (const std::exception& e) {
+      *failure = e.what();
     }
-  } catch (const std::exception& e) {
-    co_return http::text(std::string(e.what()) + "\n", 503);
-  }
+  };
+  co_await for_each_concurrently(n, std::max(1L, number(req.query_param("parallel"), 64)), std::move(each));
+  if (!failure->empty()) co_return http::text(*failure + "\n", 503);
   co_return http::text("started " + std::to_string(n) + "\n");
 }
 
 awaitable<http::response> results(http::request& req) {
   std::string prefix(req.query_param("prefix"));
   long n = number(req.query_param("n"), 1);
-  std::string out;
-  for (long i = 0; i < n; ++i) {
+  auto lines = std::make_shared<std::vector<std::string>>(static_cast<std::size_t>(std::max(0L, n)));
+  std::function<awaitable<void>(long)> each = [prefix, lines](long i) -> awaitable<void> {
     std::string id = prefix + std::to_string(i);
     try {
       std::string r = co_await workflow::result(id, std::chrono::seconds(120));
-      out += id + " " + r + "\n";
+      (*lines)[static_cast<std::size_t>(i)] = id + " " + r + "\n";
     } catch (const std::exception& e) {
-      out += id + " ERROR " + e.what() + "\n";
+      (*lines)[static_cast<std::size_t>(i)] = id + " ERROR " + e.what() + "\n";
     }
-  }
+  };
+  co_await for_each_concurrently(n, 64, std::move(each));
+  std::string out;
+  for (const auto& l : *lines) out += l;
   co_return http::text(out);
 }
 

@@ -45,6 +45,12 @@ void blocking_thread::run() {
   }
 }
 
+blocking_pool::blocking_pool(int threads) {
+  for (int i = 0; i < threads; ++i) threads_.push_back(std::make_unique<blocking_thread>());
+}
+
+void blocking_pool::post(std::function<void()> work) { threads_[next_++ % threads_.size()]->post(std::move(work)); }
+
 job_store::job_store(asio::io_context& loop, jsCtx* js) : loop_(loop), js_(js) {}
 
 namespace {

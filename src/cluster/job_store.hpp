@@ -43,6 +43,18 @@ class blocking_thread {
   std::thread thread_;
 };
 
+// Blocking threads taken in turn: the calls of different callers (each workflow awaits its own
+// one at a time) go out to NATS side by side instead of queueing behind one another.
+class blocking_pool {
+ public:
+  explicit blocking_pool(int threads);
+  void post(std::function<void()> work);
+
+ private:
+  std::vector<std::unique_ptr<blocking_thread>> threads_;
+  std::size_t next_ = 0;  // posted to from the loop only
+};
+
 class job_store {
  public:
   // One message to store.

@@ -63,7 +63,7 @@ std::int64_t unix_ms() {
       .count();
 }
 
-// A blocking nats.c call on the client's journal thread, awaited on the loop.
+// A blocking nats.c call on one of the client's journal threads, awaited on the loop.
 template <class R>
 struct blocking_call {
   std::function<R()> work;
@@ -71,7 +71,7 @@ struct blocking_call {
 };
 
 template <class R>
-asio::awaitable<R> off_loop(cluster::blocking_thread& thread, std::function<R()> work) {
+asio::awaitable<R> off_loop(cluster::blocking_pool& thread, std::function<R()> work) {
   auto op = std::make_shared<blocking_call<R>>();
   op->work = std::move(work);
   return detail::async_one_shot(std::move(op), [&thread](const std::shared_ptr<blocking_call<R>>& op) {

@@ -62,7 +62,8 @@ def wf_cluster(tmp_path):
 
 def test_workflows_survive_a_killed_node(wf_cluster):
     c = wf_cluster
-    out = curl(c.nodes[0].port, f"/start-many?workflow=steps&prefix=w&n={WORKFLOWS}&input={STEPS}:{STEP_MS}")
+    out = curl(c.nodes[0].port, f"/start-many?workflow=steps&prefix=w&n={WORKFLOWS}&input={STEPS}:{STEP_MS}"
+                                     "&parallel=1")  # one after another: every node's workers get some
     assert out.startswith(f"started {WORKFLOWS}"), out
     victim = c.nodes[2]
     # Mid-run, once the victim executes steps of its own.
