@@ -92,7 +92,7 @@ std::optional<std::string> parse_at(std::string_view text, std::int64_t now_ms, 
 }
 
 std::optional<std::string> parse_schedule_entry(std::string_view entry, schedule& out) {
-  auto word = [&entry](std::string_view& rest) {
+  auto word = [](std::string_view& rest) {
     while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
     auto end = rest.find(' ');
     std::string_view w = rest.substr(0, end);
