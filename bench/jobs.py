@@ -86,19 +86,21 @@ def worker_calls(nodes):
         return json.loads(r.read())
 
 
+def job_rate(nodes, count):
+    """One run: `count` noop jobs submitted with `job submit --count`, until all are completed; jobs/s."""
+    before = completed(nodes.lf, nodes.url)
+    began = time.monotonic()
+    subprocess.run([nodes.lf, "job", "submit", "noop", "x", "--count", str(count), "--nats", nodes.url],
+                   check=True, capture_output=True, timeout=300)
+    wait_for(lambda: completed(nodes.lf, nodes.url) >= before + count, 300, "jobs to complete")
+    return count / (time.monotonic() - began)
+
+
 def loopfleet_jobs(args, n, workdir, python=False):
     """The median of 3 runs of args.lf_jobs jobs (one run lasts a second or two: one would be noisy)."""
     nodes = Nodes(args, n, workdir, python)
     try:
-        rates = []
-        for _ in range(3):
-            before = completed(nodes.lf, nodes.url)
-            began = time.monotonic()
-            subprocess.run([nodes.lf, "job", "submit", "noop", "x", "--count", str(args.lf_jobs), "--nats", nodes.url],
-                           check=True, capture_output=True, timeout=300)
-            wait_for(lambda: completed(nodes.lf, nodes.url) >= before + args.lf_jobs, 300, "jobs to complete")
-            rates.append(args.lf_jobs / (time.monotonic() - began))
-        rate = sorted(rates)[1]
+        rate = sorted(job_rate(nodes, args.lf_jobs) for _ in range(3))[1]
         rtt = json.loads(subprocess.run([os.path.join(args.bin, "bench-call-rtt"), nodes.url, "3000"],
                                         capture_output=True, text=True, check=True).stdout)
         return rate, rtt, worker_calls(nodes)

@@ -19,7 +19,6 @@ Runs with Debian's python3 (Celery comes from python3-celery).
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from jobs import Celery, Nodes, completed  # noqa: E402
+from jobs import Celery, Nodes, job_rate  # noqa: E402
 from supervise import ROOT, wait_for  # noqa: E402
 
 STEPS = 5
@@ -78,12 +77,7 @@ def loopfleet_and_raw_jobs(args, n, workdir):
     try:
         lf, raw = [], []
         for _ in range(3):
-            before = completed(nodes.lf, nodes.url)
-            began = time.monotonic()
-            subprocess.run([nodes.lf, "job", "submit", "noop", "x", "--count", str(args.jobs), "--nats", nodes.url],
-                           check=True, capture_output=True, timeout=300)
-            wait_for(lambda: completed(nodes.lf, nodes.url) >= before + args.jobs, 300, "jobs to complete")
-            lf.append(args.jobs / (time.monotonic() - began))
+            lf.append(job_rate(nodes, args.jobs))
             out = subprocess.run([os.path.join(args.bin, "bench-jetstream-raw"), nodes.url, str(args.jobs),
                                   str(min(n, 3))], capture_output=True, text=True, timeout=300, check=True).stdout
             raw.append(json.loads(out)["jobs_per_s"])
