@@ -36,7 +36,9 @@ entry::kind kind_of(const std::string& s) {
 
 std::int64_t number(natsMsg* m, const char* key) { return std::atoll(header(m, key).c_str()); }
 
-entry parse(natsMsg* m) {
+}  // namespace
+
+entry parse_entry(natsMsg* m) {
   entry e;
   e.what = kind_of(header(m, h_kind));
   e.n = static_cast<int>(number(m, h_n));
@@ -53,18 +55,20 @@ entry parse(natsMsg* m) {
   return e;
 }
 
+namespace {
+
 std::string says(natsStatus s) {
   natsStatus last = NATS_OK;
   const char* text = s == NATS_ERR ? nats_GetLastError(&last) : nullptr;
   return text && *text ? text : natsStatus_GetText(s);
 }
 
+}  // namespace
+
 std::int64_t unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
-
-}  // namespace
 
 std::string journal_subject(const std::string& id) { return "loopfleet.wf." + id; }
 std::string task_subject(const std::string& workflow) { return "loopfleet.wft." + workflow; }
@@ -180,7 +184,7 @@ bool read_journal(jsCtx* js, const std::string& id, std::uint64_t from, std::vec
         why = "cannot read the journal of workflow " + id + ": " + says(s);
         return false;
       }
-      entry e = parse(m);
+      entry e = parse_entry(m);
       natsMsg_Destroy(m);
       if (e.seq == 0 || e.seq > last) break;
       next = e.seq + 1;
@@ -200,7 +204,7 @@ std::optional<entry> read_entry(jsCtx* js, std::uint64_t seq) {
   natsMsg* m = nullptr;
   jsErrCode err = static_cast<jsErrCode>(0);
   if (js_GetMsg(&m, js, workflow_stream, seq, nullptr, &err) != NATS_OK) return std::nullopt;
-  entry e = parse(m);
+  entry e = parse_entry(m);
   natsMsg_Destroy(m);
   return e;
 }

@@ -57,6 +57,11 @@ struct entry {
   std::string body;
 };
 const char* kind_name(entry::kind k);
+// The entry a journal message holds (its headers and body; its sequence if it came from the
+// stream, 0 if it was heard on the subject as it was appended).
+entry parse_entry(natsMsg* m);
+// Now, in Unix milliseconds: the clock every entry's time and deadline is in.
+std::int64_t unix_ms();
 
 // What the journal says, by the rules above.
 struct journal_view {

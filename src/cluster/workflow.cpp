@@ -40,6 +40,7 @@ using namespace std::chrono_literals;
 using cluster::append_result;
 using cluster::entry;
 using cluster::journal_view;
+using cluster::unix_ms;
 
 namespace {
 
@@ -57,11 +58,6 @@ struct handed_back {
 struct nondeterministic {
   std::string why;
 };
-
-std::int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // A blocking nats.c call on one of the client's journal threads, awaited on the loop.
 template <class R>
@@ -444,11 +440,7 @@ struct end_wait {
 
 void on_journal_entry(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
   auto w = *static_cast<std::shared_ptr<end_wait>*>(closure);
-  std::string kind = cluster::header(msg, "Loopfleet-Wf-Kind");
-  if (kind == "done" || kind == "fail") {
-    entry e;
-    e.what = kind == "done" ? entry::kind::done : entry::kind::fail;
-    e.body.assign(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+  if (entry e = cluster::parse_entry(msg); e.what == entry::kind::done || e.what == entry::kind::fail) {
     cluster::post_to_client([w, e = std::move(e)](cluster::client&) mutable {
       if (!w->end) w->end = std::move(e);
       w->wake.cancel();
@@ -510,22 +502,28 @@ void define(std::string name, workflow_function fn, int concurrency) {
   cluster::handlers().workflows["workflow " + name] = std::move(def);
 }
 
-asio::awaitable<void> start(std::string name, std::string id, std::string input) {
-  cluster::client& c = cluster::connected_client();
-  std::function<cluster::request_result()> work = [js = c.connection.js(), name, id, input] {
-    return cluster::start_workflow(js, name, id, input);
+namespace {
+
+// Runs start_workflow or signal_workflow (journal.hpp) off the loop; throws what it refused.
+using request = cluster::request_result (*)(jsCtx*, const std::string&, const std::string&, const std::string&);
+
+asio::awaitable<void> send_request(request what, std::string a, std::string b, std::string c) {
+  cluster::client& client = cluster::connected_client();
+  std::function<cluster::request_result()> work = [js = client.connection.js(), what, a, b, c] {
+    return what(js, a, b, c);
   };
-  cluster::request_result r = co_await off_loop(c.journal_io, std::move(work));
+  cluster::request_result r = co_await off_loop(client.journal_io, std::move(work));
   if (!r.code.empty()) throw_for(r);
 }
 
+}  // namespace
+
+asio::awaitable<void> start(std::string name, std::string id, std::string input) {
+  return send_request(cluster::start_workflow, std::move(name), std::move(id), std::move(input));
+}
+
 asio::awaitable<void> signal(std::string id, std::string name, std::string payload) {
-  cluster::client& c = cluster::connected_client();
-  std::function<cluster::request_result()> work = [js = c.connection.js(), id, name, payload] {
-    return cluster::signal_workflow(js, id, name, payload);
-  };
-  cluster::request_result r = co_await off_loop(c.journal_io, std::move(work));
-  if (!r.code.empty()) throw_for(r);
+  return send_request(cluster::signal_workflow, std::move(id), std::move(name), std::move(payload));
 }
 
 asio::awaitable<std::string> result(std::string id, std::chrono::milliseconds timeout) {

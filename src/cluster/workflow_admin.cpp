@@ -60,13 +60,7 @@ std::optional<entry> wait_for_end(nats_connection& conn, const std::string& id, 
     if (left.count() <= 0) break;
     natsMsg* m = nullptr;
     if (natsSubscription_NextMsg(&m, sub, left.count()) != NATS_OK) break;
-    std::string kind = header(m, "Loopfleet-Wf-Kind");
-    if (kind == "done" || kind == "fail") {
-      entry e;
-      e.what = kind == "done" ? entry::kind::done : entry::kind::fail;
-      e.body.assign(natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m)));
-      end = e;
-    }
+    if (entry e = parse_entry(m); e.what == entry::kind::done || e.what == entry::kind::fail) end = std::move(e);
     natsMsg_Destroy(m);
   }
   natsSubscription_Destroy(sub);
