@@ -6,6 +6,7 @@
 #include "runtime/flags.hpp"
 #include "runtime/spawn.hpp"
 #include "supervisor/config.hpp"
+#include "supervisor/keeper.hpp"
 #include "supervisor/supervisor.hpp"
 
 #include <boost/json.hpp>
@@ -297,6 +298,8 @@ int main(int argc, char** argv) {
   std::string_view command = args.front();
   args.erase(args.begin());
   if (command == "run") return run_command(args);
+  // Not for people: the socket keeper `loopfleet run` starts beside itself (supervisor/keeper.hpp).
+  if (command == "keeper") return loopfleet::supervisor::run_keeper(args);
   if (command == "status" || command == "top" || command == "reload" || command == "stop" || command == "scale" ||
       command == "upgrade")
     return client_command(command, args);

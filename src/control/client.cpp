@@ -81,8 +81,16 @@ std::optional<std::string> call(const std::string& path, const std::string& requ
   while (reply.find('\n') == std::string::npos) {
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
     if (n <= 0) {
+      int e = errno;
+      // A supervisor that died leaves its control socket with its keeper (supervisor/keeper.hpp),
+      // which accepts connections but answers none.
+      bool kept = ::access((path + ".keeper").c_str(), F_OK) == 0;
       error = n == 0 ? "the instance closed the control connection without a reply"
-                     : std::string("no reply from the instance: ") + std::strerror(errno);
+              : e == EAGAIN && kept
+                  ? "no reply from the instance within " + std::to_string(timeout.count()) +
+                        " s: its supervisor is blocked, or it died and its keeper holds its sockets until the same "
+                        "loopfleet run is started again"
+                  : std::string("no reply from the instance: ") + std::strerror(e);
       ::close(fd);
       return std::nullopt;
     }

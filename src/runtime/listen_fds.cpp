@@ -64,25 +64,26 @@ std::vector<listener> adopt_listen_fds() {
 
   auto& inherited = std::get<inherited_fds>(rules);
   std::vector<listener> out;
-  for (std::size_t i = 0; i < inherited.fds.size(); ++i) {
-    int fd = inherited.fds[i];
-    int type = 0, listening = 0;
-    socklen_t len = sizeof type;
-    sockaddr_storage ss{};
-    socklen_t slen = sizeof ss;
-    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 ||
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &slen) != 0)
-      throw startup_error("cannot adopt inherited fd " + std::to_string(fd) +
-                          ": not a socket (LISTEN_FDS counts fds from 3; the parent passed the wrong fds)");
-    len = sizeof listening;
-    ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len);
-    if (type != SOCK_STREAM || !listening)
-      throw startup_error("cannot adopt inherited fd " + std::to_string(fd) +
-                          ": not a listening stream socket (only TCP and Unix stream listeners are served)");
-    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-    out.push_back(listener{fd, ss.ss_family, inherited.names[i], local_address(fd), true});
-  }
+  for (std::size_t i = 0; i < inherited.fds.size(); ++i) out.push_back(adopt_listener(inherited.fds[i], inherited.names[i]));
   return out;
+}
+
+listener adopt_listener(int fd, std::string name) {
+  int type = 0, listening = 0;
+  socklen_t len = sizeof type;
+  sockaddr_storage ss{};
+  socklen_t slen = sizeof ss;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &slen) != 0)
+    throw startup_error("cannot adopt inherited fd " + std::to_string(fd) +
+                        ": not a socket (LISTEN_FDS counts fds from 3; the parent passed the wrong fds)");
+  len = sizeof listening;
+  ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len);
+  if (type != SOCK_STREAM || !listening)
+    throw startup_error("cannot adopt inherited fd " + std::to_string(fd) +
+                        ": not a listening stream socket (only TCP and Unix stream listeners are served)");
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return listener{fd, ss.ss_family, std::move(name), local_address(fd), true};
 }
 
 }  // namespace loopfleet

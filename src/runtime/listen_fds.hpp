@@ -31,4 +31,7 @@ std::variant<inherited_fds, std::string> read_listen_fds(const char* listen_pid,
 // worker starts inherits them. Throws startup_error on a malformed or unusable hand-over.
 std::vector<listener> adopt_listen_fds();
 
+// One socket handed over by other means (the supervisor's keeper), checked as above.
+listener adopt_listener(int fd, std::string name);
+
 }  // namespace loopfleet

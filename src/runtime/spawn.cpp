@@ -159,8 +159,9 @@ spawned spawn(const spawn_spec& spec) {
       while (len) *p++ = digits[--len];
       *p = '\0';
     }
-    ::execve(argv[0], argv.data(), envp.data());
-    say(STDERR_FILENO, "%s%s: %s\n", spec.exec_failure, argv[0], std::strerror(errno));
+    const char* path = spec.exec_path.empty() ? argv[0] : spec.exec_path.c_str();
+    ::execve(path, argv.data(), envp.data());
+    say(STDERR_FILENO, "%s%s: %s\n", spec.exec_failure, path, std::strerror(errno));
     ::_exit(127);
   }
   if (spec.capture_output) {

@@ -18,6 +18,7 @@ namespace loopfleet {
 
 struct spawn_spec {
   std::vector<std::string> argv;  // argv[0] is run as given: an absolute path (find_executable)
+  std::string exec_path;          // run this instead of argv[0], which is then only the name shown
   std::vector<int> fds;           // become 3, 4, ... in the child; any other fd it gets is not ours
   // "KEY=VALUE" entries added to our environment; a KEY we have already is replaced, because
   // getenv would read the first of two and that is the inherited one.

@@ -120,6 +120,9 @@ constexpr setting<config> run_table[] = {
     {.name = "access-log-format", .where = setting<config>::parsed{parse_access_log_format},
      .shown_default = "json",
      .help = "json (one object per line) or combined (nginx's and Apache's format, then slot= and duration_ms=)"},
+    {.name = "orphan-timeout", .where = &config::orphan_timeout,
+     .help = "if the supervisor dies unexpectedly, a keeper process holds its sockets this long, so that the same "
+             "loopfleet run started again adopts them with every queued connection; 0 = no keeper"},
     {.name = "control", .where = &config::control, .shown_default = "$XDG_RUNTIME_DIR/loopfleet/NAME.sock",
      .help = "control socket path"},
     {.name = "user", .where = &config::user,
@@ -181,7 +184,10 @@ std::optional<std::string> check(config& c) {
   if (c.command.empty())
     return "no worker command: put it after --, e.g. loopfleet run --workers 2 -- ./build/bin/hello";
   // The same default as a standalone worker, unless systemd handed us the sockets.
-  if (c.listen.empty() && !c.inherited_sockets) c.listen.emplace_back(default_listen);
+  if (c.listen.empty() && !c.inherited_sockets) {
+    c.listen.emplace_back(default_listen);
+    c.listen_defaulted = true;
+  }
   for (const auto& l : c.listen)
     if (auto p = parse_listen_address(l); std::holds_alternative<std::string>(p))
       return "--listen: " + std::get<std::string>(p);

@@ -42,6 +42,9 @@ struct config {
   int max_requests_jitter = 0;             // plus up to this many, so workers do not recycle together
   int max_memory = 0;                      // recycle a worker above this RSS, in MiB; 0 = never
   std::string control;                     // control socket path; default under the runtime dir
+  // After the supervisor dies unexpectedly, its keeper holds its sockets this long for the same
+  // `loopfleet run` started again (supervisor/keeper.hpp); 0 = no keeper.
+  std::chrono::milliseconds orphan_timeout{std::chrono::seconds(30)};
   // Every child (workers, their offload helpers, nats-server) runs as this USER[:GROUP];
   // resolved when the configuration is read, because after fork nothing may look names up.
   std::string user;                        // empty = as the supervisor's own user
@@ -84,6 +87,9 @@ struct config {
   // Set by the caller when this process was socket-activated (LISTEN_FDS for our pid): the
   // inherited sockets are served besides any --listen address, which becomes optional.
   bool inherited_sockets = false;
+  // --listen was not given and holds the default: a supervisor that finds a socket-activated
+  // predecessor's sockets at its keeper serves those instead.
+  bool listen_defaulted = false;
 };
 
 // Every `run` setting, once: what makes its flag, its file key, its range and its help line.

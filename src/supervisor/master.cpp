@@ -8,6 +8,7 @@
 #include "supervisor/cluster_member.hpp"
 #include "supervisor/control_server.hpp"
 #include "supervisor/cpus.hpp"
+#include "supervisor/keeper.hpp"
 #include "supervisor/notify_listener.hpp"
 #include "supervisor/policy.hpp"
 #include "supervisor/sockets.hpp"
@@ -64,8 +65,12 @@ void master::check_access_log(const config& c) {
 
 // Everything that can fail because of the user's input, in the order its errors make sense.
 void master::open_everything() {
-  // Sockets passed to us: systemd's (socket activation) or a predecessor's (upgrade.cpp).
-  auto inherited = take_handed_over(adopt_listen_fds());
+  // Sockets passed to us: systemd's (socket activation) or a predecessor's (upgrade.cpp), and
+  // those a supervisor of this instance that died left with its keeper (recovery.cpp).
+  auto inherited = adopt_listen_fds();
+  keeper_ = std::make_unique<keeper_link>(cfg_.control + ".keeper", cfg_.name);
+  if (!successor_) adopt_from_keeper(inherited);
+  inherited = take_handed_over(std::move(inherited));
   control_ = std::make_unique<control_server>(
       loop_, cfg_.control, cfg_.name, [this](const control_request& req, auto reply) { on_control(req, reply); },
       inherited_control_ ? inherited_control_->fd : -1);
@@ -136,6 +141,7 @@ int master::run() {
     start_all();
   }
   asio::co_spawn(loop_, watch(), asio::detached);
+  start_keeper();
   loop_.run();
   if (admin_) admin_->close();
   if (cluster_) cluster_->stop_agent();
@@ -256,6 +262,7 @@ void master::finish() {
   if (agent_check_) agent_check_->close();
   if (handed_over_) control_->release();  // its file is the successor's now
   else control_->close();
+  keeper_->bye();
   log::info(handed_over_ ? "stopped: the successor serves" : "stopped");
   loop_.stop();
 }

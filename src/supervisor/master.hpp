@@ -9,6 +9,8 @@
 //   reload.cpp   reload (a new generation, committed or rolled back) and scale
 //   upgrade.cpp  replacing this supervisor by a new binary (loopfleet upgrade, SIGUSR2), and
 //                telling whoever started us (systemd, a predecessor) READY=1 and MAINPID=
+//   recovery.cpp surviving our own crash: the socket keeper (keeper.hpp), kept told of us, and
+//                adopting a dead predecessor's sockets from it at start-up
 //   status.cpp   the status JSON and the cluster heartbeat
 // Private to src/supervisor: supervisor.hpp is the public entry point.
 #pragma once
@@ -38,6 +40,7 @@ class admin_endpoint;
 class agent_check_server;
 class cluster_member;
 class control_server;
+class keeper_link;
 class listen_sockets;
 class notify_listener;
 struct control_request;
@@ -100,11 +103,24 @@ class master {
   void fail_upgrade(const std::string& reason);
   // The predecessor's sockets by the name it gave them (a successor's start-up).
   std::vector<listener> take_handed_over(std::vector<listener> inherited);
+  // Every socket we own, by the name a successor adopts it by (upgrade, keeper).
+  std::vector<std::pair<int, std::string>> owned_sockets() const;
   // Says READY=1 to whoever started us (systemd, or a predecessor waiting to hand over) the
   // first time every slot serves.
   void tell_parent_if_all_ready();
 
   static void check_access_log(const config& c);
+
+  // recovery.cpp
+  // A fresh start: the sockets of a supervisor of this instance that died, from its keeper,
+  // added to `inherited`. Throws startup_error when a live one owns the instance.
+  void adopt_from_keeper(std::vector<listener>& inherited);
+  void put_down_orphans();
+  void start_keeper();
+  bool launch_keeper();  // a new keeper with every socket we own; false (logged) if it cannot start
+  void keep_sockets();  // after a scale made new sockets
+  void tell_keeper();   // when what the keeper knows of us changed
+  boost::asio::awaitable<void> watch_keeper();
 
   // status.cpp
   boost::json::object status_json();
@@ -177,6 +193,12 @@ class master {
   // A predecessor's control, agent-check and admin sockets, adopted at start-up.
   std::optional<listener> inherited_control_, inherited_agent_check_, inherited_admin_;
   pid_t predecessor_nats_ = 0;  // its node's nats-server, until ours replaces it
+  bool successor_ = false;      // started by a predecessor's upgrade
+
+  std::unique_ptr<keeper_link> keeper_;
+  std::string told_keeper_;     // the last state it was told
+  std::vector<int> orphans_;    // pidfds of a dead predecessor's workers, still draining
+  boost::asio::steady_timer orphan_deadline_{loop_};
 };
 
 }  // namespace loopfleet::supervisor

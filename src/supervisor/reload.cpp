@@ -36,6 +36,7 @@ void master::begin_reload(done_fn done) {
   int n = resolve_workers(fresh, from);
   try {
     sockets_->ensure_slots(n);
+    keep_sockets();
   } catch (const startup_error& e) {
     return done(false, e.what());
   }
@@ -105,6 +106,7 @@ std::optional<std::string> master::scale(int n) {
   if (stopping_) return "the instance is stopping";
   try {
     sockets_->ensure_slots(n);
+    keep_sockets();
   } catch (const startup_error& e) {
     return e.what();
   }

@@ -2,6 +2,8 @@
 // /status.json, /metrics and page are all made from it) and the heartbeat a cluster node
 // publishes. Key names are part of the control protocol (docs/control.md).
 #include "supervisor/master.hpp"
+
+#include "supervisor/keeper.hpp"
 #include "supervisor/status_model.hpp"
 
 #include "supervisor/cluster_member.hpp"
@@ -127,6 +129,8 @@ json::object master::status_json() {
   o[key::name] = cfg_.name;
   o[key::pid] = ::getpid();
   o[key::generation] = generation_;
+  if (keeper_ && keeper_->connected()) o[key::keeper] = keeper_->keeper_pid();
+  else o[key::keeper] = nullptr;
   o[key::workers] = fleet_.workers;
   o[key::workers_from] = workers_from_;
   o[key::distribution] = cfg_.distribution == distribution::reuseport ? "reuseport" : "shared";

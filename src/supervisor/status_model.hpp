@@ -14,6 +14,7 @@ namespace loopfleet::status_key {
 inline constexpr std::string_view name = "name";
 inline constexpr std::string_view pid = "pid";
 inline constexpr std::string_view generation = "generation";
+inline constexpr std::string_view keeper = "keeper";  // the socket keeper's pid, null when none
 inline constexpr std::string_view workers = "workers";
 inline constexpr std::string_view workers_from = "workers_from";
 inline constexpr std::string_view distribution = "distribution";

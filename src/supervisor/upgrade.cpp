@@ -63,6 +63,15 @@ void master::find_parent() {
     systemd_socket_ = parent_socket;
   }
   if (!systemd_socket_.empty()) systemd_ = notifier(systemd_socket_, std::chrono::microseconds(0));
+  successor_ = std::getenv(generation_env) != nullptr;
+}
+
+std::vector<std::pair<int, std::string>> master::owned_sockets() const {
+  auto out = sockets_->handover();
+  out.emplace_back(control_->native_handle(), control_name);
+  if (agent_check_) out.emplace_back(agent_check_->native_handle(), agent_check_name);
+  if (admin_) out.emplace_back(admin_->native_handle(), admin_name);
+  return out;
 }
 
 std::vector<listener> master::take_handed_over(std::vector<listener> inherited) {
@@ -115,10 +124,7 @@ void master::begin_upgrade(std::string binary, done_fn done) {
     spec.fds.push_back(fd);
     names += (names.empty() ? "" : ":") + name;
   };
-  for (const auto& [fd, name] : sockets_->handover()) pass(fd, name);
-  pass(control_->native_handle(), control_name);
-  if (agent_check_) pass(agent_check_->native_handle(), agent_check_name);
-  if (admin_) pass(admin_->native_handle(), admin_name);
+  for (const auto& [fd, name] : owned_sockets()) pass(fd, name);
   spec.env = {"LISTEN_FDS=" + std::to_string(spec.fds.size()), "LISTEN_FDNAMES=" + names,
               "NOTIFY_SOCKET=" + notify_->name(), std::string(generation_env) + "=" + std::to_string(generation_)};
   if (!systemd_socket_.empty()) spec.env.push_back(std::string(systemd_env) + "=" + systemd_socket_);

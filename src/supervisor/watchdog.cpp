@@ -72,7 +72,10 @@ void master::check_workers() {
       to_recycle.emplace_back(p.slot, *why);
   }
   if (steer) update_steering();
-  if (++heartbeat_ticks_ % checks_per_heartbeat == 0) publish_heartbeat();
+  if (++heartbeat_ticks_ % checks_per_heartbeat == 0) {
+    publish_heartbeat();
+    tell_keeper();  // the nats-server's pid, a generation: whatever changed in the second
+  }
   for (auto& [pid, silent] : to_stall)
     if (process* p = fleet_.find(pid)) on_stall(*p, silent);
   for (auto& [slot, why] : to_recycle) recycle(slot, why);

@@ -111,6 +111,7 @@ void master::start_worker(int slot, role r) {
             std::to_string(gen) + ")");
 
   process& ref = fleet_.add(std::move(p));
+  tell_keeper();
   bool by_delay = cfg_.ready == readiness::started;
   ref.timer.expires_after(by_delay ? cfg_.ready_delay : cfg_.ready_timeout);
   ref.timer.async_wait([this, pid, by_delay](boost::system::error_code ec) {
@@ -149,6 +150,7 @@ void master::reap() {
 void master::on_exit(pid_t pid, int status) {
   std::unique_ptr<process> p = fleet_.remove(pid);
   if (!p) return;  // an orphaned helper we reaped as subreaper
+  tell_keeper();
   p->out->drain_now();
   p->err->drain_now();
   auto uptime = std::chrono::duration_cast<milliseconds>(clock::now() - p->started);

@@ -197,25 +197,37 @@ PYTHON_APP = os.path.join(ROOT, "examples", "python", "app.py")
 
 
 class Supervisor:
-    """`loopfleet run` on a free port with its own control socket; its log is collected."""
+    """`loopfleet run` on a free port with its own control socket; its log is collected.
+    `wrapper` goes before it (systemd-socket-activate); listen=False leaves --listen out."""
 
-    def __init__(self, workers=2, args=(), command=None, tmp=None, wait_ready=True, port=None, env=None):
+    def __init__(self, workers=2, args=(), command=None, tmp=None, wait_ready=True, port=None, env=None, wrapper=(),
+                 listen=True):
         self.port = port or free_port()
         self.name = f"t{os.getpid()}-{time.monotonic_ns()}"
         self.control = os.path.join(tmp or "/tmp", f"{self.name}.sock")
         self.workers = workers
-        cmd = [binary("loopfleet"), "run", "--name", self.name, "--control", self.control,
-               "--listen", f"127.0.0.1:{self.port}", "--workers", str(workers)] + list(args)
+        cmd = [binary("loopfleet"), "run", "--name", self.name, "--control", self.control, "--workers", str(workers)]
+        cmd += ["--listen", f"127.0.0.1:{self.port}"] if listen else []
+        cmd += list(args)
         if command is None:
             command = [binary("loopfleet-testapp")]
         if command:  # [] = the command comes from the config file
             cmd += ["--"] + list(command)
+        self.cmd, self.env = cmd, env
+        self.start(list(wrapper) + cmd, wait_ready)
+
+    def start(self, cmd, wait_ready=True):
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=dict(os.environ, **env) if env else None)
+                                     env=dict(os.environ, **self.env) if self.env else None)
         self.out = Lines(self.proc.stdout)
         self.log = Lines(self.proc.stderr)
         if wait_ready:
-            self.log.wait_for(r"ready in \d+ ms", count=workers)
+            self.log.wait_for(r"ready in \d+ ms", count=self.workers)
+
+    def restart(self, wait_ready=True):
+        """The same `loopfleet run` again (as systemd's Restart= would), after this one died."""
+        assert self.proc.poll() is not None, "restart() is for a supervisor that has exited"
+        self.start(self.cmd, wait_ready)
 
     def cli(self, *args, timeout=60):
         return subprocess.run([binary("loopfleet"), *args, "--control", self.control],
@@ -232,8 +244,31 @@ class Supervisor:
     def connect(self):
         return socket.create_connection(("127.0.0.1", self.port), timeout=10 * SLOW)
 
+    def keeper_pids(self):
+        """The socket keeper of this instance, by its command line (it outlives a killed supervisor)."""
+        return keeper_pids(self.control)
+
     def stop(self):
         stop_process(self.proc)
+        for pid in self.keeper_pids():  # left by a supervisor the test killed
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def keeper_pids(control):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if argv[:3] == [b"loopfleet", b"keeper", (control + ".keeper").encode()] and pid_alive(int(entry)):
+                found.append(int(entry))
+    return found
 
 
 def stop_process(proc):

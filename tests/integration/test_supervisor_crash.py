@@ -1,0 +1,224 @@
+"""A supervisor that dies (SIGKILL) costs no queued connection: its keeper holds every socket
+until the same `loopfleet run` is started again, which adopts them; its workers drain what
+they have. Nobody coming back, the keeper lets go after --orphan-timeout and nothing is left."""
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import SLOW, Supervisor, Wrk, binary, established_connections, free_port, pid_alive, wait_until
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def all_ready(sup):
+    r = sup.cli("status", "--json", timeout=10)
+    if r.returncode != 0:
+        return None
+    import json
+    st = json.loads(r.stdout)
+    ok = len(st["slots"]) == sup.workers and all(s["state"] == "ready" for s in st["slots"])
+    return st if ok else None
+
+
+class Knocker:
+    """New connections, one after another, each with one request, through the crash: a refused
+    or reset connection is counted, as is every answer. Bounded by a count and by stop()."""
+
+    def __init__(self, port, limit=200000):
+        self.port, self.limit = port, limit
+        self.answered, self.refused, self.failed = 0, 0, []
+        self.began = []  # when each connection was opened (monotonic)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        for _ in range(self.limit):
+            if self.stopping.is_set():
+                return
+            self.began.append(time.monotonic())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=20 * SLOW) as s:
+                    s.sendall(REQUEST)
+                    data = b""
+                    while chunk := s.recv(4096):
+                        data += chunk
+                if data.startswith(b"HTTP/1.1 200"):
+                    self.answered += 1
+                else:
+                    self.failed.append(data[:60])
+            except ConnectionRefusedError:
+                self.refused += 1
+            except OSError as e:
+                self.failed.append(repr(e))
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(timeout=60 * SLOW)
+        return self
+
+
+# How long the node has no supervisor: systemd's RestartSec= is 100 ms by default; a person
+# takes longer. Meanwhile new connections wait in the kept queues.
+RESTART_DELAY = 0.5
+
+
+def kill_and_restart_under_load(sup):
+    """SIGKILL of the supervisor while wrk keeps 64 keep-alive connections busy and a knocker
+    opens new ones; then, RESTART_DELAY later, the same command again. Returns what status said
+    before, the old workers, wrk's result, the knocker, status after, the seconds from the kill
+    until the new supervisor had every slot ready, and how many connections the knocker opened
+    in that gap."""
+    before = sup.status()
+    workers = sup.worker_pids()
+    assert before["keeper"] and pid_alive(before["keeper"]), before
+    load = Wrk(sup.port, duration=6, connections=64)
+    wait_until(lambda: sum(established_connections(p, sup.port) for p in workers) == 64, what="64 connections")
+    knock = Knocker(sup.port)
+    time.sleep(1)  # some load before the kill: the gap is what is measured
+    killed = time.monotonic()
+    os.kill(sup.proc.pid, signal.SIGKILL)
+    sup.proc.wait()
+    time.sleep(RESTART_DELAY)
+    sup.restart(wait_ready=False)
+    st = wait_until(lambda: all_ready(sup), timeout=30, what="the new supervisor's workers ready")
+    owned_at = time.monotonic()
+    r = load.result()
+    knock.stop()
+    in_gap = sum(1 for t in knock.began if killed <= t <= owned_at)
+    assert in_gap > 0, "no new connection was opened while the node had no supervisor"
+    return before, workers, r, knock, st, owned_at - killed, in_gap
+
+
+@pytest.mark.parametrize("mode", ["reuseport", "shared"])
+def test_a_killed_supervisor_started_again_under_load_fails_no_request(supervise, mode):
+    sup = supervise(2, ["--distribution", mode])
+    before, workers, r, knock, after, owned, gap = kill_and_restart_under_load(sup)
+    print(f"supervisor SIGKILL ({mode}): restarted {RESTART_DELAY} s after the kill, every slot ready "
+          f"{owned:.2f} s after it ({gap} new connections opened meanwhile); wrk {r['requests']} requests, "
+          f"failed {r['failed']} (connect {r['connect']}, read {r['read']}, write {r['write']}, "
+          f"timeout {r['timeout']}), non-2xx {r['non2xx']}; new connections: {knock.answered} answered, "
+          f"{knock.refused} refused, {len(knock.failed)} failed")
+    sup.log.wait_for(r"adopted \d+ sockets from the keeper")
+    assert r["requests"] > 0 and knock.answered > 0, r["text"]
+    assert knock.refused == 0 and not knock.failed, knock.failed
+    assert r["failed"] == 0, r["text"]
+    # The same keeper serves the new supervisor; its workers are new, the dead one's are gone.
+    assert after["keeper"] == before["keeper"]
+    assert after["pid"] != before["pid"] and after["generation"] == before["generation"] + 1
+    assert not set(workers) & {s["pid"] for s in after["slots"]}
+    wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=30, what="the dead supervisor's workers gone")
+    # It is a whole instance again: a clean stop takes the keeper along.
+    sup.proc.send_signal(signal.SIGTERM)
+    assert sup.proc.wait(timeout=60 * SLOW) == 0
+    assert not pid_alive(after["keeper"]) and not os.path.exists(sup.control + ".keeper")
+    assert not os.path.exists(sup.control)
+
+
+def test_under_systemd_socket_activate_the_activated_socket_is_kept_too(tmp_path):
+    """systemd-socket-activate binds the port and execs the supervisor in its own process, which
+    serves the inherited socket (no --listen). Killed, it is started again as a unit's ExecStart
+    would be, without the activator (which can bind only once): the socket is adopted from the
+    keeper, and not one connection is refused."""
+    port = free_port()
+    sup = Supervisor(2, [], None, tmp=str(tmp_path), port=port, wait_ready=False, listen=False,
+                     wrapper=["systemd-socket-activate", "-l", f"127.0.0.1:{port}"])
+    try:
+        # The activator execs us at the first connection; that one is answered once we serve.
+        sup.log.wait_for(r"Listening on 127\.0\.0\.1:\d+ as 3")
+        with socket.create_connection(("127.0.0.1", port), timeout=30 * SLOW) as s:
+            s.sendall(REQUEST)
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        wait_until(lambda: all_ready(sup), timeout=30, what="the activated supervisor ready")
+        before, workers, r, knock, after, owned, gap = kill_and_restart_under_load(sup)
+        print(f"supervisor SIGKILL under systemd-socket-activate: every slot ready {owned:.2f} s after the kill "
+              f"({gap} new connections opened meanwhile); "
+              f"wrk {r['requests']} requests, failed {r['failed']}; new connections: {knock.answered} answered, "
+              f"{knock.refused} refused, {len(knock.failed)} failed")
+        assert knock.refused == 0 and not knock.failed, knock.failed
+        assert r["failed"] == 0, r["text"]
+        assert after["listen"] == before["listen"], (before["listen"], after["listen"])
+        # The default --listen (127.0.0.1:8080) was not bound beside the adopted socket.
+        assert "8080" not in after["listen"], after["listen"]
+    finally:
+        sup.stop()
+
+
+def test_nobody_coming_back_the_keeper_lets_go_and_nothing_is_left(supervise):
+    sup = supervise(2, ["--orphan-timeout", "2s"])
+    st = sup.status()
+    keeper, workers = st["keeper"], [s["pid"] for s in st["slots"]]
+    os.kill(sup.proc.pid, signal.SIGKILL)
+    sup.proc.wait()
+    # Meanwhile the port still queues connections.
+    probe = socket.create_connection(("127.0.0.1", sup.port), timeout=10 * SLOW)
+    wait_until(lambda: not pid_alive(keeper), timeout=30, what="the keeper to exit after --orphan-timeout")
+    wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=30, what="the workers to drain and exit")
+    # The queued connection is closed with the socket; new ones are refused: the node is down.
+    probe.settimeout(10 * SLOW)
+    try:
+        assert probe.recv(1) == b""
+    except ConnectionResetError:
+        pass
+    probe.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", sup.port), timeout=5)
+    assert not os.path.exists(sup.control + ".keeper")
+    # And the name is free: a fresh start binds anew.
+    sup.restart()
+    assert not any("adopted" in l for l in sup.log.lines)
+    assert sup.status()["keeper"]
+
+
+def test_a_killed_keeper_is_replaced_and_the_next_crash_is_still_survived(supervise):
+    sup = supervise(2)
+    first = sup.status()["keeper"]
+    os.kill(first, signal.SIGKILL)
+    sup.log.wait_for(r"the socket keeper \(pid \d+\) is gone; starting another")
+    second = wait_until(lambda: (lambda k: k if k and k != first else None)(sup.status()["keeper"]), timeout=10,
+                        what="a new keeper")
+    assert pid_alive(second)
+    workers = sup.worker_pids()
+    os.kill(sup.proc.pid, signal.SIGKILL)
+    sup.proc.wait()
+    with socket.create_connection(("127.0.0.1", sup.port), timeout=10 * SLOW) as waiting:
+        waiting.sendall(REQUEST)
+        sup.restart()
+        waiting.settimeout(30 * SLOW)
+        assert waiting.recv(4096).startswith(b"HTTP/1.1 200")
+    assert sup.status()["keeper"] == second
+    wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=30, what="the old workers gone")
+
+
+def test_orphan_timeout_zero_runs_no_keeper_and_a_bad_value_is_one_line(supervise, tmp_path):
+    sup = supervise(1, ["--orphan-timeout", "0"])
+    assert sup.status()["keeper"] is None and not sup.keeper_pids()
+    r = subprocess.run([binary("loopfleet"), "run", "--orphan-timeout", "soon", "--control", str(tmp_path / "c.sock"),
+                        "--", binary("loopfleet-testapp")], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--orphan-timeout" in r.stderr, r.stderr
+
+
+def test_after_an_upgrade_the_successor_owns_the_same_keeper(supervise, tmp_path):
+    sup = supervise(2)
+    before = sup.status()
+    done = sup.cli("upgrade", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sup.proc.wait(timeout=60 * SLOW) == 0
+    after = sup.status()
+    successor = after["pid"]
+    try:
+        assert after["keeper"] == before["keeper"] and pid_alive(after["keeper"])
+        # The successor dies: its keeper held on for it, as for any supervisor.
+        os.kill(successor, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(successor), timeout=10, what="the successor dead")
+        sup.restart()
+        assert sup.status()["keeper"] == before["keeper"]
+        sup.log.wait_for(r"adopted \d+ sockets from the keeper")
+    finally:
+        if pid_alive(successor):
+            os.kill(successor, signal.SIGKILL)
