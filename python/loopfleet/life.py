@@ -3,6 +3,7 @@ sockets, READY / STOPPING / WATCHDOG on NOTIFY_SOCKET, the heartbeat region and 
 signal. Everything here is a no-op when the process runs alone.
 """
 import asyncio
+import ctypes
 import faulthandler
 import os
 import re
@@ -25,6 +26,9 @@ BEAT_INTERVAL = 0.05  # the supervisor reads the region every 50 ms
 # thread); faulthandler prints the Python stack from the C signal handler, so it works while
 # the loop is blocked.
 STACK_SIGNAL = signal.SIGUSR2
+
+
+PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 
 
 def fail(message, code=2):
@@ -218,6 +222,7 @@ class Life:
         usec = int(os.environ.get("WATCHDOG_USEC") or 0)
         if usec and os.environ.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid()):
             self._ping(loop, usec / 2e6)
+        watch_supervisor(loop)
 
     def _ping(self, loop, interval):
         self.notify("WATCHDOG=1")
@@ -253,6 +258,42 @@ class Life:
         """STOPPING=1, then no more handed-over connections (those already sent are adopted)."""
         self.notify("STOPPING=1\nSTATUS=draining", wait=True)
         await self.handoff.stop()
+
+
+def watch_supervisor(loop):
+    """Outliving a supervisor that died, as a C++ worker does (src/runtime/orphan.hpp): with a
+    keeper holding the sockets, the parent-death signal is cleared and the supervisor watched
+    through a pidfd; once it dies the worker serves on until the one started again drains it
+    (SIGTERM), or for LOOPFLEET_ORPHAN_TIMEOUT_MS at most, when it sends itself that SIGTERM:
+    each launcher's own drain then runs as usual."""
+    try:
+        pid = int(os.environ.pop("LOOPFLEET_SUPERVISOR_PID", "") or 0)
+        ms = int(os.environ.pop("LOOPFLEET_ORPHAN_TIMEOUT_MS", "") or 0)
+    except ValueError:
+        return
+    if pid <= 0 or ms <= 0 or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return  # the parent-death signal stays: it still drains us
+    gone = os.getppid() != pid  # only now that the pidfd holds it: dead before, we are the reaper's
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
+
+    def orphaned():
+        loop.remove_reader(fd)
+        os.close(fd)
+        try:
+            print(f"loopfleet: the supervisor (pid {pid}) died: serving on until a new one drains this worker, "
+                  f"for {ms} ms at most", file=sys.stderr, flush=True)
+        except OSError:
+            pass  # our stderr was a pipe to it
+        loop.call_later(ms / 1000, os.kill, os.getpid(), signal.SIGTERM)
+
+    if gone:
+        loop.call_soon(orphaned)
+    else:
+        loop.add_reader(fd, orphaned)  # a pidfd turns readable when its process exits
 
 
 def cluster_in_use():

@@ -10,6 +10,7 @@
 #include "runtime/listen_fds.hpp"
 #include "runtime/log.hpp"
 #include "runtime/notify.hpp"
+#include "runtime/orphan.hpp"
 #include "runtime/offload_pools.hpp"
 
 #include <boost/asio/signal_set.hpp>
@@ -144,8 +145,30 @@ int run_worker(const worker_options& options, service& svc) {
   if (auto every = note.watchdog_interval(); every.count() > 0) pet_watchdog(watchdog, note, every / 2);
 
   asio::steady_timer drain_deadline(loop);
-  asio::signal_set signals(loop, SIGTERM, SIGINT);
   bool draining = false;
+  auto drain = [&](const std::string& why) {
+    draining = true;
+    log::info(why + ": draining (at most " + std::to_string(options.drain_timeout.count()) + " ms)");
+    note.send("STOPPING=1\nSTATUS=draining");
+    if (handoffs) handoffs->stop();
+    // The service and every drain hook must finish; the last one to do so stops the loop.
+    auto remaining = std::make_shared<std::size_t>(1 + drain_hooks().size());
+    auto one_done = [&loop, remaining] {
+      if (--*remaining == 0) {
+        log::info("drained; exiting");
+        loop.stop();
+      }
+    };
+    svc.drain(one_done);
+    for (auto& hook : drain_hooks()) hook(one_done);
+    drain_deadline.expires_after(options.drain_timeout);
+    drain_deadline.async_wait([&](boost::system::error_code e) {
+      if (e) return;
+      log::warn("drain timeout reached; closing the connections still open");
+      loop.stop();
+    });
+  };
+  asio::signal_set signals(loop, SIGTERM, SIGINT);
   std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec, int sig) {
     if (ec) return;
     if (draining) {
@@ -154,31 +177,24 @@ int run_worker(const worker_options& options, service& svc) {
         loop.stop();
       }
     } else {
-      draining = true;
-      log::info(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + ": draining (at most " +
-                std::to_string(options.drain_timeout.count()) + " ms)");
-      note.send("STOPPING=1\nSTATUS=draining");
-      if (handoffs) handoffs->stop();
-      // The service and every drain hook must finish; the last one to do so stops the loop.
-      auto remaining = std::make_shared<std::size_t>(1 + drain_hooks().size());
-      auto one_done = [&loop, remaining] {
-        if (--*remaining == 0) {
-          log::info("drained; exiting");
-          loop.stop();
-        }
-      };
-      svc.drain(one_done);
-      for (auto& hook : drain_hooks()) hook(one_done);
-      drain_deadline.expires_after(options.drain_timeout);
-      drain_deadline.async_wait([&](boost::system::error_code e) {
-        if (e) return;
-        log::warn("drain timeout reached; closing the connections still open");
-        loop.stop();
-      });
+      drain(sig == SIGTERM ? "SIGTERM" : "SIGINT");
     }
     signals.async_wait(on_signal);
   };
   signals.async_wait(on_signal);
+
+  // Outliving a supervisor that died (runtime/orphan.hpp): serve on until the one started again
+  // drains us, or for as long as its keeper holds the sockets.
+  asio::steady_timer orphan_deadline(loop);
+  auto parent = parent_watch::from_environment(loop, [&](int supervisor, std::chrono::milliseconds serve_for) {
+    if (draining) return;
+    log::warn("the supervisor (pid " + std::to_string(supervisor) + ") died: serving on until a new one drains " +
+              "this worker, for " + std::to_string(serve_for.count()) + " ms at most");
+    orphan_deadline.expires_after(serve_for);
+    orphan_deadline.async_wait([&](boost::system::error_code e) {
+      if (!e && !draining) drain("no supervisor came back");
+    });
+  });
 
   loop.run();
   svc.close();

@@ -30,12 +30,18 @@ inline constexpr const char* node = "LOOPFLEET_NODE";
 inline constexpr const char* access_log = "LOOPFLEET_ACCESS_LOG";
 inline constexpr const char* access_log_fd = "LOOPFLEET_ACCESS_LOG_FD";
 inline constexpr const char* access_log_format = "LOOPFLEET_ACCESS_LOG_FORMAT";
+// Set when the supervisor runs a socket keeper (supervisor/keeper.hpp): a worker that can
+// outlive it (runtime/orphan.hpp) watches this pid instead of dying with it, and serves on
+// for at most this many milliseconds while a new supervisor is started.
+inline constexpr const char* supervisor_pid = "LOOPFLEET_SUPERVISOR_PID";
+inline constexpr const char* orphan_timeout_ms = "LOOPFLEET_ORPHAN_TIMEOUT_MS";
 // Where the Python launchers are found (worker_python_path).
 inline constexpr const char* python_path = "PYTHONPATH";
 
 inline constexpr const char* all[] = {listen_pid, listen_fds,   listen_fdnames, notify_socket, watchdog_usec,
                                       watchdog_pid, slot,       workers,        generation,    notify_fd,
                                       heartbeat_fd, handoff_fd, nats_url,       node,          python_path,
-                                      access_log,   access_log_fd, access_log_format};
+                                      access_log,   access_log_fd, access_log_format, supervisor_pid,
+                                      orphan_timeout_ms};
 
 }  // namespace loopfleet::worker_env

@@ -108,6 +108,7 @@ class master {
   // Says READY=1 to whoever started us (systemd, or a predecessor waiting to hand over) the
   // first time every slot serves.
   void tell_parent_if_all_ready();
+  bool every_slot_ready();
 
   static void check_access_log(const config& c);
 
@@ -115,7 +116,9 @@ class master {
   // A fresh start: the sockets of a supervisor of this instance that died, from its keeper,
   // added to `inherited`. Throws startup_error when a live one owns the instance.
   void adopt_from_keeper(std::vector<listener>& inherited);
-  void put_down_orphans();
+  // Once every slot of ours serves: the dead supervisor's workers drain (SIGTERM), and any
+  // still running after --graceful-timeout is killed.
+  void retire_orphans();
   void start_keeper();
   bool launch_keeper();  // a new keeper with every socket we own; false (logged) if it cannot start
   void keep_sockets();  // after a scale made new sockets

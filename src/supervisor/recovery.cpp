@@ -74,21 +74,21 @@ void master::adopt_from_keeper(std::vector<listener>& inherited) {
       orphans_.push_back(fd);
       pids += (pids.empty() ? "" : ", ") + std::to_string(w.pid);
     }
-  if (orphans_.empty()) return;
-  log::info("its workers " + pids + " are draining (their parent-death signal); any still running in " +
-            ms_text(cfg_.graceful_timeout) + " is killed");
-  orphan_deadline_.expires_after(cfg_.graceful_timeout);
-  orphan_deadline_.async_wait([this](boost::system::error_code ec) {
-    if (!ec) put_down_orphans();
-  });
+  if (!orphans_.empty())
+    log::info("its workers " + pids + " serve on until every slot of ours is ready, then drain");
 }
 
-void master::put_down_orphans() {
-  for (int fd : orphans_) {
-    if (::syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0) == 0)
-      log::warn("killed a dead supervisor's worker still running after --graceful-timeout");
-    ::close(fd);
-  }
+void master::retire_orphans() {
+  for (int fd : orphans_) ::syscall(SYS_pidfd_send_signal, fd, SIGTERM, nullptr, 0);
+  log::info("every slot serves: the dead supervisor's workers drain");
+  orphan_deadline_.expires_after(cfg_.graceful_timeout);
+  orphan_deadline_.async_wait([fds = std::move(orphans_)](boost::system::error_code ec) {
+    for (int fd : fds) {
+      if (!ec && ::syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0) == 0)
+        log::warn("killed a dead supervisor's worker still running after --graceful-timeout");
+      ::close(fd);
+    }
+  });
   orphans_.clear();
 }
 

@@ -93,10 +93,14 @@ std::vector<listener> master::take_handed_over(std::vector<listener> inherited) 
   return rest;
 }
 
-void master::tell_parent_if_all_ready() {
-  if (told_ready_) return;
+bool master::every_slot_ready() {
   for (int i = 0; i < fleet_.workers; ++i)
-    if (const process* p = fleet_.current(i); !p || !p->ready) return;
+    if (const process* p = fleet_.current(i); !p || !p->ready) return false;
+  return true;
+}
+
+void master::tell_parent_if_all_ready() {
+  if (told_ready_ || !every_slot_ready()) return;
   told_ready_ = true;
   if (parent_.enabled()) parent_.send("READY=1\nSTATUS=" + std::to_string(fleet_.workers) + " workers serving");
 }

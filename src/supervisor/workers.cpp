@@ -42,6 +42,11 @@ void master::start_worker(int slot, role r) {
   set(env::nats_url, cfg_.cluster ? nats_url(cfg_) : std::string());
   set(env::node, cfg_.node);
   set(env::generation, std::to_string(gen));
+  // With a keeper holding the sockets, a worker may outlive us (runtime/orphan.hpp).
+  if (cfg_.orphan_timeout.count() > 0) {
+    set(env::supervisor_pid, std::to_string(::getpid()));
+    set(env::orphan_timeout_ms, std::to_string(cfg_.orphan_timeout.count()));
+  }
   // Python workers import the loopfleet package (its launchers) with nothing set by the user.
   static const std::string python_path = worker_python_path(std::getenv(env::python_path));
   if (!python_path.empty()) set(env::python_path, python_path);
@@ -242,6 +247,7 @@ void master::mark_ready(process& p) {
     ever_ready_ = true;
     update_steering();
     tell_parent_if_all_ready();
+    if (!orphans_.empty() && every_slot_ready()) retire_orphans();
   } else if (p.r == role::candidate && reload_) {
     std::vector<candidate_view> candidates;
     for (int i = 0; i < static_cast<int>(fleet_.slots.size()); ++i)
