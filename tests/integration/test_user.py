@@ -36,7 +36,8 @@ def assert_nobody(pid):
 
 
 def test_workers_and_helpers_run_as_the_user_serve_reload_and_die_with_the_supervisor(tmp_path):
-    sup = Supervisor(2, ["--user", "nobody"], [binary("offload")], tmp=str(tmp_path))
+    # A short --orphan-timeout: workers serve on after a supervisor's death only that long.
+    sup = Supervisor(2, ["--user", "nobody", "--orphan-timeout", "1s"], [binary("offload")], tmp=str(tmp_path))
     try:
         slots = sup.status()["slots"]
         helpers = [h["pid"] for s in slots for h in s["helpers"]]
@@ -56,8 +57,8 @@ def test_workers_and_helpers_run_as_the_user_serve_reload_and_die_with_the_super
             assert_nobody(pid)
         assert get(sup, "/hash?mode=process&rounds=1").status == 200
 
-        # setuid clears the parent-death signal; the workers set it again after, so a
-        # supervisor killed outright still takes them (and their helpers) along.
+        # Workers running as nobody still watch the root supervisor (a pidfd needs no rights
+        # over it) and outlive it by --orphan-timeout only; their helpers go with them.
         victims = new + [h["pid"] for s in sup.status()["slots"] for h in s["helpers"]]
         os.kill(sup.proc.pid, signal.SIGKILL)
         sup.proc.wait()
