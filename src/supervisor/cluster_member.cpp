@@ -50,6 +50,12 @@ void cluster_member::prepare_data_dir(const config& cfg) {
 }
 
 void cluster_member::start() {
+  if (own_server() && predecessor_ && !predecessor_serves_) {
+    log::info("cluster: the dead supervisor's nats-server (pid " + std::to_string(predecessor_) +
+              ") is stopping; ours starts on the same ports and store once it has exited");
+    asio::co_spawn(loop_, start_after_predecessor(), asio::detached);
+    return;
+  }
   if (own_server() && predecessor_) {
     log::info("cluster: the previous supervisor's nats-server (pid " + std::to_string(predecessor_) +
               ") serves this node until its workers have drained; ours starts on the same ports and store then");

@@ -39,7 +39,12 @@ class cluster_member {
   // the node until the predecessor's workers have drained. start() then runs the agent and the
   // workers on it at once, and our own server starts on the same ports and store when it has
   // exited; the workers' NATS clients reconnect to it.
-  void follow(pid_t server) { predecessor_ = server; }
+  // `server` is the previous supervisor's nats-server: still serving (an upgrade: its workers
+  // drain first) or stopping (that supervisor died, and it got its parent-death signal).
+  void follow(pid_t server, bool serving) {
+    predecessor_ = server;
+    predecessor_serves_ = serving;
+  }
   pid_t server_pid() const { return pid_; }
   bool owns(pid_t pid) const { return pid && pid == pid_; }
   // The nats-server child exited: restarted with backoff, unless stopping.
@@ -65,6 +70,7 @@ class cluster_member {
   std::function<void()> on_ready_;
   pid_t pid_ = 0;
   pid_t predecessor_ = 0;
+  bool predecessor_serves_ = false;
   int failures_ = 0;
   int restarts_ = 0;
   bool ready_ = false;

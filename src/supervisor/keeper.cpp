@@ -186,6 +186,13 @@ class keeper {
         wait = static_cast<int>(std::min<long long>(left, 60000));
       }
       if (::poll(fds.data(), fds.size(), wait) < 0 && errno != EINTR) return quit();
+      // The clients polled, back to front, so that dropping one leaves the rest of the indexes
+      // valid; then a new one (after: it has no pollfd this round).
+      for (std::size_t i = fds.size() - 1; i-- > 0;)
+        if (fds[i + 1].revents) {
+          if (!serve(clients_[i])) drop(i);
+          if (done_) return quit();
+        }
       if (fds[0].revents & POLLIN) {
         int c = ::accept4(listen_, nullptr, nullptr, SOCK_CLOEXEC);
         if (c >= 0) {
@@ -194,12 +201,6 @@ class keeper {
           clients_.push_back(std::move(fresh));
         }
       }
-      // Back to front, so that dropping one leaves the rest of the indexes valid.
-      for (std::size_t i = clients_.size(); i-- > 0;)
-        if (fds[i + 1].revents) {
-          if (!serve(clients_[i])) drop(i);
-          if (done_) return quit();
-        }
     }
   }
 

@@ -4,8 +4,8 @@
 // which resets every connection queued in it. So beside each supervisor runs a keeper, a
 // small process (`loopfleet keeper`, started by the supervisor from its own binary) that holds
 // a duplicate of every socket the supervisor owns and does nothing else: it cannot crash for
-// the reasons a supervisor can (no workers, no config, no cluster, no allocation after its
-// start), and its holding them costs the kernel nothing. The supervisor stays connected to it
+// the reasons a supervisor can (it runs no workers, reads no config, talks to no cluster, and
+// its loop is a poll over a few sockets), and its holding them costs the kernel nothing. The supervisor stays connected to it
 // on a SOCK_SEQPACKET socket beside the control socket (`<control>.keeper`):
 //
 // - The supervisor dies unexpectedly (SIGKILL, a segfault): the kernel closes its end without

@@ -135,7 +135,7 @@ int master::run() {
   if (cfg_.cluster) {
     // Workers start once the node's NATS answers: they connect to it at start-up.
     cluster_ = std::make_unique<cluster_member>(loop_, cfg_, start_all);
-    if (predecessor_nats_) cluster_->follow(predecessor_nats_);
+    if (predecessor_nats_) cluster_->follow(predecessor_nats_, successor_);
     cluster_->start();
   } else {
     start_all();

@@ -15,6 +15,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -137,7 +138,8 @@ void master::keep_sockets() {
 // The keeper sends nothing unasked: its socket turns readable only when it is gone.
 asio::awaitable<void> master::watch_keeper() {
   while (keeper_->connected() && !stopping_) {
-    asio::posix::stream_descriptor end(loop_, ::dup(keeper_->native_handle()));
+    // A copy with close-on-exec (dup drops it): workers started later must not hold our end.
+    asio::posix::stream_descriptor end(loop_, ::fcntl(keeper_->native_handle(), F_DUPFD_CLOEXEC, 3));
     auto [ec] = co_await end.async_wait(asio::posix::descriptor_base::wait_read, asio::as_tuple(asio::use_awaitable));
     if (ec || stopping_ || !keeper_->connected()) co_return;
     char unasked[64];

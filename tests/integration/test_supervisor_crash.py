@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from conftest import SLOW, Supervisor, Wrk, binary, established_connections, free_port, pid_alive, wait_until
+from conftest import (SLOW, Supervisor, Wrk, binary, established_connections, free_port, jobs_done, pid_alive,
+                      wait_until)
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
@@ -251,3 +252,36 @@ def test_after_an_upgrade_the_successor_owns_the_same_keeper(supervise, tmp_path
     finally:
         if pid_alive(successor):
             os.kill(successor, signal.SIGKILL)
+
+
+def test_a_cluster_node_whose_supervisor_is_killed_loses_no_job(tmp_path):
+    """One node with its own nats-server: the supervisor is SIGKILLed during a stream of jobs;
+    its nats-server stops (its parent-death signal) and the supervisor started again waits for
+    it to exit, then runs its own on the same ports and store. The dead one's workers serve on
+    meanwhile and reconnect. Every job submitted before, during and after completes."""
+    port = free_port()
+    journal = tmp_path / "jobs-done"
+    node = Supervisor(2, ["--cluster", "--node", "solo", "--nats-listen", f"127.0.0.1:{port}", "--data-dir",
+                          str(tmp_path / "solo")], [binary("cluster-example")], tmp=str(tmp_path),
+                      env={"JOBS_DONE_FILE": str(journal)})
+    try:
+        node.log.wait_for(r"cluster: node solo joined", timeout=60)
+        submitter = subprocess.Popen([binary("loopfleet"), "job", "submit", "work", "crash:200", "--count", "800",
+                                      "--retry-for", f"{int(120 * SLOW)}s", "--nats", f"nats://127.0.0.1:{port}"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: len(jobs_done(journal)) >= 50, timeout=60, what="50 jobs done")
+        os.kill(node.proc.pid, signal.SIGKILL)
+        node.proc.wait()
+        node.restart(wait_ready=False)
+        node.log.wait_for(r"cluster: the dead supervisor's nats-server \(pid \d+\) is stopping", timeout=30)
+        node.log.wait_for(r"cluster: the previous nats-server \(pid \d+\) has exited; starting ours", timeout=60)
+        out, err = submitter.communicate(timeout=180 * SLOW)
+        assert submitter.returncode == 0, err
+        assert "stored 800 job(s)" in out, out
+        wait_until(lambda: len({p for p, _ in jobs_done(journal)}) >= 800, timeout=180, what="800 jobs done")
+        assert {p for p, _ in jobs_done(journal)} == {f"crash:200-{i}" for i in range(800)}
+        status = node.status()
+        assert status["cluster"]["nats_ready"], status["cluster"]
+        print(f"cluster node's supervisor killed: 800 jobs all done, {len(jobs_done(journal)) - 800} run twice")
+    finally:
+        node.stop()
