@@ -37,6 +37,53 @@ class Wrk:
         return r
 
 
+class Knocker:
+    """New connections one after another on a thread, each with one request (`Connection:
+    close`), until stop() (at most `limit`): every refused or failed one is counted, and when
+    each answered one was opened and answered (monotonic), for what happened during a gap."""
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+    def __init__(self, port, limit=500000, timeout=20.0):
+        self.port, self.limit, self.timeout = port, limit, timeout
+        self.refused, self.failed = 0, []
+        self.began = []   # when each connection was opened
+        self.served = []  # (opened, answered) of each one answered with a 200
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @property
+    def answered(self):
+        return len(self.served)
+
+    def _run(self):
+        for _ in range(self.limit):
+            if self.stopping.is_set():
+                return
+            began = time.monotonic()
+            self.began.append(began)
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout) as s:
+                    s.sendall(self.request)
+                    data = b""
+                    while chunk := s.recv(4096):
+                        data += chunk
+                if data.startswith(b"HTTP/1.1 200"):
+                    self.served.append((began, time.monotonic()))
+                else:
+                    self.failed.append(data[:60])
+            except ConnectionRefusedError:
+                self.refused += 1
+                time.sleep(0.001)  # a refused connect returns at once: do not spin
+            except OSError as e:
+                self.failed.append(repr(e))
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(timeout=60)
+        return self
+
+
 class Lines:
     """Collects a pipe's lines on a thread so tests (and benches) can wait for one."""
     slow = 1.0  # every wait is scaled by this: the tests raise it for sanitizer builds

@@ -17,49 +17,13 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-from loadkit import Wrk, established, pid_alive
+from loadkit import Knocker, Wrk, established, pid_alive
 from supervise import ROOT, Gunicorn, Loopfleet, LoopfleetShared, Nginx, children, serving, tree, wait_for
-
-REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-
-
-class Knocker:
-    """New connections one after another until stopped (at most `limit`)."""
-
-    def __init__(self, port, limit=500000):
-        self.port, self.limit = port, limit
-        self.answered = self.refused = self.failed = 0
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        for _ in range(self.limit):
-            if self.stopping.is_set():
-                return
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-                    s.sendall(REQUEST)
-                    data = s.recv(64)
-                self.answered += data.startswith(b"HTTP/1.1 200")
-                self.failed += not data.startswith(b"HTTP/1.1 200")
-            except ConnectionRefusedError:
-                self.refused += 1
-                time.sleep(0.001)  # a refused connect returns at once: do not spin
-            except OSError:
-                self.failed += 1
-
-    def stop(self):
-        self.stopping.set()
-        self.thread.join(timeout=30)
-
 
 def run_kill(cls, args, workdir):
     s = cls(args, args.workers, workdir)
@@ -69,7 +33,7 @@ def run_kill(cls, args, workdir):
     try:
         load = Wrk(s.port, args.duration)
         wait_for(lambda: established(tree(old_master), s.port) == 64, 10, "64 connections")
-        knock = Knocker(s.port)
+        knock = Knocker(s.port, timeout=5)
         time.sleep(1.0)
         killed = time.monotonic()
         os.kill(old_master, signal.SIGKILL)
@@ -90,7 +54,7 @@ def run_kill(cls, args, workdir):
         time.sleep(args.linger)
         left = [p for p in old_workers if pid_alive(p)]
         return {"requests": r["requests"], "failed": r["failed"], "refused": knock.refused,
-                "knock_failed": knock.failed, "answered": knock.answered,
+                "knock_failed": len(knock.failed), "answered": knock.answered,
                 "restart": "up" if own is not None else f"exited {restarted.poll()}" if restarted.poll() is not None
                 else "not up", "own_s": own, "left": len(left)}
     finally:

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "bench"))
-from loadkit import Lines, Wrk, established, pid_alive  # noqa: E402  (shared with bench/)
+from loadkit import Knocker, Lines, Wrk, established, pid_alive  # noqa: E402  (shared with bench/)
 
 BIN = os.environ.get("LOOPFLEET_BIN") or os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "build", "bin")

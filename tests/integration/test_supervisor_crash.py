@@ -5,12 +5,11 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import (SLOW, Supervisor, Wrk, binary, established_connections, free_port, jobs_done, pid_alive,
+from conftest import (SLOW, Knocker, Supervisor, Wrk, binary, established_connections, free_port, jobs_done, pid_alive,
                       wait_until)
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -24,47 +23,6 @@ def all_ready(sup):
     st = json.loads(r.stdout)
     ok = len(st["slots"]) == sup.workers and all(s["state"] == "ready" for s in st["slots"])
     return st if ok else None
-
-
-class Knocker:
-    """New connections, one after another, each with one request, through the crash: a refused
-    or reset connection is counted, as is every answer. Bounded by a count and by stop()."""
-
-    def __init__(self, port, limit=200000):
-        self.port, self.limit = port, limit
-        self.answered, self.refused, self.failed = 0, 0, []
-        self.began = []  # when each connection was opened (monotonic)
-        self.served = []  # (opened, answered) of each one answered
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        for _ in range(self.limit):
-            if self.stopping.is_set():
-                return
-            began = time.monotonic()
-            self.began.append(began)
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=20 * SLOW) as s:
-                    s.sendall(REQUEST)
-                    data = b""
-                    while chunk := s.recv(4096):
-                        data += chunk
-                if data.startswith(b"HTTP/1.1 200"):
-                    self.answered += 1
-                    self.served.append((began, time.monotonic()))
-                else:
-                    self.failed.append(data[:60])
-            except ConnectionRefusedError:
-                self.refused += 1
-            except OSError as e:
-                self.failed.append(repr(e))
-
-    def stop(self):
-        self.stopping.set()
-        self.thread.join(timeout=60 * SLOW)
-        return self
 
 
 # How long the node has no supervisor: systemd's RestartSec= is 100 ms by default; a person
@@ -83,7 +41,7 @@ def kill_and_restart_under_load(sup):
     assert before["keeper"] and pid_alive(before["keeper"]), before
     load = Wrk(sup.port, duration=6, connections=64)
     wait_until(lambda: sum(established_connections(p, sup.port) for p in workers) == 64, what="64 connections")
-    knock = Knocker(sup.port)
+    knock = Knocker(sup.port, timeout=20 * SLOW)
     time.sleep(1)  # some load before the kill: the gap is what is measured
     killed = time.monotonic()
     os.kill(sup.proc.pid, signal.SIGKILL)
