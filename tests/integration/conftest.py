@@ -321,8 +321,9 @@ def log_time(line):
 
 
 def pytest_configure(config):
-    # Long soaks of code the other tests already drive: scripts/test.sh runs them on the release
-    # build only (under ASan they would repeat the same paths three times slower).
+    # Long soaks and long scenarios of code the other tests already drive: scripts/test.sh runs
+    # them on the release build only (under ASan they would repeat the same paths three times
+    # slower, and keep CI within its 30 minutes).
     config.addinivalue_line("markers", "soak: release build only (a long soak, or timing the sanitizer build breaks)")
 
 

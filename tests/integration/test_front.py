@@ -117,6 +117,9 @@ def test_front_spreads_requests_and_reads_each_nodes_agent(tmp_path):
         b.stop()
 
 
+# Release build only: 40 to 100 s under ASan; the front's own code (its configuration, the
+# follower) runs under ASan in this file's shorter tests.
+@pytest.mark.soak
 def test_a_node_stopped_then_another_killed_under_load_fails_no_request(tmp_path):
     a, b = node(tmp_path), node(tmp_path)
     front = Front(tmp_path, [a, b])
@@ -330,6 +333,9 @@ def fleet(tmp_path):
     f.stop()
 
 
+# Release build only: 40 to 100 s under ASan; the front's own code (its configuration, the
+# follower) runs under ASan in this file's shorter tests.
+@pytest.mark.soak
 def test_front_following_the_cluster_takes_a_joining_node_and_drops_it_stopped_or_killed(fleet, tmp_path):
     fleet.start_first_two(spare=[2])
     with following(tmp_path, f"{fleet.url(0)},{fleet.url(1)}", extra=["--forget-after", "5s"]) as front:

@@ -140,6 +140,9 @@ def lan():
     lan.close()
 
 
+# Release build only: 32 s under ASan; keepalived and haproxy do the work here, and the front's
+# own code runs under ASan in this file's other tests.
+@pytest.mark.soak
 def test_two_fronts_share_an_address_and_survive_each_other(lan, tmp_path):
     nodes = [lan.run(lan.lan, [binary("loopfleet"), "run", "--workers", "1", "--listen", f"10.77.0.1:{port}",
                                "--agent-check", f"10.77.0.1:{agent}", "--name", f"vipnode{port}", "--control",

@@ -9,6 +9,8 @@ import re
 import subprocess
 import time
 
+import pytest
+
 from conftest import SLOW, Supervisor, binary, free_port, log_time, wait_until
 from test_durability import Nodes
 
@@ -41,6 +43,8 @@ def one_line_error(r, *words):
         assert w in err, err
 
 
+# Release build only: 46 s under ASan; the scheduler runs under ASan in this file's shorter test.
+@pytest.mark.soak
 def test_every_second_for_30_s_fires_each_tick_once_while_a_node_restarts_and_another_is_killed(tmp_path):
     nodes = Nodes(tmp_path)
     journal = tmp_path / "jobs-done"
