@@ -13,6 +13,8 @@ packages=(
   # tests (setpriv from util-linux runs test_user.py's unprivileged supervisors; curl asks
   # the cluster tests' workers), and the Node example
   libgtest-dev python3 python3-pytest util-linux curl nodejs
+  # systemd-socket-activate: test_supervisor_crash.py starts a supervisor under it
+  systemd
   # the front's TLS test makes its certificate with openssl req -x509
   openssl
   # fuzzing (scripts/fuzz.sh): clang 14 and its libFuzzer and sanitizer runtimes
