@@ -144,7 +144,7 @@ def get_pid(port):
 
 
 def test_orphaned_workers_serve_on_then_nobody_coming_back_nothing_is_left(supervise):
-    sup = supervise(2, ["--orphan-timeout", "3s"])
+    sup = supervise(2, ["--orphan-timeout", f"{int(3 * SLOW)}s"])
     st = sup.status()
     keeper, workers = st["keeper"], [s["pid"] for s in st["slots"]]
     os.kill(sup.proc.pid, signal.SIGKILL)
