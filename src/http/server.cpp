@@ -57,7 +57,7 @@ connection::~connection() {
 }
 
 void connection::enter(phase p, clock::duration timeout) {
-  enter(p, timeout.count() > 0 ? clock::now() + timeout : clock::time_point::max());
+  enter(p, timeout.count() > 0 ? coarse_now() + timeout : clock::time_point::max());
 }
 
 void connection::enter(phase p, clock::time_point d) {

@@ -17,6 +17,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <time.h>
+
 #include <chrono>
 #include <coroutine>
 #include <cstdint>
@@ -30,6 +32,16 @@ namespace loopfleet::http::detail {
 namespace asio = boost::asio;
 using acceptor_type = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
 using clock = std::chrono::steady_clock;
+
+// steady_clock's time from the kernel's tick-updated copy (CLOCK_MONOTONIC_COARSE, the same
+// time base, a few ms behind): what a deadline is measured from. A precise read costs a TSC
+// read that, under KVM, was 3 % of a hello request's CPU (perf, docs/benchmarks.md); the
+// deadlines are checked by a 250 ms tick anyway.
+inline clock::time_point coarse_now() {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return clock::time_point(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec));
+}
 
 class server;
 
