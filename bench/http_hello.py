@@ -10,6 +10,7 @@ noise of the client sharing the box. Server CPU time comes from /proc/PID/scheds
     bench/http_hello.py --access-log json|combined [...]
     bench/http_hello.py --sweep [--rounds 1] [--duration 5]
     bench/http_hello.py --idle 5000
+    bench/http_hello.py --syscalls [--duration 5]
 
 Prints one row per server per round, then the totals and the ratio loopfleet / nginx. With
 --access-log the peer is hello itself: hello with its access log on (a file, every request a
@@ -19,7 +20,9 @@ line) against hello with it off, in the same alternating rounds; the ratio is on
 and for `/json` (hello's Boost.JSON endpoint; nginx returns the same bytes as a constant), and
 prints one line per concurrency and path. --idle N opens N keep-alive connections to each
 server, each sends one request and reads its answer, then stays open: the server's RSS grown
-per connection is what an idle keep-alive connection costs it.
+per connection is what an idle keep-alive connection costs it. --syscalls counts each server's
+system calls per request (perf's syscall tracepoints, which unlike strace do not slow the
+server down) at 64, 1,000 and 10,000 connections; it needs perf (linux-perf) and root.
 
 The descriptor limit is raised to its hard limit for this process, wrk and both servers, and
 nginx's worker_connections follows it, so 10,000 connections fit everywhere.
@@ -150,6 +153,32 @@ def run_wrk(port, duration, connections, path="/"):
     return total, rps, p99_us, (errors.group(1) if errors else ""), int(non2xx.group(1)) if non2xx else 0
 
 
+SYSCALLS = ("recvfrom", "read", "sendto", "writev", "write", "epoll_wait", "epoll_ctl", "accept", "accept4",
+            "ioctl", "setsockopt", "close")
+
+
+def syscalls_per_request(servers, duration):
+    print(f"system calls per request, wrk -t1 -cN -d{duration}s /, perf's syscall tracepoints on the server")
+    print(f"{'conns':>6} {'server':<10} " + " ".join(f"{n:>10}" for n in SYSCALLS))
+    events = ",".join(f"syscalls:sys_enter_{n}" for n in SYSCALLS)
+    for c in (64, 1000, 10000):
+        for name, (port, pid) in servers.items():
+            out = os.path.join(tempfile.gettempdir(), f"loopfleet-perf-{pid}.csv")
+            perf = subprocess.Popen(["perf", "stat", "-x,", "-e", events, "-p", str(pid), "-o", out])
+            time.sleep(0.3)  # perf attached
+            total, *_ = run_wrk(port, duration, c)
+            perf.send_signal(signal.SIGINT)
+            perf.wait(timeout=30)
+            counts = {}
+            with open(out) as f:
+                for row in f:
+                    cols = row.strip().split(",")
+                    if len(cols) > 2 and cols[2].startswith("syscalls:sys_enter_") and cols[0].isdigit():
+                        counts[cols[2][len("syscalls:sys_enter_"):]] = int(cols[0])
+            os.unlink(out)
+            print(f"{c:>6} {name:<10} " + " ".join(f"{counts.get(n, 0) / total:>10.3f}" for n in SYSCALLS), flush=True)
+
+
 def compare(servers, subject, peer, connections, path, rounds, duration, rows=True):
     """Alternating wrk rounds against each server; returns per server (req/CPU-s, median p99 us,
     failures, requests)."""
@@ -219,11 +248,12 @@ def main():
     ap.add_argument("--sweep", action="store_true",
                     help=f"connections {', '.join(map(str, SWEEP))}, paths / and /json: one line each")
     ap.add_argument("--idle", type=int, metavar="N", help="RSS per idle keep-alive connection, N connections")
+    ap.add_argument("--syscalls", action="store_true", help="system calls per request (perf), 64 to 10,000 connections")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench: wrk not found; run scripts/install-deps.sh")
     fds = raise_fd_limit()
-    need = max(SWEEP) if args.sweep else (args.idle or args.connections)
+    need = max(SWEEP) if args.sweep or args.syscalls else (args.idle or args.connections)
     if fds < need + 64:
         sys.exit(f"bench: the descriptor limit is {fds} (hard); {need + 64} are needed")
     conns = max(1024, need + need // 10 + 128)  # nginx's worker_connections (it allocates them at start) and our limit
@@ -251,6 +281,9 @@ def main():
 
         if args.idle:
             idle(servers, args.idle)
+            return
+        if args.syscalls:
+            syscalls_per_request(servers, args.duration)
             return
         if args.sweep:
             print(f"wrk -t1 -dN keep-alive, {args.rounds} round(s) of {args.duration} s per server and line; "

@@ -263,33 +263,6 @@ struct this_frame {
   void await_resume() const {}
 };
 
-// An async handler's response: the handler runs as an Asio coroutine of its own, and the
-// connection resumes when it has answered. If the connection's frame is destroyed first
-// (server::close after the loop stopped), the answer finds no one to resume.
-struct async_answer {
-  struct slot {
-    std::coroutine_handle<> waiter;
-    std::optional<response> res;
-    bool abandoned = false;
-  };
-  asio::io_context& loop;
-  const route& r;
-  request& req;
-  std::shared_ptr<slot> s = std::make_shared<slot>();
-
-  ~async_answer() { s->abandoned = true; }
-  bool await_ready() const { return false; }
-  void await_suspend(std::coroutine_handle<> h) {
-    s->waiter = h;
-    asio::co_spawn(loop, respond_async(r, req), [s = s](std::exception_ptr e, response res) {
-      if (s->abandoned) return;
-      s->res = e ? error_response(500) : std::move(res);
-      s->waiter.resume();
-    });
-  }
-  response await_resume() { return std::move(*s->res); }
-};
-
 // A connection's protocol loop without its waits: each step is a plain function, and
 // serve_connection, the only coroutine, waits between them. It lives in serve_connection's
 // frame; its buffers only while a request passes through (exchange_buffers).
@@ -357,7 +330,7 @@ class protocol_loop {
     b.reader.finish();
     close_after_ = verdict.close;
   }
-  async_answer answer_async(const route& r) { return {srv_.loop(), r, current()}; }
+  asio::io_context& io() const { return srv_.loop(); }
 
   // Whether the batch's responses are still (partly) unsent; the first time, the send
   // timeout starts.
@@ -448,6 +421,22 @@ class protocol_loop {
     return asio::buffer(b.in.data() + b.end, b.in.size() - b.end);
   }
 
+  // One read of what the socket holds; false at the connection's end. (A step of its own, so
+  // that its locals are not kept in the coroutine's frame.)
+  bool read() {
+    auto room = room_for_next_read();
+    return !room || receive(*room) != received::end;  // no room: answered with 431, closing
+  }
+
+  // The read failed or timed out: when the timer cut a request short, the client is told why.
+  void read_failed() {
+    if (!tells_timeout(conn_.timed_out, conn_.where, b_ && b_->reader.active())) return;
+    std::string late;
+    append_response(late, error_response(408), srv_.date(), false, true, false);
+    [[maybe_unused]] auto ignored = ::send(conn_.fd, late.data(), late.size(), MSG_NOSIGNAL);
+  }
+
+ private:
   enum class received { data, nothing, end };
   // One read into `room`; the connection's readiness follows what it found.
   received receive(asio::mutable_buffer room) {
@@ -465,15 +454,6 @@ class protocol_loop {
     return received::end;  // the client closed, or the connection failed
   }
 
-  // The read failed or timed out: when the timer cut a request short, the client is told why.
-  void read_failed() {
-    if (!tells_timeout(conn_.timed_out, conn_.where, b_ && b_->reader.active())) return;
-    std::string late;
-    append_response(late, error_response(408), srv_.date(), false, true, false);
-    [[maybe_unused]] auto ignored = ::send(conn_.fd, late.data(), late.size(), MSG_NOSIGNAL);
-  }
-
- private:
   void start_request() {
     b_->reader.start();
     sent_continue_ = false;
@@ -535,13 +515,41 @@ class protocol_loop {
   bool close_after_ = false;
 };
 
+// An async handler's answer: the handler runs as an Asio coroutine of its own, and the
+// connection resumes when it has answered, the response going straight into the connection's
+// output (held by the slot, not the frame: a response in the frame would make every idle
+// connection's frame bigger). If the frame is destroyed first (server::close after the loop
+// stopped), the answer finds no one to resume.
+struct async_answer {
+  struct slot {
+    std::coroutine_handle<> waiter;
+    std::optional<response> res;
+    bool abandoned = false;
+  };
+  protocol_loop& loop;
+  const route& r;
+  std::shared_ptr<slot> s = std::make_shared<slot>();
+
+  ~async_answer() { s->abandoned = true; }
+  bool await_ready() const { return false; }
+  void await_suspend(std::coroutine_handle<> h) {
+    s->waiter = h;
+    asio::co_spawn(loop.io(), respond_async(r, loop.current()), [s = s](std::exception_ptr e, response res) {
+      if (s->abandoned) return;
+      s->res = e ? error_response(500) : std::move(res);
+      s->waiter.resume();
+    });
+  }
+  void await_resume() { loop.answered(*s->res); }
+};
+
 connection_task run_connection(server& srv, int fd) {
   connection conn(srv, fd);
   co_await this_frame{conn};
   if (!conn.watched) co_return;
   protocol_loop loop(srv, conn);
   for (;;) {
-    while (const route* r = loop.answer_buffered()) loop.answered(co_await loop.answer_async(*r));
+    while (const route* r = loop.answer_buffered()) co_await async_answer{loop, *r};
     while (loop.unsent()) {
       if (!conn.io.writable && !co_await ready_for{conn.io, wait_for::output}) co_return;  // send timeout
       if (!loop.send()) co_return;
@@ -561,9 +569,7 @@ connection_task run_connection(server& srv, int fd) {
         co_return;
       }
     }
-    auto room = loop.room_for_next_read();
-    if (!room) continue;
-    if (loop.receive(*room) == protocol_loop::received::end) {
+    if (!loop.read()) {
       loop.read_failed();
       co_return;
     }
