@@ -549,7 +549,11 @@ connection_task run_connection(server& srv, int fd) {
   if (!conn.watched) co_return;
   protocol_loop loop(srv, conn);
   for (;;) {
-    while (const route* r = loop.answer_buffered()) co_await async_answer{loop, *r};
+    while (const route* r = loop.answer_buffered()) {
+      // A named awaiter: GCC 12 destroys a temporary awaiter in a co_await twice (ASan found it).
+      async_answer answer{loop, *r};
+      co_await answer;
+    }
     while (loop.unsent()) {
       if (!conn.io.writable && !co_await ready_for{conn.io, wait_for::output}) co_return;  // send timeout
       if (!loop.send()) co_return;
