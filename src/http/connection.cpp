@@ -1,8 +1,9 @@
 // The HTTP/1.1 protocol loop of one connection (wait until the socket has input, read a
 // batch, answer its requests, write the answers in one piece, keep the connection or close it)
-// and the request_reader it parses with. This is the only translation unit that includes Beast: its request parser is fuzzed
-// and trusted, so we use it, but feed it from our own buffer and write responses ourselves
-// (respond.cpp). The loop's decisions are the pure functions of connection_policy.hpp.
+// and the request_reader it parses with. This is the only translation unit that includes
+// Beast: its request parser is fuzzed and trusted, so we use it, but feed it from our own
+// buffer and write responses ourselves (respond.cpp). The loop's decisions are the pure
+// functions of connection_policy.hpp.
 #include "http/connection_policy.hpp"
 #include "http/request_reader.hpp"
 #include "http/server.hpp"
@@ -264,7 +265,7 @@ struct this_frame {
 };
 
 // A connection's protocol loop without its waits: each step is a plain function, and
-// serve_connection, the only coroutine, waits between them. It lives in serve_connection's
+// run_connection, the only coroutine, waits between them. It lives in run_connection's
 // frame; its buffers only while a request passes through (exchange_buffers).
 class protocol_loop {
  public:

@@ -61,9 +61,7 @@ constexpr buffer_room room_for_read(std::size_t begin, std::size_t end, std::siz
 // raises a new event, so the connection can sleep until then instead of reading again to meet
 // EAGAIN (nginx's rule in ngx_unix_recv). Once the peer's FIN or an error has been reported,
 // no new event will come for it: read again, to see the end.
-constexpr bool still_readable(std::size_t got, std::size_t asked, bool eof_seen) {
-  return got == asked || eof_seen;
-}
+constexpr bool still_readable(std::size_t got, std::size_t asked, bool eof_seen) { return got == asked || eof_seen; }
 
 // Whether a connection's buffers go back to the server's spares when it goes idle: buffers a
 // long header, a large response or a large body made grow are freed instead, so that what
