@@ -21,6 +21,9 @@ packages=(
   clang libclang-rt-14-dev
   # load and peers for bench/ and the load tests
   wrk nginx-light gunicorn python3-aiohttp python3-uvloop
+  # bench/http_hello.py --syscalls counts system calls with perf's tracepoints; heaptrack is
+  # how docs/benchmarks.md found where an idle connection's bytes go
+  linux-perf heaptrack
   python3-celery python3-redis redis-server
   # the Python launchers' frameworks (python/loopfleet), tested in test_python.py
   python3-uvicorn python3-fastapi python3-httptools

@@ -1,27 +1,29 @@
-// The HTTP/1.1 protocol loop of one connection (read a batch, answer its requests, write the
-// answers in one piece, keep the connection or close it) and the request_reader it parses
-// with. This is the only translation unit that includes Beast: its request parser is fuzzed
-// and trusted, so we use it, but feed it from our own buffer and write responses ourselves
-// (respond.cpp). The loop's decisions are the pure functions of connection_policy.hpp.
+// The HTTP/1.1 protocol loop of one connection (wait until the socket has input, read a
+// batch, answer its requests, write the answers in one piece, keep the connection or close it)
+// and the request_reader it parses with. This is the only translation unit that includes
+// Beast: its request parser is fuzzed and trusted, so we use it, but feed it from our own
+// buffer and write responses ourselves (respond.cpp). The loop's decisions are the pure
+// functions of connection_policy.hpp.
 #include "http/connection_policy.hpp"
 #include "http/request_reader.hpp"
 #include "http/server.hpp"
 
 #include "runtime/log.hpp"
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/buffer.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
 
 #include <strings.h>
+#include <sys/socket.h>
 
 #include <algorithm>
-#include <cctype>
+#include <cerrno>
 #include <charconv>
+#include <coroutine>
 #include <cstring>
+#include <memory>
 #include <optional>
 
 namespace loopfleet::http::detail {
@@ -109,8 +111,8 @@ class request_parser final : public beast::http::basic_parser<true> {
   // Empty is allowed (a target without an authority).
   static bool valid_host(std::string_view v) {
     for (char c : v) {
-      auto u = static_cast<unsigned char>(c);
-      if (std::isalnum(u)) continue;
+      // ASCII by hand: isalnum asks the locale, a call per character (0.7 % of a request).
+      if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) continue;
       switch (c) {
         case '-': case '.': case '_': case '~': case '%': case '!': case '$': case '&': case '\'':
         case '(': case ')': case '*': case '+': case ',': case ';': case '=': case ':': case '[': case ']':
@@ -229,31 +231,66 @@ asio::awaitable<response> respond_async(const route& r, request& req) {
   co_return error_response(500);
 }
 
-// A connection's protocol loop without its awaits: each step is a plain function, and
-// serve_connection, the only coroutine, awaits between them. A coroutine per step would cost
-// a frame per request on the hot path. It lives in serve_connection's frame.
+// The connection's coroutine: it starts at once, and its frame is freed when it returns. Not
+// an Asio awaitable: an awaitable's frames, its thread and the operation it waits on would
+// stay allocated for every idle connection, and its socket would sit in Asio's reactor,
+// which reads speculatively (ready_set.hpp).
+struct connection_task {
+  struct promise_type {
+    connection_task get_return_object() { return {}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() {}
+    void unhandled_exception() {
+      try {
+        throw;
+      } catch (const std::exception& e) {
+        log::error(std::string("connection ended by an exception: ") + e.what());
+      } catch (...) {
+        log::error("connection ended by a non-std exception");
+      }
+    }
+  };
+};
+
+// co_await this_frame{conn}: tells the connection its coroutine, for server::close.
+struct this_frame {
+  connection& conn;
+  bool await_ready() const { return false; }
+  bool await_suspend(std::coroutine_handle<> h) {
+    conn.frame = h;
+    return false;  // go on at once
+  }
+  void await_resume() const {}
+};
+
+// A connection's protocol loop without its waits: each step is a plain function, and
+// run_connection, the only coroutine, waits between them. It lives in run_connection's
+// frame; its buffers only while a request passes through (exchange_buffers).
 class protocol_loop {
  public:
   protocol_loop(server& srv, connection& conn)
-      : srv_(srv),
-        conn_(conn),
-        opt_(srv.options()),
-        max_buffer_(opt_.max_header_bytes + 4096),
-        in_(std::min<std::size_t>(4096, max_buffer_)),
-        reader_(opt_) {
+      : srv_(srv), conn_(conn), opt_(srv.options()), max_buffer_(opt_.max_header_bytes + 4096) {
     conn_.enter(phase::waiting, opt_.header_timeout);  // a new client must start talking soon
   }
+  ~protocol_loop() {
+    if (b_) srv_.give_back(std::move(b_));
+  }
+  protocol_loop(const protocol_loop&) = delete;
+  protocol_loop& operator=(const protocol_loop&) = delete;
 
-  request& current() { return reader_.current(); }
+  request& current() { return b_->reader.current(); }
 
   // Parses the buffer and answers each complete request in order, all into one output, so
   // pipelined requests leave in one write. Stops at a request whose handler must be awaited
   // and returns its route: its response goes to answered().
   const route* answer_buffered() {
-    while (!close_after_ && begin_ < end_) {
-      if (!reader_.active()) start_request();
-      auto step = reader_.parse(in_.data() + begin_, end_ - begin_);
-      begin_ += step.used;
+    if (!b_) return nullptr;
+    auto& b = *b_;
+    while (!close_after_ && b.begin < b.end) {
+      if (!b.reader.active()) start_request();
+      auto step = b.reader.parse(b.in.data() + b.begin, b.end - b.begin);
+      b.begin += step.used;
       if (step.what == request_reader::progress::need_more) {
         if (step.used == 0) break;
         continue;
@@ -264,8 +301,8 @@ class protocol_loop {
       }
       if (step.what != request_reader::progress::complete) continue;
 
-      request& req = reader_.current();
-      client_keeps_alive_ = reader_.keep_alive();
+      request& req = b.reader.current();
+      client_keeps_alive_ = b.reader.keep_alive();
       head_ = req.method() == "HEAD";
       conn_.enter(phase::handling, clock::duration::zero());
       match_result m = srv_.routes().match(req);
@@ -274,9 +311,9 @@ class protocol_loop {
       if (m.found && m.found->async) return m.found;
       answered(respond_sync(m, req));
     }
-    if (reader_.awaiting_body()) {
-      if (reader_.expects_continue() && !sent_continue_) {
-        out_ += "HTTP/1.1 100 Continue\r\n\r\n";
+    if (b.reader.awaiting_body()) {
+      if (b.reader.expects_continue() && !sent_continue_) {
+        b.out += "HTTP/1.1 100 Continue\r\n\r\n";
         sent_continue_ = true;
       }
       if (conn_.where == phase::header) conn_.enter(phase::body, request_deadline_);
@@ -285,57 +322,96 @@ class protocol_loop {
   }
 
   void answered(const response& res) {
+    auto& b = *b_;
     worker_counters::add(stats_->in_flight, -1);
     worker_counters::add(stats_->requests, 1);
-    auto verdict = after_response(client_keeps_alive_, srv_.draining(), reader_.current().version());
-    append_response(out_, res, srv_.date(), head_, verdict.close, verdict.keep_alive_10);
+    auto verdict = after_response(client_keeps_alive_, srv_.draining(), b.reader.current().version());
+    append_response(b.out, res, srv_.date(), head_, verdict.close, verdict.keep_alive_10);
     if (access_log* log = srv_.requests_log()) log_request(*log, res, head_);
-    reader_.finish();
+    b.reader.finish();
     close_after_ = verdict.close;
   }
+  asio::io_context& io() const { return srv_.loop(); }
 
-  // The responses of the batch, for one write; written() once they are out.
-  std::optional<asio::const_buffer> pending_responses() {
-    if (out_.empty()) return std::nullopt;
-    resume_ = conn_.where;
-    resume_deadline_ = conn_.deadline;
-    conn_.enter(phase::writing, opt_.send_timeout);
-    return asio::buffer(out_);
+  // Whether the batch's responses are still (partly) unsent; the first time, the send
+  // timeout starts.
+  bool unsent() {
+    if (!b_ || b_->sent == b_->out.size()) return false;
+    if (conn_.where != phase::writing) {
+      resume_ = conn_.where;
+      resume_deadline_ = conn_.deadline;
+      conn_.enter(phase::writing, opt_.send_timeout);
+    }
+    return true;
+  }
+  // One send of what is unsent; false when the connection failed.
+  bool send() {
+    auto& b = *b_;
+    std::size_t left = b.out.size() - b.sent;
+    ssize_t n = ::send(conn_.fd, b.out.data() + b.sent, left, MSG_NOSIGNAL);
+    if (n >= 0) {
+      b.sent += static_cast<std::size_t>(n);
+      if (static_cast<std::size_t>(n) < left) conn_.io.writable = false;  // the socket's buffer is full
+      return true;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      conn_.io.writable = false;
+      return true;
+    }
+    return errno == EINTR;
   }
   void written() {
-    out_.clear();
-    if (reader_.active()) conn_.enter(resume_, resume_deadline_);  // still reading the same request
+    if (!b_ || b_->out.empty()) return;
+    b_->out.clear();
+    b_->sent = 0;
+    if (b_->reader.active()) conn_.enter(resume_, resume_deadline_);  // still reading the same request
   }
 
-  // After the connection's last response: half-closes, and returns where to discard what the
-  // client still sends for a moment. Closing with unread data would reset the connection and
-  // could destroy the response in flight.
-  std::optional<asio::mutable_buffer> shut_down_if_done() {
-    if (!close_after_) return std::nullopt;
-    boost::system::error_code ignored;
-    conn_.socket.shutdown(socket_type::shutdown_send, ignored);
+  // After the connection's last response: half-closes, and says to discard what the client
+  // still sends for a moment. Closing with unread data would reset the connection and could
+  // destroy the response in flight.
+  bool shut_down_if_done() {
+    if (!close_after_) return false;
+    ::shutdown(conn_.fd, SHUT_WR);
     conn_.enter(phase::closing, std::chrono::seconds(2));
-    return asio::buffer(in_);
+    return true;
+  }
+  // One read of what the client sends after the last response; false at its end.
+  bool discard() {
+    if (!b_) b_ = srv_.take_buffers();
+    b_->begin = b_->end = 0;
+    return receive(asio::buffer(b_->in)) != received::end;
+  }
+
+  // Before a wait for input: between requests the connection gives its buffers back, so that
+  // an idle keep-alive connection holds only its frame.
+  void before_waiting() {
+    bool between_requests = !b_ || !b_->reader.active();
+    if (between_requests && conn_.where != phase::waiting)
+      conn_.enter(phase::waiting, idle_timeout(opt_, srv_.draining()));
+    if (b_ && between_requests && b_->begin == b_->end && b_->out.empty()) srv_.give_back(std::move(b_));
   }
 
   // Where the next read goes; nothing when there is no room left (answered with 431, and the
   // loop closes instead of reading).
   std::optional<asio::mutable_buffer> room_for_next_read() {
-    if (!reader_.active() && conn_.where != phase::waiting)
+    if (!b_) b_ = srv_.take_buffers();
+    auto& b = *b_;
+    if (!b.reader.active() && conn_.where != phase::waiting)
       conn_.enter(phase::waiting, idle_timeout(opt_, srv_.draining()));
-    switch (room_for_read(begin_, end_, in_.size(), max_buffer_)) {
+    switch (room_for_read(b.begin, b.end, b.in.size(), max_buffer_)) {
       case buffer_room::reset:
-        begin_ = end_ = 0;
+        b.begin = b.end = 0;
         break;
       case buffer_room::enough:
         break;
       case buffer_room::compact:
-        std::memmove(in_.data(), in_.data() + begin_, end_ - begin_);
-        end_ -= begin_;
-        begin_ = 0;
+        std::memmove(b.in.data(), b.in.data() + b.begin, b.end - b.begin);
+        b.end -= b.begin;
+        b.begin = 0;
         break;
       case buffer_room::grow:
-        in_.resize(std::min(in_.size() * 2, max_buffer_));
+        b.in.resize(std::min(b.in.size() * 2, max_buffer_));
         break;
       case buffer_room::full:
         // Cannot happen while the parser enforces header_limit below max_buffer; answer it like
@@ -343,41 +419,64 @@ class protocol_loop {
         answer_and_close(431);
         return std::nullopt;
     }
-    return asio::buffer(in_.data() + end_, in_.size() - end_);
+    return asio::buffer(b.in.data() + b.end, b.in.size() - b.end);
   }
-  void received(std::size_t n) { end_ += n; }
 
-  // The read failed: when the timer cut a request short, the client is told why.
+  // One read of what the socket holds; false at the connection's end. (A step of its own, so
+  // that its locals are not kept in the coroutine's frame.)
+  bool read() {
+    auto room = room_for_next_read();
+    return !room || receive(*room) != received::end;  // no room: answered with 431, closing
+  }
+
+  // The read failed or timed out: when the timer cut a request short, the client is told why.
   void read_failed() {
-    if (!tells_timeout(conn_.timed_out, conn_.where, reader_.active())) return;
+    if (!tells_timeout(conn_.timed_out, conn_.where, b_ && b_->reader.active())) return;
     std::string late;
     append_response(late, error_response(408), srv_.date(), false, true, false);
-    boost::system::error_code ignored;
-    conn_.socket.non_blocking(true, ignored);
-    conn_.socket.write_some(asio::buffer(late), ignored);
+    [[maybe_unused]] auto ignored = ::send(conn_.fd, late.data(), late.size(), MSG_NOSIGNAL);
   }
 
  private:
+  enum class received { data, nothing, end };
+  // One read into `room`; the connection's readiness follows what it found.
+  received receive(asio::mutable_buffer room) {
+    ssize_t n = ::recv(conn_.fd, room.data(), room.size(), 0);
+    if (n > 0) {
+      b_->end += static_cast<std::size_t>(n);
+      conn_.io.readable = still_readable(static_cast<std::size_t>(n), room.size(), conn_.io.eof_seen);
+      return received::data;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      conn_.io.readable = false;
+      return received::nothing;
+    }
+    if (n < 0 && errno == EINTR) return received::nothing;
+    return received::end;  // the client closed, or the connection failed
+  }
+
   void start_request() {
-    reader_.start();
+    b_->reader.start();
     sent_continue_ = false;
-    auto now = clock::now();
-    started_ = now;  // the access log's time and the start of its duration: no clock read of its own
+    auto now = coarse_now();
+    // The access log's time and the start of its duration: the one precise clock read per
+    // request, and only with the log on.
+    if (srv_.requests_log()) started_ = clock::now();
     request_deadline_ = now + opt_.request_timeout;
     conn_.enter(phase::header, now + opt_.header_timeout);
   }
   void answer_and_close(int status) {
     response res = error_response(status);
-    append_response(out_, res, srv_.date(), false, true, false);
+    append_response(b_->out, res, srv_.date(), false, true, false);
     if (access_log* log = srv_.requests_log()) log_request(*log, res, false);
     close_after_ = true;
   }
 
-  // One line for the request just answered; the one extra clock read per request is here.
+  // One line for the request just answered; a second precise clock read is here.
   void log_request(access_log& log, const response& res, bool head) {
-    const request& req = reader_.current();
+    const request& req = b_->reader.current();
     if (!remote_known_) {
-      remote_ = peer_text(conn_.socket.native_handle());
+      remote_ = peer_text(conn_.fd);
       remote_known_ = true;
     }
     access_entry e;
@@ -403,10 +502,7 @@ class protocol_loop {
   const server_options& opt_;
   // Room for a whole header plus some; the parser rejects a longer one with 431 first.
   const std::size_t max_buffer_;
-  std::vector<char> in_;
-  std::size_t begin_ = 0, end_ = 0;
-  std::string out_;
-  request_reader reader_;
+  std::unique_ptr<exchange_buffers> b_;  // only while a request passes through
   clock::time_point request_deadline_{};
   clock::time_point started_{};
   std::string remote_;  // the client's address, read once per connection for the access log
@@ -420,36 +516,73 @@ class protocol_loop {
   bool close_after_ = false;
 };
 
-}  // namespace
+// An async handler's answer: the handler runs as an Asio coroutine of its own, and the
+// connection resumes when it has answered, the response going straight into the connection's
+// output (held by the slot, not the frame: a response in the frame would make every idle
+// connection's frame bigger). If the frame is destroyed first (server::close after the loop
+// stopped), the answer finds no one to resume.
+struct async_answer {
+  struct slot {
+    std::coroutine_handle<> waiter;
+    std::optional<response> res;
+    bool abandoned = false;
+  };
+  protocol_loop& loop;
+  const route& r;
+  std::shared_ptr<slot> s = std::make_shared<slot>();
 
-asio::awaitable<void> serve_connection(server& srv, socket_type socket) {
-  using asio::as_tuple;
-  using asio::use_awaitable;
-  connection conn(srv, std::move(socket));
+  ~async_answer() { s->abandoned = true; }
+  bool await_ready() const { return false; }
+  void await_suspend(std::coroutine_handle<> h) {
+    s->waiter = h;
+    asio::co_spawn(loop.io(), respond_async(r, loop.current()), [s = s](std::exception_ptr e, response res) {
+      if (s->abandoned) return;
+      s->res = e ? error_response(500) : std::move(res);
+      s->waiter.resume();
+    });
+  }
+  void await_resume() { loop.answered(*s->res); }
+};
+
+connection_task run_connection(server& srv, int fd) {
+  connection conn(srv, fd);
+  co_await this_frame{conn};
+  if (!conn.watched) co_return;
   protocol_loop loop(srv, conn);
   for (;;) {
-    while (const route* r = loop.answer_buffered()) loop.answered(co_await respond_async(*r, loop.current()));
-    if (auto responses = loop.pending_responses()) {
-      auto [ec, n] = co_await asio::async_write(conn.socket, *responses, as_tuple(use_awaitable));
-      if (ec) co_return;
-      loop.written();
+    while (const route* r = loop.answer_buffered()) {
+      // A named awaiter: GCC 12 destroys a temporary awaiter in a co_await twice (ASan found it).
+      async_answer answer{loop, *r};
+      co_await answer;
     }
-    if (auto discard = loop.shut_down_if_done()) {
+    while (loop.unsent()) {
+      if (!conn.io.writable && !co_await ready_for{conn.io, wait_for::output}) co_return;  // send timeout
+      if (!loop.send()) co_return;
+    }
+    loop.written();
+    if (loop.shut_down_if_done()) {
       for (int reads = 0; reads < 16; ++reads) {
-        auto [ec, n] = co_await conn.socket.async_read_some(*discard, as_tuple(use_awaitable));
-        if (ec) break;
+        if (!conn.io.readable && !co_await ready_for{conn.io, wait_for::input}) break;
+        if (!loop.discard()) break;
       }
       co_return;
     }
-    auto room = loop.room_for_next_read();
-    if (!room) continue;
-    auto [ec, n] = co_await conn.socket.async_read_some(*room, as_tuple(use_awaitable));
-    if (ec) {
+    if (!conn.io.readable) {
+      loop.before_waiting();
+      if (!co_await ready_for{conn.io, wait_for::input}) {
+        loop.read_failed();
+        co_return;
+      }
+    }
+    if (!loop.read()) {
       loop.read_failed();
       co_return;
     }
-    loop.received(n);
   }
 }
+
+}  // namespace
+
+void serve_connection(server& srv, int fd) { run_connection(srv, fd); }
 
 }  // namespace loopfleet::http::detail

@@ -56,6 +56,21 @@ constexpr buffer_room room_for_read(std::size_t begin, std::size_t end, std::siz
   return size < max ? buffer_room::grow : buffer_room::full;
 }
 
+// Whether a socket may still hold input after a read that got `got` of the `asked` bytes. A
+// short read took everything there was; with edge-triggered epoll, whatever arrives after it
+// raises a new event, so the connection can sleep until then instead of reading again to meet
+// EAGAIN (nginx's rule in ngx_unix_recv). Once the peer's FIN or an error has been reported,
+// no new event will come for it: read again, to see the end.
+constexpr bool still_readable(std::size_t got, std::size_t asked, bool eof_seen) { return got == asked || eof_seen; }
+
+// Whether a connection's buffers go back to the server's spares when it goes idle: buffers a
+// long header, a large response or a large body made grow are freed instead, so that what
+// the spares hold stays small.
+constexpr std::size_t lendable_capacity = 64 * 1024;
+constexpr bool lendable_again(std::size_t in_size, std::size_t out_capacity, std::size_t body_capacity) {
+  return in_size <= 4096 && out_capacity <= lendable_capacity && body_capacity <= lendable_capacity;
+}
+
 // Whether a failed read is the tick timer cutting a request short, which the client is told
 // with a 408 (a connection timed out between requests just closes).
 constexpr bool tells_timeout(bool timed_out, phase where, bool mid_request) {

@@ -46,7 +46,7 @@ class request_reader {
   request& current() { return req_; }
 
  private:
-  struct parser_slot;  // std::optional<request_parser>: one allocation per connection, not per request
+  struct parser_slot;  // std::optional<request_parser>: allocated once per lent buffer set, not per request
   std::unique_ptr<parser_slot> slot_;
   request req_;
   std::size_t max_header_bytes_;

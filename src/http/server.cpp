@@ -11,7 +11,10 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <cerrno>
+#include <cstring>
 #include <ctime>
+#include <fcntl.h>
 #include <unistd.h>
 
 namespace loopfleet::http::detail {
@@ -26,14 +29,35 @@ constexpr std::string_view overloaded_response =
     "HTTP/1.1 503 Service Unavailable\r\nServer: loopfleet\r\nContent-Type: text/plain\r\n"
     "Content-Length: 38\r\nConnection: close\r\n\r\nToo many connections on this worker.\r\n";
 
+// Connections accepted per wake of a listening socket before the loop turns to its other
+// work: enough to take a burst in one go, few enough that a flood of new connections does not
+// starve the ones already open.
+constexpr int accept_batch = 64;
+
+// Lent buffers kept for the next connection that needs them. Connections are answered one
+// at a time, so few are out at once unless requests arrive in pieces or responses wait for
+// the client to read.
+constexpr std::size_t spare_buffers_kept = 16;
+
 }  // namespace
 
-connection::connection(server& s, socket_type sock) : srv(s), socket(std::move(sock)) { srv.attach(*this); }
+exchange_buffers::exchange_buffers(const server_options& o)
+    : in(std::min<std::size_t>(4096, o.max_header_bytes + 4096)), reader(o) {}
 
-connection::~connection() { srv.detach(*this); }
+connection::connection(server& s, int f) : srv(s), fd(f) {
+  srv.attach(*this);
+  watched = srv.readiness_set().add(fd, io);
+  if (!watched) log::warn(std::string("cannot watch a connection: ") + std::strerror(errno));
+}
+
+connection::~connection() {
+  srv.readiness_set().forget(fd);
+  ::close(fd);
+  srv.detach(*this);
+}
 
 void connection::enter(phase p, clock::duration timeout) {
-  enter(p, timeout.count() > 0 ? clock::now() + timeout : clock::time_point::max());
+  enter(p, timeout.count() > 0 ? coarse_now() + timeout : clock::time_point::max());
 }
 
 void connection::enter(phase p, clock::time_point d) {
@@ -52,9 +76,11 @@ void server::start(asio::io_context& loop, std::vector<listener> listeners) {
   update_date();
   tick_ = std::make_unique<asio::steady_timer>(loop);
   arm_tick();
+  ready_ = std::make_unique<ready_set>(loop);
   for (auto& l : listeners) {
     families_.push_back(l.family);
     auto a = std::make_unique<acceptor_type>(loop, asio::generic::stream_protocol(l.family, SOCK_STREAM), l.fd);
+    a->non_blocking(true);  // accept4 below must find the queue empty, not wait on it
     asio::co_spawn(loop, accept_loop(*a, l.family), [](std::exception_ptr e) {
       if (e) std::rethrow_exception(e);  // a bug: let it be seen
     });
@@ -62,42 +88,66 @@ void server::start(asio::io_context& loop, std::vector<listener> listeners) {
   }
 }
 
+// The accepted sockets never enter Asio's reactor: accept4 makes them non-blocking and the
+// connection puts them in the ready set. Waiting on the listening socket and then accepting
+// until its queue is empty takes a burst of connections per wake.
 asio::awaitable<void> server::accept_loop(acceptor_type& acceptor, int family) {
   while (!draining_) {
-    auto [ec, sock] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+    auto [ec] = co_await acceptor.async_wait(acceptor_type::wait_read, asio::as_tuple(asio::use_awaitable));
     if (ec) {
       if (ec == asio::error::operation_aborted || draining_) co_return;
-      // Out of fds or memory: accepting again at once would spin. Back off briefly; the
-      // connection stays queued in the kernel meanwhile.
-      log::warn("accept failed: " + ec.message() + "; retrying in 100 ms");
-      asio::steady_timer pause(*loop_, std::chrono::milliseconds(100));
-      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
-      continue;
+      log::warn("waiting for connections failed: " + ec.message());
     }
-    serve_accepted(std::move(sock), family);
+    int failure = 0;
+    for (int n = 0; n < accept_batch && !draining_; ++n) {
+      int fd = ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd >= 0) {
+        serve_accepted(fd, family);
+        continue;
+      }
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) failure = errno;
+      break;
+    }
+    if (failure == 0 && !ec) continue;
+    // Out of fds or memory (or a wait that failed): accepting again at once would spin. Back
+    // off briefly; the connections stay queued in the kernel meanwhile.
+    if (failure) log::warn(std::string("accept failed: ") + std::strerror(failure) + "; retrying in 100 ms");
+    asio::steady_timer pause(*loop_, std::chrono::milliseconds(100));
+    co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
   }
 }
 
-void server::serve_accepted(socket_type sock, int family) {
+void server::serve_accepted(int fd, int family) {
   if (connections_ >= options_.max_connections) {
-    boost::system::error_code ignored;
-    sock.non_blocking(true, ignored);
-    sock.write_some(asio::buffer(overloaded_response), ignored);
-    sock.shutdown(socket_type::shutdown_both, ignored);
+    [[maybe_unused]] auto ignored = ::send(fd, overloaded_response.data(), overloaded_response.size(), MSG_NOSIGNAL);
+    ::shutdown(fd, SHUT_RDWR);
+    ::close(fd);
     return;
   }
   if (family == AF_INET || family == AF_INET6) {
     int one = 1;  // responses are written whole; Nagle would only delay them
-    ::setsockopt(sock.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
-  asio::co_spawn(*loop_, serve_connection(*this, std::move(sock)), [](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      log::error(std::string("connection ended by an exception: ") + ex.what());
-    }
-  });
+  serve_connection(*this, fd);
+}
+
+std::unique_ptr<exchange_buffers> server::take_buffers() {
+  if (spare_buffers_.empty()) return std::make_unique<exchange_buffers>(options_);
+  auto b = std::move(spare_buffers_.back());
+  spare_buffers_.pop_back();
+  return b;
+}
+
+void server::give_back(std::unique_ptr<exchange_buffers> b) {
+  // Buffers grown by a long header or a large body go, rather than be kept at that size.
+  if (spare_buffers_.size() >= spare_buffers_kept || !lendable_again(b->in.size(), b->out.capacity(),
+                                                                     b->reader.current().body().capacity()))
+    return;
+  b->begin = b->end = b->sent = 0;
+  b->out.clear();
+  b->reader.finish();  // a connection closed mid-request leaves its parser behind
+  spare_buffers_.push_back(std::move(b));
 }
 
 void server::adopt(std::size_t listener, int fd) {
@@ -105,15 +155,12 @@ void server::adopt(std::size_t listener, int fd) {
     ::close(fd);
     return;
   }
-  int family = families_[listener];
-  boost::system::error_code ec;
-  socket_type sock(*loop_);
-  sock.assign(asio::generic::stream_protocol(family, SOCK_STREAM), fd, ec);
-  if (ec) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
     ::close(fd);
     return;
   }
-  serve_accepted(std::move(sock), family);
+  serve_accepted(fd, families_[listener]);
 }
 
 void server::attach(connection& c) {
@@ -146,13 +193,16 @@ void server::on_tick() {
   update_date();
   auto now = clock::now();
   if (access_log_) access_log_->tick(now);
+  // Woken, a connection may end and leave the list, so the late ones are collected first; a
+  // connection woken ends only itself.
+  late_.clear();
   for (connection* c = head_; c; c = c->next) {
     if (c->deadline <= now && !c->timed_out) {
       c->timed_out = true;
-      boost::system::error_code ignored;
-      c->socket.cancel(ignored);
+      if (c->io.waiting != wait_for::nothing) late_.push_back(c);
     }
   }
+  for (connection* c : late_) c->io.wake();
 }
 
 void server::update_date() {
@@ -184,6 +234,11 @@ void server::maybe_drained() {
 void server::close() {
   acceptors_.clear();
   tick_.reset();
+  // The loop has stopped: the connections still open are ended here, each by destroying its
+  // suspended coroutine (which closes its socket), not left to the process's exit.
+  while (head_) head_->frame.destroy();
+  ready_.reset();
+  spare_buffers_.clear();
   access_log_.reset();  // writes its last lines
 }
 

@@ -4,6 +4,8 @@
 
 #include "http/access_log.hpp"
 #include "http/connection_policy.hpp"
+#include "http/ready_set.hpp"
+#include "http/request_reader.hpp"
 #include "http/router_impl.hpp"
 
 #include <loopfleet/http.hpp>
@@ -15,7 +17,10 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <time.h>
+
 #include <chrono>
+#include <coroutine>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -25,16 +30,39 @@
 namespace loopfleet::http::detail {
 
 namespace asio = boost::asio;
-using socket_type = asio::generic::stream_protocol::socket;
 using acceptor_type = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
 using clock = std::chrono::steady_clock;
 
+// steady_clock's time from the kernel's tick-updated copy (CLOCK_MONOTONIC_COARSE, the same
+// time base, a few ms behind): what a deadline is measured from. A precise read costs a TSC
+// read that, under KVM, was 3 % of a hello request's CPU (perf, docs/benchmarks.md); the
+// deadlines are checked by a 250 ms tick anyway.
+inline clock::time_point coarse_now() {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return clock::time_point(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec));
+}
+
 class server;
 
+// What a connection holds only while a request passes through it: the bytes read and not yet
+// parsed, the parser and its request, the responses not yet sent. About 5 KiB; the server
+// lends them out and takes them back when the connection goes idle.
+struct exchange_buffers {
+  explicit exchange_buffers(const server_options& o);
+  std::vector<char> in;
+  std::size_t begin = 0, end = 0;  // [begin, end) of `in` is read and not yet parsed
+  std::string out;
+  std::size_t sent = 0;  // of `out`
+  request_reader reader;
+};
+
 // State of one connection that the server looks at from outside the coroutine. It lives in
-// the connection coroutine's frame and links itself into the server's list.
+// the connection coroutine's frame and links itself into the server's list; it is most of what
+// an idle keep-alive connection costs (docs/benchmarks.md).
 struct connection {
-  connection(server& s, socket_type sock);
+  // Takes `fd` (non-blocking) and closes it when it goes.
+  connection(server& s, int fd);
   ~connection();
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
@@ -43,12 +71,15 @@ struct connection {
   void enter(phase p, clock::time_point deadline);
 
   server& srv;
-  socket_type socket;
+  const int fd;
+  bool watched = false;  // in the server's ready set (false: epoll refused it, the connection ends)
+  readiness io;
+  std::coroutine_handle<> frame;  // the connection's coroutine, which server::close destroys
   connection* prev = nullptr;
   connection* next = nullptr;
   phase where = phase::waiting;
   clock::time_point deadline = clock::time_point::max();
-  bool timed_out = false;  // set by the timer before it cancels the socket's I/O
+  bool timed_out = false;  // set by the timer before it wakes the connection's wait
 };
 
 class server final : public loopfleet::service {
@@ -77,10 +108,18 @@ class server final : public loopfleet::service {
   void attach(connection& c);
   void detach(connection& c);
 
+  asio::io_context& loop() const { return *loop_; }
+  ready_set& readiness_set() { return *ready_; }
+  // A connection's buffers, only while a request is passing through it: an idle keep-alive
+  // connection gives them back, as nginx frees its request buffers on keep-alive.
+  std::unique_ptr<exchange_buffers> take_buffers();
+  void give_back(std::unique_ptr<exchange_buffers> b);
+
  private:
   asio::awaitable<void> accept_loop(acceptor_type& acceptor, int family);
-  // An accepted connection, from an acceptor or handed over: limits, then its protocol loop.
-  void serve_accepted(socket_type sock, int family);
+  // An accepted connection (non-blocking), from an acceptor or handed over: limits, then its
+  // protocol loop.
+  void serve_accepted(int fd, int family);
   void arm_tick();
   void on_tick();
   void update_date();
@@ -92,9 +131,12 @@ class server final : public loopfleet::service {
   std::vector<std::unique_ptr<acceptor_type>> acceptors_;
   std::vector<int> families_;  // per listener, for connections handed over
   std::unique_ptr<asio::steady_timer> tick_;
+  std::unique_ptr<ready_set> ready_;
+  std::vector<std::unique_ptr<exchange_buffers>> spare_buffers_;
   std::unique_ptr<access_log> access_log_;
   bool access_log_wanted_ = false;
   connection* head_ = nullptr;
+  std::vector<connection*> late_;  // the tick's list of connections to wake
   std::size_t connections_ = 0;
   bool draining_ = false;
   std::function<void()> drained_;
@@ -102,7 +144,8 @@ class server final : public loopfleet::service {
   long date_second_ = -1;
 };
 
-// The protocol loop of one accepted connection (connection.cpp).
-asio::awaitable<void> serve_connection(server& srv, socket_type socket);
+// The protocol loop of one accepted connection (connection.cpp): a coroutine that starts at
+// once and owns `fd` from then on.
+void serve_connection(server& srv, int fd);
 
 }  // namespace loopfleet::http::detail

@@ -67,6 +67,23 @@ def test_pipelined_requests_are_answered_in_order(start):
     assert last.body == b"user last"  # so HEAD sent no body bytes
 
 
+def test_a_response_larger_than_the_socket_buffers_arrives_whole_and_the_connection_lives_on(start):
+    # More than the kernel's largest send buffer (tcp_wmem's 4 MiB), to a client with a small
+    # receive buffer: the server's send stops part-way, and the rest leaves only after the
+    # socket has told the server it is writable again.
+    w = start(["--max-body-bytes", "16m"])
+    body = bytes(range(256)) * 32768  # 8 MiB
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(30 * SLOW)
+    s.connect(("127.0.0.1", w.port))
+    with s:
+        (r,) = exchange(s, b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        assert r.body == b"method=POST length=%d body=" % len(body) + body
+        (r,) = exchange(s, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert (r.status, r.body) == (200, b"Hello, World!")
+
+
 def test_request_bodies_content_length_and_chunked(start):
     w = start()
     with w.connect() as s:

@@ -56,3 +56,16 @@ TEST(ConnectionPolicy, OnlyARequestCutShortByTheTimerIsAnswered408) {
   EXPECT_FALSE(tells_timeout(true, phase::writing, true));   // a response it does not read
   EXPECT_FALSE(tells_timeout(true, phase::header, false));
 }
+
+TEST(ConnectionPolicy, AShortReadPutsTheConnectionToSleepUntilItsNextEvent) {
+  EXPECT_FALSE(still_readable(40, 4096, false));  // took everything there was: epoll tells of more
+  EXPECT_TRUE(still_readable(4096, 4096, false));  // the buffer was full: there may be more
+  EXPECT_TRUE(still_readable(40, 4096, true));     // FIN reported once: read on to see the end
+}
+
+TEST(ConnectionPolicy, OnlyBuffersOfTheUsualSizeAreLentAgain) {
+  EXPECT_TRUE(lendable_again(4096, 256, 0));
+  EXPECT_FALSE(lendable_again(8192, 256, 0));                  // grown by a long header
+  EXPECT_FALSE(lendable_again(4096, lendable_capacity + 1, 0));  // a large response
+  EXPECT_FALSE(lendable_again(4096, 256, 1 << 20));             // a large body
+}
