@@ -19,6 +19,7 @@
 #include "runtime/error.hpp"
 #include "runtime/listen_fds.hpp"
 #include "runtime/spawn.hpp"
+#include "supervisor/policy.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -179,6 +180,9 @@ class keeper {
     for (;;) {
       std::vector<pollfd> fds{{listen_, POLLIN, 0}};
       for (const auto& c : clients_) fds.push_back({c.fd, POLLIN, 0});
+      // With no supervisor, we answer the front's agent check ourselves (last in the list).
+      int agent = owners() == 0 ? agent_check_fd() : -1;
+      if (agent >= 0) fds.push_back({agent, POLLIN, 0});
       int wait = -1;
       if (deadline_) {
         auto left = std::chrono::duration_cast<milliseconds>(*deadline_ - clock::now()).count();
@@ -186,9 +190,10 @@ class keeper {
         wait = static_cast<int>(std::min<long long>(left, 60000));
       }
       if (::poll(fds.data(), fds.size(), wait) < 0 && errno != EINTR) return quit();
+      if (agent >= 0 && fds.back().revents) answer_agent_check(agent);
       // The clients polled, back to front, so that dropping one leaves the rest of the indexes
       // valid; then a new one (after: it has no pollfd this round).
-      for (std::size_t i = fds.size() - 1; i-- > 0;)
+      for (std::size_t i = fds.size() - (agent >= 0 ? 2 : 1); i-- > 0;)
         if (fds[i + 1].revents) {
           if (!serve(clients_[i])) drop(i);
           if (done_) return quit();
@@ -265,6 +270,21 @@ class keeper {
     }
     send_message(c.fd, "ERR unknown request");
     return false;
+  }
+
+  int agent_check_fd() const {
+    for (const auto& [fd, name] : held_)
+      if (name == socket_name::agent_check) return fd;
+    return -1;
+  }
+
+  // HAProxy connects, reads one line, closes: "drain" (policy.hpp says why).
+  static void answer_agent_check(int listener) {
+    int c = ::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (c < 0) return;
+    std::string reply = agent_check_reply_orphaned();
+    [[maybe_unused]] auto sent = ::send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
+    ::close(c);
   }
 
   int owners() const {

@@ -10,8 +10,10 @@
 //
 // - The supervisor dies unexpectedly (SIGKILL, a segfault): the kernel closes its end without
 //   a goodbye. The keeper keeps the sockets for --orphan-timeout; new connections wait in
-//   their queues. The workers get SIGTERM from the kernel (their parent-death signal) and
-//   drain: what they have is answered, nothing they had queued is lost.
+//   their queues. Workers that can outlive the supervisor (runtime/orphan.hpp) serve on;
+//   others get SIGTERM from the kernel (their parent-death signal) and drain. Meanwhile the
+//   keeper answers the front's agent check itself: "drain", so that balancers send new
+//   connections to nodes that have a supervisor.
 // - The same `loopfleet run` is started again (by systemd, or by hand): before binding
 //   anything it asks the keeper (ADOPT), receives every socket by the name a successor adopts
 //   it by (as in an upgrade), and what the dead supervisor last said of itself: its generation,
@@ -38,6 +40,14 @@
 #include <vector>
 
 namespace loopfleet::supervisor {
+
+// The names, besides the listeners' ("loopfleet-listen-A-S", sockets.hpp), that a successor
+// (upgrade) and a keeper know the supervisor's sockets by.
+namespace socket_name {
+inline constexpr const char* control = "loopfleet-control";
+inline constexpr const char* agent_check = "loopfleet-agent-check";
+inline constexpr const char* admin = "loopfleet-admin";
+}  // namespace socket_name
 
 // What a supervisor tells its keeper of itself (STATE), for whoever adopts after its death.
 // A process is named by pid and start time (/proc/PID/stat, field 22), so that a recycled

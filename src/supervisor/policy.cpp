@@ -23,6 +23,10 @@ std::string agent_check_reply(int workers, int serving, bool stopping) {
   return "up ready " + std::to_string(percent) + "% # " + counts + "\n";  // ready: lifts an earlier drain
 }
 
+std::string agent_check_reply_orphaned() {
+  return "drain # the supervisor died; its keeper holds the sockets until it is started again\n";
+}
+
 bool queue_needs_taking(const queue_view& v, std::int64_t late_ns) {
   if (!v.worker || !v.ready || v.stalled) return true;
   return v.silent_ns >= late_ns;

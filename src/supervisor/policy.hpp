@@ -36,6 +36,11 @@ restart_decision decide_restart(const backoff_policy& p, int failures_before, mi
 // when no worker serves, else "up" with a weight in proportion to the workers serving, so a
 // node with a crash-looping slot gets less. A comment after '#' shows in HAProxy's stats.
 std::string agent_check_reply(int workers, int serving, bool stopping);
+// What the socket keeper answers on the agent-check port while the supervisor is dead
+// (keeper.hpp): "drain", so that the balancers send new connections to the other nodes while
+// this one has no supervisor (its workers may be serving on, or may be gone), and come back
+// once a new supervisor answers "up".
+std::string agent_check_reply_orphaned();
 
 // The address other machines reach a bound TCP socket at, for the cluster heartbeat a front
 // follows: `bound` as local_address() prints it ("0.0.0.0:8080", "[::]:8080", "10.0.0.5:8080");

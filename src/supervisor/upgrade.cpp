@@ -15,6 +15,7 @@
 #include "supervisor/agent_check.hpp"
 #include "supervisor/cluster_member.hpp"
 #include "supervisor/control_server.hpp"
+#include "supervisor/keeper.hpp"
 #include "supervisor/notify_listener.hpp"
 #include "supervisor/sockets.hpp"
 
@@ -29,9 +30,9 @@ namespace loopfleet::supervisor {
 
 namespace {
 
-constexpr const char* control_name = "loopfleet-control";
-constexpr const char* agent_check_name = "loopfleet-agent-check";
-constexpr const char* admin_name = "loopfleet-admin";
+constexpr const char* control_name = socket_name::control;
+constexpr const char* agent_check_name = socket_name::agent_check;
+constexpr const char* admin_name = socket_name::admin;
 constexpr const char* generation_env = "LOOPFLEET_UPGRADE_GENERATION";
 constexpr const char* systemd_env = "LOOPFLEET_SYSTEMD_NOTIFY";
 constexpr const char* nats_env = "LOOPFLEET_UPGRADE_NATS_PID";

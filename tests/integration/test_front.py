@@ -83,8 +83,8 @@ def node(tmp, workers=2, port=None, agent_port=None, extra=()):
 
 
 def kill_whole(n):
-    """SIGKILL a node: its supervisor and its workers, as a lost machine would."""
-    pids = n.worker_pids()
+    """SIGKILL a node: its supervisor, its workers and its socket keeper, as a lost machine would."""
+    pids = n.worker_pids() + n.keeper_pids()
     n.proc.kill()
     for pid in pids:
         try:
@@ -143,6 +143,33 @@ def test_a_node_stopped_then_another_killed_under_load_fails_no_request(tmp_path
         assert r["failed"] == 0, r["text"]
         print(f"front: {r['requests']} requests, 0 failed; node A stopped and back, node B killed at "
               f"{killed_at:.1f} s")
+    finally:
+        front.stop()
+        a.stop()
+        b.stop()
+
+
+def test_a_node_whose_supervisor_died_is_drained_by_its_keeper_until_it_is_started_again(tmp_path):
+    """Only the supervisor dies: its workers serve on and its keeper holds the sockets, so the
+    TCP check still passes; the keeper answers the agent check with "drain", so the front
+    sends new connections to the other node until the supervisor is started again."""
+    a, b = node(tmp_path), node(tmp_path)
+    front = Front(tmp_path, [a, b])
+    try:
+        front.wait_state(a, "UP")
+        front.wait_state(b, "UP")
+        load = Wrk(front.port, duration=int(8 * SLOW), connections=32)
+        time.sleep(1)  # load is flowing through both nodes
+        os.kill(b.proc.pid, signal.SIGKILL)
+        b.proc.wait()
+        front.wait_state(b, "DRAIN")
+        b.restart()
+        front.wait_state(b, "UP")
+        r = load.result()
+        assert r["requests"] > 1000, r["text"]
+        assert r["failed"] == 0, r["text"]
+        print(f"front: {r['requests']} requests, 0 failed; node B's supervisor killed, drained by its keeper, "
+              f"started again")
     finally:
         front.stop()
         a.stop()

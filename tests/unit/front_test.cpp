@@ -68,6 +68,12 @@ TEST(Front, ErrorsNameTheFlagAndTheFix) {
   EXPECT_TRUE(has(error({"--listen", "unix:/x", "--server", "a:1"}), "not a Unix path"));
 }
 
+TEST(AgentCheck, AKeeperWithoutItsSupervisorSaysDrain) {
+  std::string r = supervisor::agent_check_reply_orphaned();
+  EXPECT_TRUE(r.starts_with("drain #")) << r;
+  EXPECT_EQ(r.find('\n'), r.size() - 1) << r;  // one line: HAProxy reads up to the newline
+}
+
 TEST(AgentCheck, UpWithWeightDrainAndDown) {
   EXPECT_EQ(supervisor::agent_check_reply(4, 4, false), "up ready 100% # 4/4 workers serving\n");
   EXPECT_EQ(supervisor::agent_check_reply(4, 1, false), "up ready 25% # 1/4 workers serving\n");
