@@ -214,8 +214,8 @@ def test_after_an_upgrade_the_successor_owns_the_same_keeper(supervise, tmp_path
 
 def test_a_cluster_node_whose_supervisor_is_killed_loses_no_job(tmp_path):
     """One node with its own nats-server: the supervisor is SIGKILLed during a stream of jobs;
-    its nats-server stops (its parent-death signal) and the supervisor started again waits for
-    it to exit, then runs its own on the same ports and store. The dead one's workers serve on
+    its nats-server stops (its parent-death signal) and the supervisor started again runs its
+    own on the same ports and store once that one has exited. The dead one's workers serve on
     meanwhile and reconnect. Every job submitted before, during and after completes."""
     port = free_port()
     journal = tmp_path / "jobs-done"
@@ -231,8 +231,8 @@ def test_a_cluster_node_whose_supervisor_is_killed_loses_no_job(tmp_path):
         os.kill(node.proc.pid, signal.SIGKILL)
         node.proc.wait()
         node.restart(wait_ready=False)
-        node.log.wait_for(r"cluster: the dead supervisor's nats-server \(pid \d+\) is stopping", timeout=30)
-        node.log.wait_for(r"cluster: the previous nats-server \(pid \d+\) has exited; starting ours", timeout=60)
+        # Its nats-server may still be stopping (then ours waits for it) or already gone.
+        node.log.wait_for(r"cluster: started nats-server pid \d+ for node solo", timeout=60)
         out, err = submitter.communicate(timeout=180 * SLOW)
         assert submitter.returncode == 0, err
         assert "stored 800 job(s)" in out, out
