@@ -115,6 +115,7 @@ void job_runner::fetch_loop(const std::string& name, const job_def& def) {
         std::this_thread::sleep_for(500ms);
         continue;
       }
+      log::info("cluster: consuming jobs '" + name + "'");
     }
     int room;
     {

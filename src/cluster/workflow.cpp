@@ -29,6 +29,8 @@
 
 #include <unistd.h>
 
+#include <optional>
+
 // GCC 12 mistakes Asio's coroutine frame allocator (its own operator new and delete) for a
 // mismatched pair once the executor coroutine is inlined into its callers: a false positive.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
@@ -43,6 +45,10 @@ using cluster::journal_view;
 using cluster::unix_ms;
 
 namespace {
+
+// How long an executor keeps trying a journal write that fails for a passing reason (an
+// election, a reconnect) before it hands the workflow back.
+constexpr auto write_patience = 30s;
 
 // The endings that are not the workflow's own result.
 struct suspended {
@@ -118,6 +124,7 @@ struct context::impl {
   asio::awaitable<entry> write(entry e, std::string msg_id) {
     e.claim = claim;
     e.node = node;
+    std::optional<std::chrono::steady_clock::time_point> failing_since;
     for (int attempt = 0;; ++attempt) {
       std::function<append_result()> work = [js = c.connection.js(), id = id, e, msg_id, last = view.last_seq] {
         return cluster::append_entry(js, id, e, msg_id, last);
@@ -129,7 +136,13 @@ struct context::impl {
         co_return e;
       }
       if (r.what == append_result::outcome::failed) {
-        if (!r.transient || attempt >= 8) throw handed_back{"journal write failed: " + r.why};
+        // A lost node's streams elect new leaders, and writes fail meanwhile (seconds, more on a
+        // busy machine). Handed back, the workflow would run this step again; so wait it out
+        // while the task is kept alive, unless the worker is leaving.
+        auto now = std::chrono::steady_clock::now();
+        if (!failing_since) failing_since = now;
+        if (!r.transient || (c.runner.draining() && attempt >= 8) || now - *failing_since > write_patience)
+          throw handed_back{"journal write failed: " + r.why};
         asio::steady_timer pause(c.loop, cluster::retry_delay(attempt));
         co_await pause.async_wait(asio::use_awaitable);
         continue;

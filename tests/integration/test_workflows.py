@@ -50,12 +50,34 @@ def ready_for_workflows(cli):
                what="the workflows registered")
 
 
+def consuming(node, workflow="steps"):
+    """The pids of the node's workers that take the workflow's tasks (each says so once its
+    pull subscription is bound)."""
+    return {m.group(1) for line in node.log.lines[:]
+            if (m := re.search(rf"\[(\d+)\] cluster: consuming jobs 'workflow {workflow}'", line))}
+
+
+def warnings(c):
+    """The workers' warnings on every node, numbers folded, most frequent first: what a failed
+    assertion shows of why."""
+    seen = {}
+    for node in c.nodes:
+        for line in node.log.lines[:]:
+            if " warn " in line:
+                key = re.sub(r"\d+", "N", line.split(" warn ", 1)[1])[:160]
+                seen[key] = seen.get(key, 0) + 1
+    return "\n".join(f"{n:5} {k}" for k, n in sorted(seen.items(), key=lambda kv: -kv[1])[:15])
+
+
 @pytest.fixture
 def wf_cluster(tmp_path):
     c = Cluster(tmp_path, commands=[[binary("workflow-example")]] * 3,
                 env={"STEPS_FILE": str(tmp_path / "steps"), "ORDER_SLEEP_MS": "200"})
     c.steps = tmp_path / "steps"
     ready_for_workflows(c.cli)
+    # Every node's workers take tasks (one consumer registered is enough for a start).
+    wait_until(lambda: all(len(consuming(n)) >= 2 for n in c.nodes), timeout=60,
+               what="every node's workers consuming workflow tasks")
     yield c
     c.stop()
 
@@ -73,7 +95,7 @@ def test_workflows_survive_a_killed_node(wf_cluster):
     try:
         wait_until(lambda: per_node()["n3"] >= 5, timeout=60, what="n3 running workflow steps")
     except AssertionError as e:
-        raise AssertionError(f"{e}; steps begun per node: {per_node()}") from None
+        raise AssertionError(f"{e}; steps begun per node: {per_node()}; warnings:\n{warnings(c)}") from None
     killed_at = time.time()
     for pid in tree(victim.proc.pid):  # the whole node: supervisor, workers, nats-server
         os.kill(pid, signal.SIGKILL)
@@ -92,9 +114,13 @@ def test_workflows_survive_a_killed_node(wf_cluster):
             runs.setdefault((wid, n), []).append(node)
     assert set(runs) == {(f"w{i}", n) for i in range(WORKFLOWS) for n in range(1, STEPS + 1)}
     again = {k: v for k, v in runs.items() if len(v) > 1}
-    assert all("n3" in nodes for nodes in again.values()), again
+    # Or whose executor gave the workflow back: its journal write failed for 30 s (the
+    # elections after the kill, on a very busy machine).
+    handed_back = {m.group(1) for node in c.nodes for line in node.log.lines[:]
+                   if (m := re.search(r"workflow (\S+): handed back", line))}
     began_on_n3 = {(wid, n) for kind, wid, n, node, _ in recorded if kind == "begin" and node == "n3"}
-    assert set(again) <= began_on_n3
+    unexplained = {k: v for k, v in again.items() if k not in began_on_n3 and k[0] not in handed_back}
+    assert not unexplained, f"{unexplained}; warnings:\n{warnings(c)}"
     # The journal agrees: five steps for each, from whichever executor wrote first.
     sample = show(c, "w0")
     assert sample["status"] == "completed" and sample["result"] == f"sum={SUM}"
