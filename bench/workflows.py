@@ -14,7 +14,8 @@
                nats-servers.
 
 Runs with Debian's python3 (Celery comes from python3-celery).
-    bench/workflows.py [--workflows 2000] [--chains 500] [--jobs 50000] [--bin build/bin]
+    bench/workflows.py [--workflows 2000] [--chains 500] [--jobs 50000] [--nodes 1,3] [--no-jobs]
+                       [--bin build/bin]
 """
 import argparse
 import json
@@ -113,20 +114,23 @@ def main():
     p.add_argument("--chains", type=int, default=500)
     p.add_argument("--jobs", type=int, default=50000)
     p.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))
+    p.add_argument("--nodes", default="1,3", help="node counts to measure loopfleet on (default 1,3)")
+    p.add_argument("--no-jobs", action="store_true", help="leave out jobs/s against raw JetStream")
     args = p.parse_args()
+    counts = [int(n) for n in args.nodes.split(",")]
     workdir = tempfile.mkdtemp(prefix="loopfleet-bench-wf-")
-    wf = {n: loopfleet_workflows(args, n, workdir) for n in (1, 3)}
-    jobs = {n: loopfleet_and_raw_jobs(args, n, workdir) for n in (1, 3)}
+    wf = {n: loopfleet_workflows(args, n, workdir) for n in counts}
+    jobs = {} if args.no_jobs else {n: loopfleet_and_raw_jobs(args, n, workdir) for n in counts}
     celery_rate, celery_p50, celery_p99 = celery_chains(args, workdir)
     print(f"{'':<34} {'steps/s':>9} {'step p50 us':>12} {'step p99 us':>12}")
-    for n in (1, 3):
+    for n in counts:
         rate, p50, p99 = wf[n]
         print(f"{'loopfleet workflows, ' + str(n) + ' node(s)':<34} {rate:>9.0f} {p50:>12.0f} {p99:>12.0f}")
     print(f"{'Celery 5.2 chains + Redis':<34} {celery_rate:>9.0f} {celery_p50:>12.0f} {celery_p99:>12.0f}")
-    print(f"ratio steps/s loopfleet/Celery: 1 node {wf[1][0] / celery_rate:.1f}, 3 nodes {wf[3][0] / celery_rate:.1f}")
-    print(f"{'':<34} {'jobs/s':>9} {'raw JetStream':>14} {'share':>6}")
-    for n in (1, 3):
-        lf, raw = jobs[n]
+    print("ratio steps/s loopfleet/Celery: " + ", ".join(f"{n} node(s) {wf[n][0] / celery_rate:.1f}" for n in counts))
+    if jobs:
+        print(f"{'':<34} {'jobs/s':>9} {'raw JetStream':>14} {'share':>6}")
+    for n, (lf, raw) in jobs.items():
         print(f"{'loopfleet jobs, ' + str(n) + ' node(s)':<34} {lf:>9.0f} {raw:>14.0f} {lf / raw:>6.0%}")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds, and runs every test: unit tests (GoogleTest via ctest) and
 # integration tests (pytest, real processes and sockets), first on the normal build, then
-# again on an ASan+UBSan build; then 15 s of each libFuzzer harness (scripts/fuzz.sh).
+# again on an ASan+UBSan build; then 10 s of each libFuzzer harness (scripts/fuzz.sh).
 # Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,6 @@ run_suite release build/bin
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 run_suite asan build-asan/bin -m "not soak"
 # A short fuzz run of every harness from its corpus: it mostly replays the corpus, the crashes
 # fixed before among them, and explores a little. Long runs: scripts/fuzz.sh 600 (docs/fuzzing.md).
-echo "=== fuzz: ${LOOPFLEET_FUZZ_SECONDS:-15} s per harness"
-scripts/fuzz.sh "${LOOPFLEET_FUZZ_SECONDS:-15}"
+echo "=== fuzz: ${LOOPFLEET_FUZZ_SECONDS:-10} s per harness"
+scripts/fuzz.sh "${LOOPFLEET_FUZZ_SECONDS:-10}"
 echo "=== all tests passed"

@@ -8,6 +8,9 @@
 #include <cctype>
 #include <chrono>
 #include <cstdlib>
+#include <mutex>
+#include <set>
+#include <thread>
 
 namespace loopfleet::cluster {
 
@@ -23,6 +26,10 @@ constexpr const char* h_attempts = "Loopfleet-Wf-Attempts";
 constexpr const char* h_error = "Loopfleet-Wf-Error";
 constexpr const char* h_at = "Loopfleet-Wf-At";
 constexpr const char* h_wake = "Loopfleet-Wf-Wake";
+constexpr const char* h_id = "Loopfleet-Wf-Id";           // a task with its start: the id
+constexpr const char* h_start = "Loopfleet-Wf-Start-Seq";  // ... and its start entry's sequence
+// Larger inputs are read from the journal, not copied into the task.
+constexpr std::size_t carried_input_max = 16 * 1024;
 
 constexpr entry::kind kinds[] = {entry::kind::start,   entry::kind::claim,  entry::kind::step,
                                  entry::kind::timer,   entry::kind::waiting, entry::kind::got,
@@ -154,8 +161,8 @@ std::string journal_view::status() const {
 
 bool read_journal(jsCtx* js, const std::string& id, std::uint64_t from, std::vector<entry>& out, std::string& why) {
   std::string subject = journal_subject(id);
-  // The leader says where the subject ends; direct reads may be answered by any replica, and
-  // one that is behind would end the walk early. Walking again reaches another replica.
+  // The leader says where the subject ends; direct reads are answered by a replica (the local
+  // server's, where it has one), and one that is behind ends the walk early.
   std::uint64_t last = 0;
   {
     natsMsg* m = nullptr;
@@ -169,9 +176,12 @@ bool read_journal(jsCtx* js, const std::string& id, std::uint64_t from, std::vec
     last = natsMsg_GetSequence(m);
     natsMsg_Destroy(m);
   }
-  for (int walk = 0; walk < 5; ++walk) {
-    std::vector<entry> got;
-    std::uint64_t next = std::max<std::uint64_t>(from, 1);
+  // A replica behind by an entry catches up within a round trip or two: the walk goes on from
+  // where it stopped after a short pause, rather than handing the task back for a second.
+  std::vector<entry> got;
+  std::uint64_t next = std::max<std::uint64_t>(from, 1);
+  for (int walk = 0; walk < 6; ++walk) {
+    if (walk > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10 * walk));
     while (next <= last) {
       jsDirectGetMsgOptions o;
       jsDirectGetMsgOptions_Init(&o);
@@ -190,14 +200,27 @@ bool read_journal(jsCtx* js, const std::string& id, std::uint64_t from, std::vec
       next = e.seq + 1;
       got.push_back(std::move(e));
     }
-    if (!got.empty() && got.back().seq == last) {
+    if (next > last) {
       out.insert(out.end(), got.begin(), got.end());
       return true;
     }
-    if (from > last) return true;
   }
   why = "the journal of workflow " + id + " could not be read to its end (a replica is behind)";
   return false;
+}
+
+bool read_last_entry(jsCtx* js, const std::string& id, std::optional<entry>& last, std::string& why) {
+  natsMsg* m = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetLastMsg(&m, js, workflow_stream, journal_subject(id).c_str(), nullptr, &err);
+  if (s == NATS_NOT_FOUND || err == JSNoMessageFoundErr) return true;
+  if (s != NATS_OK) {
+    why = "cannot read the journal of workflow " + id + ": " + says(s);
+    return false;
+  }
+  last = parse_entry(m);
+  natsMsg_Destroy(m);
+  return true;
 }
 
 std::optional<entry> read_entry(jsCtx* js, std::uint64_t seq) {
@@ -261,12 +284,39 @@ append_result append_entry(jsCtx* js, const std::string& id, const entry& e, con
 bool is_wake(natsMsg* task) { return header(task, h_wake) == "1"; }
 
 append_result put_task(jsCtx* js, const std::string& workflow, const std::string& id, const std::string& msg_id,
-                       bool wake) {
+                       bool wake, const entry* start) {
+  return publish(js, task_message(workflow, id, wake, start), msg_id, std::nullopt);
+}
+
+natsMsg* task_message(const std::string& workflow, const std::string& id, bool wake, const entry* start) {
   std::string subject = task_subject(workflow);
   natsMsg* m = nullptr;
-  natsMsg_Create(&m, subject.c_str(), nullptr, id.data(), static_cast<int>(id.size()));
+  if (start && start->seq && start->body.size() <= carried_input_max) {
+    // The body is the input; the id moves to a header.
+    natsMsg_Create(&m, subject.c_str(), nullptr, start->body.data(), static_cast<int>(start->body.size()));
+    natsMsgHeader_Set(m, h_id, id.c_str());
+    natsMsgHeader_Set(m, h_start, std::to_string(start->seq).c_str());
+  } else {
+    natsMsg_Create(&m, subject.c_str(), nullptr, id.data(), static_cast<int>(id.size()));
+  }
   if (wake) natsMsgHeader_Set(m, h_wake, "1");
-  return publish(js, m, msg_id, std::nullopt);
+  return m;
+}
+
+std::string task_id(natsMsg* task) {
+  if (std::string id = header(task, h_id); !id.empty()) return id;
+  const char* d = natsMsg_GetData(task);
+  return d ? std::string(d, static_cast<std::size_t>(natsMsg_GetDataLength(task))) : std::string();
+}
+
+std::optional<entry> task_start(natsMsg* task) {
+  auto seq = static_cast<std::uint64_t>(std::atoll(header(task, h_start).c_str()));
+  if (seq == 0) return std::nullopt;
+  entry e;
+  e.what = entry::kind::start;
+  e.seq = seq;
+  if (const char* d = natsMsg_GetData(task)) e.body.assign(d, static_cast<std::size_t>(natsMsg_GetDataLength(task)));
+  return e;
 }
 
 request_result start_workflow(jsCtx* js, const std::string& workflow, const std::string& id,
@@ -275,15 +325,29 @@ request_result start_workflow(jsCtx* js, const std::string& workflow, const std:
   for (auto [what, value] : {std::pair{"workflow name", &workflow}, std::pair{"workflow id", &id}})
     if (auto bad = invalid_token(what, *value); !bad.empty()) return {"invalid", bad};
   // The task queue's consumer exists once a worker has registered the workflow: starting one
-  // nobody can run would store a workflow that never runs.
-  jsConsumerInfo* ci = nullptr;
-  jsErrCode err = static_cast<jsErrCode>(0);
-  natsStatus s = js_GetConsumerInfo(&ci, js, workflow_task_stream, task_consumer(workflow).c_str(), nullptr, &err);
-  if (ci) jsConsumerInfo_Destroy(ci);
-  if (s == NATS_NOT_FOUND || err == JSConsumerNotFoundErr || err == JSStreamNotFoundErr)
-    return {"unknown_workflow", "no worker has registered workflow '" + workflow +
-                                    "': define it with loopfleet::workflow::define in a worker of the cluster"};
-  if (s != NATS_OK) return {"unavailable", "cannot reach the workflow queue: " + says(s)};
+  // nobody can run would store a workflow that never runs. Once seen, it is remembered for
+  // the life of the process (it is durable; only an operator deletes it): a round trip less
+  // for every start.
+  static std::mutex known_mutex;
+  static std::set<std::string> known;
+  bool seen;
+  {
+    std::lock_guard lock(known_mutex);
+    seen = known.contains(workflow);
+  }
+  if (!seen) {
+    jsConsumerInfo* ci = nullptr;
+    jsErrCode err = static_cast<jsErrCode>(0);
+    natsStatus s =
+        js_GetConsumerInfo(&ci, js, workflow_task_stream, task_consumer(workflow).c_str(), nullptr, &err);
+    if (ci) jsConsumerInfo_Destroy(ci);
+    if (s == NATS_NOT_FOUND || err == JSConsumerNotFoundErr || err == JSStreamNotFoundErr)
+      return {"unknown_workflow", "no worker has registered workflow '" + workflow +
+                                      "': define it with loopfleet::workflow::define in a worker of the cluster"};
+    if (s != NATS_OK) return {"unavailable", "cannot reach the workflow queue: " + says(s)};
+    std::lock_guard lock(known_mutex);
+    known.insert(workflow);
+  }
   entry e;
   e.what = entry::kind::start;
   e.name = workflow;
@@ -307,7 +371,8 @@ request_result start_workflow(jsCtx* js, const std::string& workflow, const std:
   }
   // Again on a repeated start: a start whose task was lost (its starter died in between) is
   // queued by the next one; a second copy of a task is harmless (the claim decides).
-  append_result t = put_task(js, workflow, id, "wf-task:" + id, false);
+  e.seq = r.seq;
+  append_result t = put_task(js, workflow, id, "wf-task:" + id, false, &e);
   if (t.what == append_result::outcome::failed)
     return {"unavailable", "workflow " + id + " is stored but its task was not queued (" + t.why +
                                "); start it again with the same id and input"};

@@ -90,6 +90,9 @@ void add_to(journal_view& v, const entry& e);
 // Entries of workflow `id` with a sequence >= `from`, in order. False when the stream could
 // not be read (no leader, NATS down): `why` says so.
 bool read_journal(jsCtx* js, const std::string& id, std::uint64_t from, std::vector<entry>& out, std::string& why);
+// The last entry of workflow `id` (from the stream's leader), in `last`; none for an empty
+// journal. False when the stream could not be read: `why` says so.
+bool read_last_entry(jsCtx* js, const std::string& id, std::optional<entry>& last, std::string& why);
 // The entry at stream sequence `seq`.
 std::optional<entry> read_entry(jsCtx* js, std::uint64_t seq);
 
@@ -106,9 +109,17 @@ append_result append_entry(jsCtx* js, const std::string& id, const entry& e, con
 
 // Puts a task for workflow `id` (named `workflow`) on the task queue; `msg_id` keeps copies out.
 // `wake`: it is sent to wake a workflow parked on a signal (it is dropped if it is not).
+// `start`: the workflow's start entry, carried by the first task when small (task_start).
 append_result put_task(jsCtx* js, const std::string& workflow, const std::string& id, const std::string& msg_id,
-                       bool wake);
+                       bool wake, const entry* start = nullptr);
+// The message put_task publishes (the caller owns it).
+natsMsg* task_message(const std::string& workflow, const std::string& id, bool wake, const entry* start);
 bool is_wake(natsMsg* task);
+// A task's workflow id.
+std::string task_id(natsMsg* task);
+// The start entry a task carries (the first task of a workflow whose input is small): its
+// executor claims after it without reading the journal. A later delivery reads anyway.
+std::optional<entry> task_start(natsMsg* task);
 
 // What starting and signalling a workflow do, for the workers' API and the commands alike.
 // An empty `why` means it worked; otherwise `why` is the one-line reason and `code` says

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <optional>
+#include <utility>
 
 // GCC 12 mistakes Asio's coroutine frame allocator (its own operator new and delete) for a
 // mismatched pair once the executor coroutine is inlined into its callers: a false positive.
@@ -91,6 +92,26 @@ asio::awaitable<read_outcome> read_from(cluster::client& c, std::string id, std:
   std::function<read_outcome()> work = [js = c.connection.js(), id, from] {
     read_outcome r;
     r.ok = cluster::read_journal(js, id, from, r.entries, r.why);
+    return r;
+  };
+  read_outcome r = co_await off_loop(c.journal_io, std::move(work));
+  co_return r;
+}
+
+// What the waiter needs: the end is a journal's last entry (only a signal racing the end can
+// follow it), so one read of the last entry answers a finished workflow; otherwise the whole
+// journal is read.
+asio::awaitable<read_outcome> read_end(cluster::client& c, std::string id) {
+  std::function<read_outcome()> work = [js = c.connection.js(), id] {
+    read_outcome r;
+    std::optional<entry> last;
+    if (!cluster::read_last_entry(js, id, last, r.why)) return r;
+    if (last && (last->what == entry::kind::done || last->what == entry::kind::fail)) {
+      r.ok = true;
+      r.entries.push_back(std::move(*last));
+      return r;
+    }
+    r.ok = last ? cluster::read_journal(js, id, 1, r.entries, r.why) : true;
     return r;
   };
   read_outcome r = co_await off_loop(c.journal_io, std::move(work));
@@ -363,17 +384,33 @@ asio::awaitable<ending> finish(context::impl& s, ending end) {
   co_return end;
 }
 
+bool first_delivery(natsMsg* msg) {
+  jsMsgMetaData* meta = nullptr;
+  if (natsMsg_GetMetaData(&meta, msg) != NATS_OK) return false;
+  bool first = meta->NumDelivered == 1;
+  jsMsgMetaData_Destroy(meta);
+  return first;
+}
+
 asio::awaitable<task_verdict> execute(std::string workflow, const workflow_function& fn, natsMsg* msg) {
   cluster::client& c = cluster::connected_client();
-  std::string id(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+  std::string id = cluster::task_id(msg);
   bool wake = cluster::is_wake(msg);
   context::impl s{c, id, workflow, cluster::node_name().empty() ? "-" : cluster::node_name(), {}, 0, 0};
-  read_outcome r = co_await read_from(c, id, 1);
-  if (!r.ok) {
-    log::warn("workflow " + id + ": " + r.why + "; trying again in 1 s");
-    co_return task_verdict{task_verdict::what::later, 1s};
+  // A first delivery that carries the start needs no read: the claim below expects the start
+  // to be the journal's last entry, and reads what follows it if it is not.
+  std::optional<entry> start = first_delivery(msg) ? cluster::task_start(msg) : std::nullopt;
+  if (start) {
+    start->name = workflow;
+    cluster::add_to(s.view, *start);
+  } else {
+    read_outcome r = co_await read_from(c, id, 1);
+    if (!r.ok) {
+      log::warn("workflow " + id + ": " + r.why + "; trying again in 1 s");
+      co_return task_verdict{task_verdict::what::later, 1s};
+    }
+    s.view = cluster::view_of(r.entries);
   }
-  s.view = cluster::view_of(r.entries);
   if (!s.view.start) {
     log::warn("workflow " + id + ": its task came but it has no start entry; dropped");
     co_return task_verdict{task_verdict::what::term};
@@ -468,27 +505,35 @@ asio::awaitable<std::optional<entry>> await_end(cluster::client& c, std::string 
                                                 std::chrono::milliseconds timeout) {
   auto w = std::make_shared<end_wait>(c.loop);
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  auto* closure = new std::shared_ptr<end_wait>(w);
-  if (natsConnection_Subscribe(&w->sub, c.connection.nc(), cluster::journal_subject(id).c_str(), on_journal_entry,
-                               closure) != NATS_OK) {
-    delete closure;
-    w->sub = nullptr;
-  } else {
-    natsSubscription_SetOnCompleteCB(w->sub, on_wait_removed, closure);
-  }
-  bool read = false;
-  for (int failures = 0; !w->end && std::chrono::steady_clock::now() < deadline;) {
-    auto until = deadline;
-    if (!read) {
-      read_outcome r = co_await read_from(c, id, 1);
-      if (r.ok) {
-        read = true;
-        if (auto v = cluster::view_of(r.entries); v.end && !w->end) w->end = v.end;
-        if (w->end || w->sub) continue;  // with a subscription, it says when the end comes
-      }
-      until = std::min(deadline, std::chrono::steady_clock::now() + cluster::retry_delay(failures++));
-      read = read && w->sub;  // without a subscription, read again
+  // Subscribed only once a read finds the workflow running (a finished one costs one read
+  // and no interest to spread through the cluster); the read after subscribing sees an end
+  // stored in between. The server takes a client's subscription before its next request.
+  auto subscribe = [&] {
+    auto* closure = new std::shared_ptr<end_wait>(w);
+    if (natsConnection_Subscribe(&w->sub, c.connection.nc(), cluster::journal_subject(id).c_str(),
+                                 on_journal_entry, closure) != NATS_OK) {
+      delete closure;
+      w->sub = nullptr;
+    } else {
+      natsSubscription_SetOnCompleteCB(w->sub, on_wait_removed, closure);
     }
+  };
+  bool subscribed = false;
+  for (int failures = 0; !w->end && std::chrono::steady_clock::now() < deadline;) {
+    read_outcome r = co_await read_end(c, id);
+    std::chrono::milliseconds pause = cluster::retry_delay(failures++);
+    if (r.ok) {
+      if (auto v = cluster::view_of(r.entries); v.end && !w->end) w->end = v.end;
+      if (w->end) continue;
+      if (!std::exchange(subscribed, true)) {
+        subscribe();
+        continue;
+      }
+      // With a subscription, it says when the end comes; a read now and then covers an end
+      // stored before the subscription's interest reached the executor's server.
+      if (w->sub) pause = 5000ms;
+    }
+    auto until = std::min(deadline, std::chrono::steady_clock::now() + pause);
     w->wake.expires_at(until);
     boost::system::error_code ec;
     co_await w->wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import BIN, ROOT, SLOW, binary, wait_until
 from test_cluster import JOBS, Cluster, finish_and_count, submit_in_background, tree
 
@@ -28,6 +30,7 @@ def get(node, path, timeout=30):
     return r.stdout
 
 
+@pytest.mark.soak  # the extension under ASan: the tests below; the node kill: test_cluster.py's, and here in release
 def test_python_jobs_survive_a_killed_node(tmp_path):
     c = Cluster(tmp_path, commands=[PYTHON_APP] * 3)
     try:

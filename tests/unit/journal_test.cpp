@@ -112,3 +112,33 @@ TEST(Journal, IdsAndNamesAreSubjectTokens) {
   EXPECT_NE(invalid_token("workflow id", std::string(129, 'a')), "");
   EXPECT_NE(invalid_token("workflow name", "x>").find("workflow name 'x>'"), std::string::npos);
 }
+
+TEST(Journal, AFirstTaskCarriesItsStartAndALargeOneOnlyItsId) {
+  using loopfleet::cluster::task_id;
+  using loopfleet::cluster::task_message;
+  using loopfleet::cluster::task_start;
+  ASSERT_EQ(nats_Open(-1), NATS_OK);  // messages are collected by the library's own thread
+  auto start = make(42, kind::start, 0, "order", 0, "3:100");
+  natsMsg* m = task_message("order", "w7", false, &start);
+  EXPECT_EQ(task_id(m), "w7");
+  auto carried = task_start(m);
+  ASSERT_TRUE(carried);
+  EXPECT_EQ(carried->seq, 42u);
+  EXPECT_EQ(carried->body, "3:100");
+  EXPECT_EQ(carried->what, kind::start);
+  natsMsg_Destroy(m);
+
+  // An input too large to copy stays in the journal only: the executor reads it there.
+  start.body.assign(64 * 1024, 'x');
+  m = task_message("order", "w8", false, &start);
+  EXPECT_EQ(task_id(m), "w8");
+  EXPECT_FALSE(task_start(m));
+  natsMsg_Destroy(m);
+
+  // A wake carries no start: the executor reads the journal for the signal.
+  m = task_message("order", "w9", true, nullptr);
+  EXPECT_EQ(task_id(m), "w9");
+  EXPECT_FALSE(task_start(m));
+  EXPECT_TRUE(loopfleet::cluster::is_wake(m));
+  natsMsg_Destroy(m);
+}
