@@ -159,23 +159,28 @@ std::string journal_view::status() const {
   return "running";
 }
 
+bool read_last_entry(jsCtx* js, const std::string& id, std::optional<entry>& last, std::string& why) {
+  natsMsg* m = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetLastMsg(&m, js, workflow_stream, journal_subject(id).c_str(), nullptr, &err);
+  if (s == NATS_NOT_FOUND || err == JSNoMessageFoundErr) return true;
+  if (s != NATS_OK) {
+    why = "cannot read the journal of workflow " + id + ": " + says(s);
+    return false;
+  }
+  last = parse_entry(m);
+  natsMsg_Destroy(m);
+  return true;
+}
+
 bool read_journal(jsCtx* js, const std::string& id, std::uint64_t from, std::vector<entry>& out, std::string& why) {
   std::string subject = journal_subject(id);
   // The leader says where the subject ends; direct reads are answered by a replica (the local
   // server's, where it has one), and one that is behind ends the walk early.
-  std::uint64_t last = 0;
-  {
-    natsMsg* m = nullptr;
-    jsErrCode err = static_cast<jsErrCode>(0);
-    natsStatus s = js_GetLastMsg(&m, js, workflow_stream, subject.c_str(), nullptr, &err);
-    if (s == NATS_NOT_FOUND || err == JSNoMessageFoundErr) return true;
-    if (s != NATS_OK) {
-      why = "cannot read the journal of workflow " + id + ": " + says(s);
-      return false;
-    }
-    last = natsMsg_GetSequence(m);
-    natsMsg_Destroy(m);
-  }
+  std::optional<entry> last_entry;
+  if (!read_last_entry(js, id, last_entry, why)) return false;
+  if (!last_entry) return true;
+  std::uint64_t last = last_entry->seq;
   // A replica behind by an entry catches up within a round trip or two: the walk goes on from
   // where it stopped after a short pause, rather than handing the task back for a second.
   std::vector<entry> got;
@@ -207,20 +212,6 @@ bool read_journal(jsCtx* js, const std::string& id, std::uint64_t from, std::vec
   }
   why = "the journal of workflow " + id + " could not be read to its end (a replica is behind)";
   return false;
-}
-
-bool read_last_entry(jsCtx* js, const std::string& id, std::optional<entry>& last, std::string& why) {
-  natsMsg* m = nullptr;
-  jsErrCode err = static_cast<jsErrCode>(0);
-  natsStatus s = js_GetLastMsg(&m, js, workflow_stream, journal_subject(id).c_str(), nullptr, &err);
-  if (s == NATS_NOT_FOUND || err == JSNoMessageFoundErr) return true;
-  if (s != NATS_OK) {
-    why = "cannot read the journal of workflow " + id + ": " + says(s);
-    return false;
-  }
-  last = parse_entry(m);
-  natsMsg_Destroy(m);
-  return true;
 }
 
 std::optional<entry> read_entry(jsCtx* js, std::uint64_t seq) {
