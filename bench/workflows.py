@@ -14,7 +14,7 @@
                nats-servers.
 
 Runs with Debian's python3 (Celery comes from python3-celery).
-    bench/workflows.py [--workflows 2000] [--chains 500] [--jobs 50000] [--nodes 1,3] [--no-jobs]
+    bench/workflows.py [--workflows 10000] [--chains 500] [--jobs 50000] [--nodes 1,3] [--no-jobs]
                        [--bin build/bin]
 """
 import argparse
@@ -110,7 +110,7 @@ def celery_chains(args, workdir):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workflows", type=int, default=2000)
+    p.add_argument("--workflows", type=int, default=10000)
     p.add_argument("--chains", type=int, default=500)
     p.add_argument("--jobs", type=int, default=50000)
     p.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))

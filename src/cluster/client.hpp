@@ -46,7 +46,7 @@ class client {
   nats_connection connection;
   call_exchange calls;
   job_store store;
-  blocking_pool journal_io{8};  // workflows' journal reads and appends (nats.c blocks)
+  blocking_pool journal_io{16};  // workflows' journal reads and appends (nats.c blocks)
   job_runner runner;
 };
 

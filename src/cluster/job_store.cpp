@@ -4,6 +4,8 @@
 #include "runtime/log.hpp"
 #include "runtime/one_shot.hpp"
 
+#include <algorithm>
+
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -12,18 +14,20 @@ namespace loopfleet::cluster {
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
-blocking_thread::blocking_thread() : thread_([this] { run(); }) {}
+blocking_pool::blocking_pool(int threads) {
+  for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { run(); });
+}
 
-blocking_thread::~blocking_thread() {
+blocking_pool::~blocking_pool() {
   {
     std::lock_guard lock(mutex_);
     stop_ = true;
   }
-  ready_.notify_one();
-  thread_.join();
+  ready_.notify_all();
+  for (auto& t : threads_) t.join();
 }
 
-void blocking_thread::post(std::function<void()> work) {
+void blocking_pool::post(std::function<void()> work) {
   {
     std::lock_guard lock(mutex_);
     work_.push_back(std::move(work));
@@ -31,7 +35,7 @@ void blocking_thread::post(std::function<void()> work) {
   ready_.notify_one();
 }
 
-void blocking_thread::run() {
+void blocking_pool::run() {
   for (;;) {
     std::function<void()> w;
     {
@@ -44,12 +48,6 @@ void blocking_thread::run() {
     w();
   }
 }
-
-blocking_pool::blocking_pool(int threads) {
-  for (int i = 0; i < threads; ++i) threads_.push_back(std::make_unique<blocking_thread>());
-}
-
-void blocking_pool::post(std::function<void()> work) { threads_[next_++ % threads_.size()]->post(std::move(work)); }
 
 job_store::job_store(asio::io_context& loop, jsCtx* js) : loop_(loop), js_(js) {}
 

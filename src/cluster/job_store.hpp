@@ -27,11 +27,16 @@
 
 namespace loopfleet::cluster {
 
-// A thread that runs blocking nats.c calls one after another.
-class blocking_thread {
+// Threads that run blocking nats.c calls, each call on the first thread free: the calls of
+// different callers (each workflow awaits its own one at a time) go out to NATS side by side,
+// and a slow one (a read waiting for a replica, a timeout) holds up only its own thread.
+// One thread runs the calls one after another, in order.
+class blocking_pool {
  public:
-  blocking_thread();
-  ~blocking_thread();
+  explicit blocking_pool(int threads = 1);
+  ~blocking_pool();
+  blocking_pool(const blocking_pool&) = delete;
+  blocking_pool& operator=(const blocking_pool&) = delete;
   void post(std::function<void()> work);
 
  private:
@@ -40,19 +45,7 @@ class blocking_thread {
   std::condition_variable ready_;
   std::deque<std::function<void()>> work_;
   bool stop_ = false;
-  std::thread thread_;
-};
-
-// Blocking threads taken in turn: the calls of different callers (each workflow awaits its own
-// one at a time) go out to NATS side by side instead of queueing behind one another.
-class blocking_pool {
- public:
-  explicit blocking_pool(int threads);
-  void post(std::function<void()> work);
-
- private:
-  std::vector<std::unique_ptr<blocking_thread>> threads_;
-  std::size_t next_ = 0;  // posted to from the loop only
+  std::vector<std::thread> threads_;
 };
 
 class job_store {
@@ -86,7 +79,7 @@ class job_store {
   boost::asio::io_context& loop_;
   jsCtx* js_;
   std::chrono::steady_clock::time_point last_retry_warning_{};
-  std::unique_ptr<blocking_thread> publisher_ = std::make_unique<blocking_thread>();
+  std::unique_ptr<blocking_pool> publisher_ = std::make_unique<blocking_pool>();
 };
 
 }  // namespace loopfleet::cluster

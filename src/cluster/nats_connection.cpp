@@ -5,6 +5,7 @@
 #include "runtime/log.hpp"
 
 #include <algorithm>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -48,6 +49,11 @@ void nats_connection::close() {
 
 natsStatus nats_connection::open(const std::string& url, const connect_options& o) {
   close();
+  // nats.c spins up to 2,000 times on a busy lock before it sleeps; with a worker's threads
+  // (the loop, the journal's, nats.c's own reader and flusher) on few cores, the holder is
+  // often not running, and the spinning was a tenth of a busy worker's CPU (perf, bench/workflows.py).
+  static std::once_flag library;
+  std::call_once(library, [] { nats_Open(0); });
   natsOptions* opts = nullptr;
   natsOptions_Create(&opts);
   // nats.c 3.4.1 reads "URL,URL" as one (malformed) URL and never connects: a list is servers.
