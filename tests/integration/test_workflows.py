@@ -76,8 +76,11 @@ def wf_cluster(tmp_path):
     c.steps = tmp_path / "steps"
     ready_for_workflows(c.cli)
     # Every node's workers take tasks (one consumer registered is enough for a start).
-    wait_until(lambda: all(len(consuming(n)) >= 2 for n in c.nodes), timeout=60,
-               what="every node's workers consuming workflow tasks")
+    try:
+        wait_until(lambda: all(len(consuming(n)) >= 2 for n in c.nodes), timeout=60,
+                   what="every node's workers consuming workflow tasks")
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {[sorted(consuming(n)) for n in c.nodes]}; warnings:\n{warnings(c)}") from None
     yield c
     c.stop()
 
