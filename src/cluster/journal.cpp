@@ -4,15 +4,21 @@
 #include "cluster/nats_connection.hpp"
 #include "cluster/node.hpp"
 
+#include <boost/beast/core/detail/base64.hpp>
+
 #include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <set>
 #include <thread>
+#include <utility>
 
 namespace loopfleet::cluster {
+
+namespace beast_base64 = boost::beast::detail::base64;
 
 namespace {
 
@@ -26,7 +32,7 @@ constexpr const char* h_attempts = "Loopfleet-Wf-Attempts";
 constexpr const char* h_error = "Loopfleet-Wf-Error";
 constexpr const char* h_at = "Loopfleet-Wf-At";
 constexpr const char* h_wake = "Loopfleet-Wf-Wake";
-constexpr const char* h_id = "Loopfleet-Wf-Id";           // a task with its start: the id
+constexpr const char* h_input = "Loopfleet-Wf-Input";      // a task with its start: the input (base64)
 constexpr const char* h_start = "Loopfleet-Wf-Start-Seq";  // ... and its start entry's sequence
 // Larger inputs are read from the journal, not copied into the task.
 constexpr std::size_t carried_input_max = 16 * 1024;
@@ -282,20 +288,21 @@ append_result put_task(jsCtx* js, const std::string& workflow, const std::string
 natsMsg* task_message(const std::string& workflow, const std::string& id, bool wake, const entry* start) {
   std::string subject = task_subject(workflow);
   natsMsg* m = nullptr;
+  // The body is the id in every task, as every version of the executor reads it (a worker
+  // still draining after an upgrade runs what it fetches); the input rides in a header,
+  // base64 (a header value holds no line break).
+  natsMsg_Create(&m, subject.c_str(), nullptr, id.data(), static_cast<int>(id.size()));
   if (start && start->seq && start->body.size() <= carried_input_max) {
-    // The body is the input; the id moves to a header.
-    natsMsg_Create(&m, subject.c_str(), nullptr, start->body.data(), static_cast<int>(start->body.size()));
-    natsMsgHeader_Set(m, h_id, id.c_str());
+    std::string input(beast_base64::encoded_size(start->body.size()), '\0');
+    input.resize(beast_base64::encode(input.data(), start->body.data(), start->body.size()));
+    natsMsgHeader_Set(m, h_input, input.c_str());
     natsMsgHeader_Set(m, h_start, std::to_string(start->seq).c_str());
-  } else {
-    natsMsg_Create(&m, subject.c_str(), nullptr, id.data(), static_cast<int>(id.size()));
   }
   if (wake) natsMsgHeader_Set(m, h_wake, "1");
   return m;
 }
 
 std::string task_id(natsMsg* task) {
-  if (std::string id = header(task, h_id); !id.empty()) return id;
   const char* d = natsMsg_GetData(task);
   return d ? std::string(d, static_cast<std::size_t>(natsMsg_GetDataLength(task))) : std::string();
 }
@@ -303,10 +310,17 @@ std::string task_id(natsMsg* task) {
 std::optional<entry> task_start(natsMsg* task) {
   auto seq = static_cast<std::uint64_t>(std::atoll(header(task, h_start).c_str()));
   if (seq == 0) return std::nullopt;
+  const char* input = nullptr;
+  if (natsMsgHeader_Get(task, h_input, &input) != NATS_OK || !input) return std::nullopt;
+  std::size_t length = std::strlen(input);
+  while (length > 0 && input[length - 1] == '=') --length;  // the padding, which decode stops at
   entry e;
   e.what = entry::kind::start;
   e.seq = seq;
-  if (const char* d = natsMsg_GetData(task)) e.body.assign(d, static_cast<std::size_t>(natsMsg_GetDataLength(task)));
+  e.body.resize(beast_base64::decoded_size(length) + 2);
+  auto [written, read] = beast_base64::decode(e.body.data(), input, length);
+  if (read != length) return std::nullopt;  // not what task_message wrote: read the journal
+  e.body.resize(written);
   return e;
 }
 
@@ -317,14 +331,14 @@ request_result start_workflow(jsCtx* js, const std::string& workflow, const std:
     if (auto bad = invalid_token(what, *value); !bad.empty()) return {"invalid", bad};
   // The task queue's consumer exists once a worker has registered the workflow: starting one
   // nobody can run would store a workflow that never runs. Once seen, it is remembered for
-  // the life of the process (it is durable; only an operator deletes it): a round trip less
-  // for every start.
+  // the life of the connection (it is durable; only an operator deletes it): a round trip
+  // less for every start.
   static std::mutex known_mutex;
-  static std::set<std::string> known;
+  static std::set<std::pair<const jsCtx*, std::string>> known;
   bool seen;
   {
     std::lock_guard lock(known_mutex);
-    seen = known.contains(workflow);
+    seen = known.contains({js, workflow});
   }
   if (!seen) {
     jsConsumerInfo* ci = nullptr;
@@ -337,7 +351,7 @@ request_result start_workflow(jsCtx* js, const std::string& workflow, const std:
                                       "': define it with loopfleet::workflow::define in a worker of the cluster"};
     if (s != NATS_OK) return {"unavailable", "cannot reach the workflow queue: " + says(s)};
     std::lock_guard lock(known_mutex);
-    known.insert(workflow);
+    known.insert({js, workflow});
   }
   entry e;
   e.what = entry::kind::start;

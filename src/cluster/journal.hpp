@@ -109,7 +109,8 @@ append_result append_entry(jsCtx* js, const std::string& id, const entry& e, con
 
 // Puts a task for workflow `id` (named `workflow`) on the task queue; `msg_id` keeps copies out.
 // `wake`: it is sent to wake a workflow parked on a signal (it is dropped if it is not).
-// `start`: the workflow's start entry, carried by the first task when small (task_start).
+// `start`: the workflow's start entry, carried in the first task's headers when its input is
+// small (task_start); the body is the id in every task.
 append_result put_task(jsCtx* js, const std::string& workflow, const std::string& id, const std::string& msg_id,
                        bool wake, const entry* start = nullptr);
 // The message put_task publishes (the caller owns it).

@@ -101,8 +101,10 @@ asio::awaitable<read_outcome> read_from(cluster::client& c, std::string id, std:
 // What the waiter needs: the end is a journal's last entry (only a signal racing the end can
 // follow it), so one read of the last entry answers a finished workflow; otherwise the whole
 // journal is read.
-asio::awaitable<read_outcome> read_end(cluster::client& c, std::string id) {
-  std::function<read_outcome()> work = [js = c.connection.js(), id] {
+// `whole`: when the last entry is not the end, read the whole journal (an end with a signal
+// after it); otherwise the last entry is all.
+asio::awaitable<read_outcome> read_end(cluster::client& c, std::string id, bool whole) {
+  std::function<read_outcome()> work = [js = c.connection.js(), id, whole] {
     read_outcome r;
     std::optional<entry> last;
     if (!cluster::read_last_entry(js, id, last, r.why)) return r;
@@ -111,7 +113,7 @@ asio::awaitable<read_outcome> read_end(cluster::client& c, std::string id) {
       r.entries.push_back(std::move(*last));
       return r;
     }
-    r.ok = last ? cluster::read_journal(js, id, 1, r.entries, r.why) : true;
+    r.ok = last && whole ? cluster::read_journal(js, id, 1, r.entries, r.why) : true;
     return r;
   };
   read_outcome r = co_await off_loop(c.journal_io, std::move(work));
@@ -151,6 +153,7 @@ struct context::impl {
         return cluster::append_entry(js, id, e, msg_id, last);
       };
       append_result r = co_await off_loop(c.journal_io, std::move(work));
+      if (r.what != append_result::outcome::failed) failing_since.reset();
       if (r.what == append_result::outcome::stored) {
         e.seq = r.seq;
         cluster::add_to(view, e);
@@ -518,11 +521,13 @@ asio::awaitable<std::optional<entry>> await_end(cluster::client& c, std::string 
       natsSubscription_SetOnCompleteCB(w->sub, on_wait_removed, closure);
     }
   };
-  bool subscribed = false;
+  bool subscribed = false, read_whole = false;
   for (int failures = 0; !w->end && std::chrono::steady_clock::now() < deadline;) {
-    read_outcome r = co_await read_end(c, id);
+    // The first whole read looks for an end anywhere; later reads, for one come since (last).
+    read_outcome r = co_await read_end(c, id, !read_whole);
     std::chrono::milliseconds pause = cluster::retry_delay(failures++);
     if (r.ok) {
+      read_whole = true;
       if (auto v = cluster::view_of(r.entries); v.end && !w->end) w->end = v.end;
       if (w->end) continue;
       if (!std::exchange(subscribed, true)) {

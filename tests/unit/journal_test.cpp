@@ -118,15 +118,28 @@ TEST(Journal, AFirstTaskCarriesItsStartAndALargeOneOnlyItsId) {
   using loopfleet::cluster::task_message;
   using loopfleet::cluster::task_start;
   ASSERT_EQ(nats_Open(-1), NATS_OK);  // messages are collected by the library's own thread
-  auto start = make(42, kind::start, 0, "order", 0, "3:100");
+  // Any bytes: a line break or a NUL in the input comes back as it was.
+  auto start = make(42, kind::start, 0, "order", 0, std::string("3:100\r\n\0 end ", 13));
   natsMsg* m = task_message("order", "w7", false, &start);
   EXPECT_EQ(task_id(m), "w7");
+  // The body is the id alone, as an executor of an earlier version reads it.
+  EXPECT_EQ(std::string(natsMsg_GetData(m), natsMsg_GetDataLength(m)), "w7");
   auto carried = task_start(m);
   ASSERT_TRUE(carried);
   EXPECT_EQ(carried->seq, 42u);
-  EXPECT_EQ(carried->body, "3:100");
+  EXPECT_EQ(carried->body, start.body);
   EXPECT_EQ(carried->what, kind::start);
   natsMsg_Destroy(m);
+
+  // Every length, the empty input too (base64 pads to groups of three bytes).
+  for (std::size_t n = 0; n <= 20; ++n) {
+    start.body.assign(n, static_cast<char>(0xA0 + n));
+    m = task_message("order", "w6", false, &start);
+    auto got = task_start(m);
+    ASSERT_TRUE(got) << n;
+    EXPECT_EQ(got->body, start.body) << n;
+    natsMsg_Destroy(m);
+  }
 
   // An input too large to copy stays in the journal only: the executor reads it there.
   start.body.assign(64 * 1024, 'x');
