@@ -259,6 +259,23 @@ def run_reload(cls, args, workdir):
         s.stop()
 
 
+def run_each(servers, only, prefix, measure):
+    """measure(cls, workdir) for each server class named in `only` (comma-separated; empty:
+    all), in a scratch directory removed afterwards; [(name, result)], each also on stderr."""
+    if only:
+        servers = [c for c in servers if c.name in only.split(",")]
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    rows = []
+    try:
+        for cls in servers:
+            r = measure(cls, workdir)
+            rows.append((cls.name, r))
+            print(f"{cls.name}: {r}", file=sys.stderr)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=2)
@@ -267,21 +284,11 @@ def main():
     ap.add_argument("--only", default="",
                     help="comma-separated subset: loopfleet,loopfleet-shared,nginx,gunicorn,node-cluster")
     args = ap.parse_args()
-    servers = [Loopfleet, LoopfleetShared, Nginx, Gunicorn, NodeCluster]
-    if args.only:
-        servers = [c for c in servers if c.name in args.only.split(",")]
-    workdir = tempfile.mkdtemp(prefix="loopfleet-supervise-")
-    rows = []
-    try:
-        for cls in servers:
-            load = run_load(cls, args, workdir)
-            kill = run_kill(cls, args, workdir, args.workers)
-            reload = run_reload(cls, args, workdir)
-            only = run_kill(cls, args, workdir, 1)
-            rows.append((cls.name, load, kill, reload, only))
-            print(f"{cls.name}: {load} kill={kill} reload={reload} only-worker={only}", file=sys.stderr)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    def measure(cls, workdir):
+        return (run_load(cls, args, workdir), run_kill(cls, args, workdir, args.workers),
+                run_reload(cls, args, workdir), run_kill(cls, args, workdir, 1))
+    rows = [(name, *r) for name, r in run_each([Loopfleet, LoopfleetShared, Nginx, Gunicorn, NodeCluster], args.only,
+                                               "loopfleet-supervise-", measure)]
 
     print(f"{args.workers} workers, wrk -t2 -c64 keep-alive, {args.duration} s load; client and servers share 2 cores")
     print(f"{'server':<17} {'req/s':>9} {'req/CPU-s':>10} {'RSS MiB':>8} {'conns/worker':>13} {'kill: failed/held':>18} "

@@ -15,15 +15,13 @@ dead master's workers were still running --linger s after that.
 """
 import argparse
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 
 from loadkit import Knocker, Wrk, established, pid_alive
-from supervise import ROOT, Gunicorn, Loopfleet, LoopfleetShared, Nginx, children, serving, tree, wait_for
+from supervise import (ROOT, Gunicorn, Loopfleet, LoopfleetShared, Nginx, children, run_each, serving, tree,
+                       wait_for)
 
 def run_kill(cls, args, workdir):
     s = cls(args, args.workers, workdir)
@@ -90,18 +88,8 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))
     ap.add_argument("--only", default="", help="comma-separated subset: loopfleet,loopfleet-shared,nginx,gunicorn")
     args = ap.parse_args()
-    servers = [Loopfleet, LoopfleetShared, Nginx, Gunicorn]
-    if args.only:
-        servers = [c for c in servers if c.name in args.only.split(",")]
-    workdir = tempfile.mkdtemp(prefix="loopfleet-supkill-")
-    rows = []
-    try:
-        for cls in servers:
-            r = run_kill(cls, args, workdir)
-            rows.append((cls.name, r))
-            print(f"{cls.name}: {r}", file=sys.stderr)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    rows = run_each([Loopfleet, LoopfleetShared, Nginx, Gunicorn], args.only, "loopfleet-supkill-",
+                    lambda cls, workdir: run_kill(cls, args, workdir))
     print(f"master SIGKILL under wrk -t2 -c64 keep-alive plus new connections one after another, {args.workers} "
           f"workers, {args.duration} s; the same command again {args.restart_delay} s later; client and servers "
           "share 2 cores")

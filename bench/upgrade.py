@@ -14,15 +14,12 @@ master's pid changed, and the seconds from the trigger until the old master was 
 """
 import argparse
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 
 from loadkit import Wrk, established, pid_alive
-from supervise import ROOT, Gunicorn, Loopfleet, LoopfleetShared, Nginx, children, tree, wait_for
+from supervise import ROOT, Gunicorn, Loopfleet, LoopfleetShared, Nginx, children, run_each, tree, wait_for
 
 
 def read_pid(path):
@@ -136,18 +133,8 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))
     ap.add_argument("--only", default="", help="comma-separated subset: loopfleet,loopfleet-shared,nginx,gunicorn")
     args = ap.parse_args()
-    servers = [Loopfleet, LoopfleetShared, NginxDaemon, GunicornScript]
-    if args.only:
-        servers = [c for c in servers if c.name in args.only.split(",")]
-    workdir = tempfile.mkdtemp(prefix="loopfleet-upgrade-")
-    rows = []
-    try:
-        for cls in servers:
-            r = run_upgrade(cls, args, workdir)
-            rows.append((cls.name, r))
-            print(f"{cls.name}: {r}", file=sys.stderr)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    rows = run_each([Loopfleet, LoopfleetShared, NginxDaemon, GunicornScript], args.only, "loopfleet-upgrade-",
+                    lambda cls, workdir: run_upgrade(cls, args, workdir))
     print(f"binary upgrade under wrk -t2 -c64 keep-alive, {args.workers} workers, {args.duration} s; "
           "client and servers share 2 cores")
     print(f"{'server':<17} {'requests':>9} {'failed':>7} {'(connect/read/non-2xx)':>23} {'old master gone':>16} "

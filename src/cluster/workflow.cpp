@@ -521,13 +521,13 @@ asio::awaitable<std::optional<entry>> await_end(cluster::client& c, std::string 
       natsSubscription_SetOnCompleteCB(w->sub, on_wait_removed, closure);
     }
   };
-  bool subscribed = false, read_whole = false;
+  bool subscribed = false;
   for (int failures = 0; !w->end && std::chrono::steady_clock::now() < deadline;) {
-    // The first whole read looks for an end anywhere; later reads, for one come since (last).
-    read_outcome r = co_await read_end(c, id, !read_whole);
+    // Until a read succeeds (and subscribes), the whole journal: an end anywhere; after, the
+    // last entry: an end come since.
+    read_outcome r = co_await read_end(c, id, !subscribed);
     std::chrono::milliseconds pause = cluster::retry_delay(failures++);
     if (r.ok) {
-      read_whole = true;
       if (auto v = cluster::view_of(r.entries); v.end && !w->end) w->end = v.end;
       if (w->end) continue;
       if (!std::exchange(subscribed, true)) {

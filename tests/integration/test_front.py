@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 import time
+import types
 import urllib.request
 
 import pytest
@@ -82,6 +83,22 @@ def node(tmp, workers=2, port=None, agent_port=None, extra=()):
     return n
 
 
+@contextlib.contextmanager
+def two_nodes_behind_a_front(tmp, workers=2, extra_a=()):
+    """Nodes `a` and `b`, both UP in a front. A test may put a node started again in its place
+    (`pair.a = node(...)`): whatever stands there at the end is stopped, the front first."""
+    pair = types.SimpleNamespace(a=node(tmp, workers, extra=extra_a), b=node(tmp, workers))
+    pair.front = Front(tmp, [pair.a, pair.b])
+    try:
+        pair.front.wait_state(pair.a, "UP")
+        pair.front.wait_state(pair.b, "UP")
+        yield pair
+    finally:
+        pair.front.stop()
+        pair.a.stop()
+        pair.b.stop()
+
+
 def kill_whole(n):
     """SIGKILL a node: its supervisor, its workers and its socket keeper, as a lost machine would."""
     pids = n.worker_pids() + n.keeper_pids()
@@ -95,44 +112,36 @@ def kill_whole(n):
 
 
 def test_front_spreads_requests_and_reads_each_nodes_agent(tmp_path):
-    a, b = node(tmp_path, 1, extra=["--watchdog", "60s"]), node(tmp_path, 1)
-    front = Front(tmp_path, [a, b])
-    try:
-        front.wait_state(a, "UP")
-        front.wait_state(b, "UP")
-        pids = {front.get("/pid")[1] for _ in range(60)}
-        assert pids == {str(a.worker_pids()[0]), str(b.worker_pids()[0])}  # both nodes serve
-        assert a.status()["agent_check"]["reply"] == "up ready 100% # 1/1 workers serving"
-        # A node whose only worker stops serving says "down" and gets nothing. (The watchdog,
-        # 60 s here, would replace the worker; until then its loop is known to be silent.)
-        os.kill(a.worker_pids()[0], signal.SIGSTOP)
-        front.wait_state(a, "DOWN")
-        assert {front.get("/pid")[1] for _ in range(20)} == {str(b.worker_pids()[0])}
-        assert a.status()["agent_check"]["reply"].startswith("down")
-    finally:
-        for p in a.worker_pids():
-            os.kill(p, signal.SIGCONT)
-        front.stop()
-        a.stop()
-        b.stop()
+    with two_nodes_behind_a_front(tmp_path, 1, extra_a=["--watchdog", "60s"]) as pair:
+        a, b, front = pair.a, pair.b, pair.front
+        try:
+            pids = {front.get("/pid")[1] for _ in range(60)}
+            assert pids == {str(a.worker_pids()[0]), str(b.worker_pids()[0])}  # both nodes serve
+            assert a.status()["agent_check"]["reply"] == "up ready 100% # 1/1 workers serving"
+            # A node whose only worker stops serving says "down" and gets nothing. (The watchdog,
+            # 60 s here, would replace the worker; until then its loop is known to be silent.)
+            os.kill(a.worker_pids()[0], signal.SIGSTOP)
+            front.wait_state(a, "DOWN")
+            assert {front.get("/pid")[1] for _ in range(20)} == {str(b.worker_pids()[0])}
+            assert a.status()["agent_check"]["reply"].startswith("down")
+        finally:
+            for p in a.worker_pids():
+                os.kill(p, signal.SIGCONT)
 
 
 # Release build only: 40 to 100 s under ASan; the front's own code (its configuration, the
 # follower) runs under ASan in this file's shorter tests.
 @pytest.mark.soak
 def test_a_node_stopped_then_another_killed_under_load_fails_no_request(tmp_path):
-    a, b = node(tmp_path), node(tmp_path)
-    front = Front(tmp_path, [a, b])
-    try:
-        front.wait_state(a, "UP")
-        front.wait_state(b, "UP")
+    with two_nodes_behind_a_front(tmp_path) as pair:
+        a, b, front = pair.a, pair.b, pair.front
         load = Wrk(front.port, duration=int(14 * SLOW), connections=32)
         began = time.monotonic()
         time.sleep(1.5)  # load is flowing through both nodes
         a.proc.send_signal(signal.SIGTERM)  # graceful: the agent says drain, then the workers stop
         front.wait_state(a, "DRAIN")
         assert a.proc.wait(timeout=30 * SLOW) == 0
-        a = node(tmp_path, port=a.port, agent_port=a.agent_port)  # back on the same addresses
+        a = pair.a = node(tmp_path, port=a.port, agent_port=a.agent_port)  # back on the same addresses
         front.wait_state(a, "UP")
         kill_whole(b)  # a lost machine: requests in flight on it are sent again to `a`
         killed_at = time.monotonic() - began
@@ -143,21 +152,14 @@ def test_a_node_stopped_then_another_killed_under_load_fails_no_request(tmp_path
         assert r["failed"] == 0, r["text"]
         print(f"front: {r['requests']} requests, 0 failed; node A stopped and back, node B killed at "
               f"{killed_at:.1f} s")
-    finally:
-        front.stop()
-        a.stop()
-        b.stop()
 
 
 def test_a_node_whose_supervisor_died_is_drained_by_its_keeper_until_it_is_started_again(tmp_path):
     """Only the supervisor dies: its workers serve on and its keeper holds the sockets, so the
     TCP check still passes; the keeper answers the agent check with "drain", so the front
     sends new connections to the other node until the supervisor is started again."""
-    a, b = node(tmp_path), node(tmp_path)
-    front = Front(tmp_path, [a, b])
-    try:
-        front.wait_state(a, "UP")
-        front.wait_state(b, "UP")
+    with two_nodes_behind_a_front(tmp_path) as pair:
+        b, front = pair.b, pair.front
         load = Wrk(front.port, duration=int(8 * SLOW), connections=32)
         time.sleep(1)  # load is flowing through both nodes
         os.kill(b.proc.pid, signal.SIGKILL)
@@ -170,10 +172,6 @@ def test_a_node_whose_supervisor_died_is_drained_by_its_keeper_until_it_is_start
         assert r["failed"] == 0, r["text"]
         print(f"front: {r['requests']} requests, 0 failed; node B's supervisor killed, drained by its keeper, "
               f"started again")
-    finally:
-        front.stop()
-        a.stop()
-        b.stop()
 
 
 def test_front_bad_input_is_one_line_and_exit_2(tmp_path):
