@@ -81,8 +81,28 @@ def wf_cluster(tmp_path):
                    what="every node's workers consuming workflow tasks")
     except AssertionError as e:
         raise AssertionError(f"{e}: {[sorted(consuming(n)) for n in c.nodes]}; warnings:\n{warnings(c)}") from None
+    every_worker_runs_tasks(c)
     yield c
     c.stop()
+
+
+def every_worker_runs_tasks(c, workers=2):
+    """A worker bound to the task consumer is not yet served: its fetch sent before JetStream
+    elected the consumer's leader is lost, and it asks again only when that fetch expires (0.5 s).
+    A burst of starts in that window all went to the workers whose fetch had arrived (each then
+    runs its workflows to the end): CI saw one node take all 200. So warm up until every worker
+    has run a workflow; JetStream hands each task to the next waiting fetch in turn."""
+    want = len(c.nodes) * workers
+    for i in range(200):
+        r = c.cli("workflow", "start", "steps", "1:0", "--id", f"warm-{i}")
+        assert r.returncode == 0, r.stderr
+        wait_until(lambda: any(rec[1] == f"warm-{i}" for rec in steps_recorded(c.steps)), timeout=30,
+                   what=f"warm-up workflow {i} begun")
+        pids = {rec[4] for rec in steps_recorded(c.steps) if rec[1].startswith("warm-")}
+        if len(pids) >= want:
+            return
+    raise AssertionError(f"after 200 warm-up workflows only {len(pids)} of {want} workers ran one; "
+                         f"warnings:\n{warnings(c)}")
 
 
 def test_workflows_survive_a_killed_node(wf_cluster):
@@ -94,7 +114,8 @@ def test_workflows_survive_a_killed_node(wf_cluster):
     # Mid-run, once the victim has begun steps of its own (on a loaded machine the other nodes'
     # workers may take most of the workflows: a few are enough for the kill to interrupt).
     def per_node():
-        return {n: sum(1 for r in steps_recorded(c.steps) if r[0] == "begin" and r[3] == n) for n in ("n1", "n2", "n3")}
+        begun = [r[3] for r in steps_recorded(c.steps) if r[0] == "begin" and re.fullmatch(r"w\d+", r[1])]
+        return {n: begun.count(n) for n in ("n1", "n2", "n3")}
     try:
         wait_until(lambda: per_node()["n3"] >= 5, timeout=60, what="n3 running workflow steps")
     except AssertionError as e:
