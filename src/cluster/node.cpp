@@ -512,19 +512,26 @@ void node_agent::run() {
       }
       auto standing = read_durability(js);
       int up = 0;
+      std::string first_up;  // the live node that comes first by name
       boost::json::array members;
       for (const auto& n : read_nodes(js, kv, node_down_after_s)) {
-        if (n.as_object().at("state") == "up") ++up;
+        if (n.as_object().at("state") == "up") {
+          ++up;
+          std::string name(n.as_object().at("node").as_string());
+          if (first_up.empty() || name < first_up) first_up = name;
+        }
         members.push_back(member_summary(n.as_object()));
       }
       // A consumer is raised only once its stream has the servers: nats-server scales
-      // consumers with the stream it raises, and the durability tests check that it did.
+      // consumers with the stream it raises, and the durability tests check that it did. And
+      // by one node, the live one first by name: raised by every node at once, one node's step
+      // to what it has could scale down what another had just scaled up, still catching up.
       bool stream_whole = !standing.empty() && standing.front().name == jobs_stream &&
                           standing.front().has >= replicas_.want;
       for (const auto& d : standing) {
         if (d.has == 0 || d.has >= replicas_.want) continue;
         if (d.kind != "consumer") raise(js, d.name, replicas_.want);
-        else if (stream_whole && clock::now() - consumer_raised[d.name] > consumer_raise_patience) {
+        else if (stream_whole && first_up == node_ && clock::now() - consumer_raised[d.name] > consumer_raise_patience) {
           raise_consumer(js, d.name, d.has, replicas_.want);
           consumer_raised[d.name] = clock::now();
         }
