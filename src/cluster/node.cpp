@@ -228,6 +228,20 @@ boost::json::array node_agent::members() const {
   return members_;
 }
 
+// Raised by every node at once, a consumer could be scaled down by one node's step to what it
+// has just after another's step up, while the new replica caught up: it never got there.
+std::string consumer_raiser(const boost::json::array& nodes) {
+  std::string first;
+  for (const auto& n : nodes) {
+    const auto* o = n.if_object();
+    if (!o || !o->contains("node") || !o->at("node").is_string() || !o->contains("state") || o->at("state") != "up")
+      continue;
+    std::string name(o->at("node").as_string());
+    if (first.empty() || name < first) first = name;
+  }
+  return first;
+}
+
 boost::json::object member_summary(const boost::json::object& heartbeat) {
   boost::json::object m;
   for (const char* k : {"node", "state", "age_s", "workers", "ready", "admin", "http", "stopping"})
@@ -512,26 +526,21 @@ void node_agent::run() {
       }
       auto standing = read_durability(js);
       int up = 0;
-      std::string first_up;  // the live node that comes first by name
       boost::json::array members;
-      for (const auto& n : read_nodes(js, kv, node_down_after_s)) {
-        if (n.as_object().at("state") == "up") {
-          ++up;
-          std::string name(n.as_object().at("node").as_string());
-          if (first_up.empty() || name < first_up) first_up = name;
-        }
+      auto nodes = read_nodes(js, kv, node_down_after_s);
+      for (const auto& n : nodes) {
+        if (n.as_object().at("state") == "up") ++up;
         members.push_back(member_summary(n.as_object()));
       }
       // A consumer is raised only once its stream has the servers: nats-server scales
-      // consumers with the stream it raises, and the durability tests check that it did. And
-      // by one node, the live one first by name: raised by every node at once, one node's step
-      // to what it has could scale down what another had just scaled up, still catching up.
+      // consumers with the stream it raises, and the durability tests check that it did.
       bool stream_whole = !standing.empty() && standing.front().name == jobs_stream &&
                           standing.front().has >= replicas_.want;
       for (const auto& d : standing) {
         if (d.has == 0 || d.has >= replicas_.want) continue;
         if (d.kind != "consumer") raise(js, d.name, replicas_.want);
-        else if (stream_whole && first_up == node_ && clock::now() - consumer_raised[d.name] > consumer_raise_patience) {
+        else if (stream_whole && consumer_raiser(nodes) == node_ &&
+                 clock::now() - consumer_raised[d.name] > consumer_raise_patience) {
           raise_consumer(js, d.name, d.has, replicas_.want);
           consumer_raised[d.name] = clock::now();
         }

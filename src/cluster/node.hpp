@@ -107,6 +107,9 @@ boost::json::array read_nodes(jsCtx* js, kvStore* kv, double down_after_s, bool*
 // What a status page lists of another node, from its heartbeat as read_nodes gives it: name,
 // state, age, workers and ready, and where its admin endpoint and HTTP port are.
 boost::json::object member_summary(const boost::json::object& heartbeat);
+// The node that raises consumers short of replicas (one node, so that two never undo each
+// other's steps): of the nodes read_nodes says are up, the first by name; "" when none is.
+std::string consumer_raiser(const boost::json::array& nodes);
 // The default for `down_after_s`: three missed heartbeats (one a second).
 inline constexpr double node_down_after_s = 3.0;
 

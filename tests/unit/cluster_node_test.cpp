@@ -2,6 +2,8 @@
 #include "cluster/node.hpp"
 #include "cluster/sweeper.hpp"
 
+#include <boost/json/parse.hpp>
+
 #include <gtest/gtest.h>
 
 using namespace loopfleet::cluster;
@@ -110,4 +112,13 @@ TEST(StrandedJobs, OnlyAJobDeliveredLongerAgoThanEveryAttemptCouldTake) {
   j.age = seconds(3600);
   j.delivered = false;  // old but never delivered: waiting for a worker, not stranded
   EXPECT_FALSE(stranded(j));
+}
+
+TEST(ConsumerRaiser, TheLiveNodeFirstByName) {
+  auto nodes = boost::json::parse(R"([{"node": "n2", "state": "up"}, {"node": "n1", "state": "down"},
+                                      {"node": "n3", "state": "up"}, {"state": "up"}, 7])").as_array();
+  EXPECT_EQ(consumer_raiser(nodes), "n2");  // n1 is down: it raises nothing
+  nodes[1].as_object()["state"] = "up";
+  EXPECT_EQ(consumer_raiser(nodes), "n1");
+  EXPECT_EQ(consumer_raiser(boost::json::array{}), "");  // the bucket unread: nobody, this round
 }
