@@ -24,6 +24,8 @@ packages=(
   # bench/http_hello.py --syscalls counts system calls with perf's tracepoints; heaptrack is
   # how docs/benchmarks.md found where an idle connection's bytes go
   linux-perf heaptrack
+  # bench/http_floor.py compiles an io_uring floor server against liburing
+  liburing-dev
   python3-celery python3-redis redis-server
   # the Python launchers' frameworks (python/loopfleet), tested in test_python.py
   python3-uvicorn python3-fastapi python3-httptools
