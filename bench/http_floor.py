@@ -3,7 +3,8 @@
 on epoll, and on io_uring, measured beside nginx in the same run.
 
 The floors are bench/floor/hello_epoll.c and hello_uring.c, compiled here with gcc (liburing
-for the second): single-threaded servers that do nothing but answer each request wrk sends with
+for the others; "uring recv" is the io_uring one sending with the send system call):
+single-threaded servers that do nothing but answer each request wrk sends with
 a fixed response. They are not servers anyone should run; they show what the kernel interface
 costs when the server's own code costs nothing. Same method as bench/http_hello.py: everything
 pinned to CPU 0, wrk -t1 on CPU 1, servers taking turns (the order reversed each round), the
@@ -25,16 +26,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def build_floors(out):
-    """Compiles the two floor servers into `out`; exits with the fix when a compiler or liburing is missing."""
+    """Compiles the floor servers into `out`; exits with the fix when a compiler or liburing is missing."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if not cc:
         sys.exit("bench: no C compiler: run scripts/install-deps.sh")
     if not os.path.exists("/usr/include/liburing.h"):
         sys.exit("bench: liburing's header is missing: run scripts/install-deps.sh (liburing-dev)")
     built = {}
-    for name, libs in (("epoll", []), ("uring", ["-luring"])):
-        exe = os.path.join(out, f"hello_{name}")
-        subprocess.run([cc, "-O2", "-o", exe, os.path.join(HERE, "floor", f"hello_{name}.c"), *libs], check=True)
+    for name, source, flags in (("epoll", "epoll", []), ("uring", "uring", ["-luring"]),
+                                ("uring recv", "uring", ["-DSEND_BY_SYSCALL", "-luring"])):
+        exe = os.path.join(out, f"hello_{name.replace(' ', '_')}")
+        subprocess.run([cc, "-O2", "-o", exe, os.path.join(HERE, "floor", f"hello_{source}.c"), *flags], check=True)
         built[name] = exe
     return built
 
@@ -79,7 +81,7 @@ def main():
             servers[f"{name} floor"] = (port, proc.pid)
         print(f"requests per server CPU-second, wrk -t1 -cN -d{a.duration}s /, medians of {a.rounds} rounds; "
               "ratio to nginx")
-        print(f"{'conns':>6} " + " ".join(f"{n:>22}" for n in servers))
+        print(f"{'conns':>6} " + " ".join(f"{n:>21}" for n in servers))
         for c in conns:
             seen = {n: [] for n in servers}
             for r in range(a.rounds):
@@ -95,7 +97,7 @@ def main():
             for name, v in seen.items():
                 m = statistics.median(x for x, _ in v)
                 cells.append(f"{m:>9,.0f} x{m / base:.2f} {statistics.median(p for _, p in v) / 1000:5.1f}ms")
-            print(f"{c:>6} " + " ".join(f"{x:>22}" for x in cells), flush=True)
+            print(f"{c:>6} " + " ".join(f"{x:>21}" for x in cells), flush=True)
         print("each cell: req per CPU-s, ratio to nginx, p99")
     finally:
         for p in procs:
