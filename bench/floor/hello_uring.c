@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #define BUFSZ 2048
 #define BGID 1
 enum { ACCEPT = 1, RECV = 2, SEND = 3 };
+static uint32_t window[65536];  // by descriptor
 static const char RESP[] = "HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\nHello, World!";
 static char out[64 * sizeof(RESP)];
 
@@ -71,13 +73,16 @@ int main(int argc, char** argv) {
       } else if (kind == RECV) {
         if (c->res <= 0) {
           if (c->res == -ENOBUFS) { arm_recv(fd); continue; }
+          window[fd & 0xffff] = 0;
           close(fd);
           continue;
         }
         int bid = c->flags >> IORING_CQE_BUFFER_SHIFT;
         char* b = bufs + (size_t)bid * BUFSZ;
         int n = 0;
-        for (int i = 3; i < c->res; ++i) if (b[i] == '\n' && b[i - 1] == '\r' && b[i - 2] == '\n' && b[i - 3] == '\r') ++n;
+        uint32_t* w = &window[fd & 0xffff];  // the last 4 bytes seen: a request may end across reads
+        for (int i = 0; i < c->res; ++i)
+          if ((*w = (*w << 8) | (unsigned char)b[i]) == 0x0d0a0d0a) ++n;
         io_uring_buf_ring_add(br, b, BUFSZ, bid, io_uring_buf_ring_mask(NBUF), 0);
         io_uring_buf_ring_advance(br, 1);
         if (n > 64) n = 64;  // a 2 KiB buffer holds fewer; the response buffer holds 64

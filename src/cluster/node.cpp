@@ -453,6 +453,7 @@ void node_agent::run() {
   // more raft groups to place), and raising it again meanwhile would first scale it back down
   // to what it has so far, so it never got there.
   std::map<std::string, clock::time_point> consumer_raised;
+  std::string last_raiser;  // consumer_raiser() at the last read that named one
   for (;;) {
     {
       std::lock_guard lock(mutex_);
@@ -536,11 +537,16 @@ void node_agent::run() {
       // consumers with the stream it raises, and the durability tests check that it did.
       bool stream_whole = !standing.empty() && standing.front().name == jobs_stream &&
                           standing.front().has >= replicas_.want;
+      // The role moves when the raiser's heartbeat is late (a loop slowed by elections, whose
+      // raise may still be under way): the new raiser first waits as long as a raise's patience.
+      std::string raiser = consumer_raiser(nodes);
+      if (raiser == node_ && !last_raiser.empty() && last_raiser != node_)
+        for (const auto& d : standing) consumer_raised[d.name] = clock::now();
+      if (!raiser.empty()) last_raiser = raiser;
       for (const auto& d : standing) {
         if (d.has == 0 || d.has >= replicas_.want) continue;
         if (d.kind != "consumer") raise(js, d.name, replicas_.want);
-        else if (stream_whole && consumer_raiser(nodes) == node_ &&
-                 clock::now() - consumer_raised[d.name] > consumer_raise_patience) {
+        else if (stream_whole && raiser == node_ && clock::now() - consumer_raised[d.name] > consumer_raise_patience) {
           raise_consumer(js, d.name, d.has, replicas_.want);
           consumer_raised[d.name] = clock::now();
         }

@@ -92,16 +92,17 @@ def every_worker_runs_tasks(c, workers=2):
     A burst of starts in that window all went to the workers whose fetch had arrived (each then
     runs its workflows to the end): CI saw one node take all 200. So warm up until every worker
     has run a workflow; JetStream hands each task to the next waiting fetch in turn."""
-    want = len(c.nodes) * workers
+    def served():  # per node, how many of its consuming workers have run a warm-up
+        ran = {str(rec[4]) for rec in steps_recorded(c.steps) if rec[1].startswith("warm-")}
+        return [len(consuming(n) & ran) for n in c.nodes]
     for i in range(200):
         r = c.cli("workflow", "start", "steps", "1:0", "--id", f"warm-{i}")
         assert r.returncode == 0, r.stderr
         wait_until(lambda: any(rec[1] == f"warm-{i}" for rec in steps_recorded(c.steps)), timeout=30,
                    what=f"warm-up workflow {i} begun")
-        pids = {rec[4] for rec in steps_recorded(c.steps) if rec[1].startswith("warm-")}
-        if len(pids) >= want:
+        if all(n >= workers for n in served()):
             return
-    raise AssertionError(f"after 200 warm-up workflows only {len(pids)} of {want} workers ran one; "
+    raise AssertionError(f"after 200 warm-up workflows, workers per node that ran one: {served()}; "
                          f"warnings:\n{warnings(c)}")
 
 
