@@ -8,14 +8,13 @@ single-threaded servers that do nothing but answer each request wrk sends with
 a fixed response. They are not servers anyone should run; they show what the kernel interface
 costs when the server's own code costs nothing. Same method as bench/http_hello.py: everything
 pinned to CPU 0, wrk -t1 on CPU 1, servers taking turns (the order reversed each round), the
-figure requests per server CPU-second, medians over the rounds.
+figure requests per server CPU-second over all the rounds (http_hello.compare).
 
     bench/http_floor.py [--rounds 2] [--duration 4] [--connections 64,1000,10000] [--bin build/bin]
 """
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,26 +78,17 @@ def main():
             proc, port = start_floor(exe, f"the {name} floor")
             procs.append(proc)
             servers[f"{name} floor"] = (port, proc.pid)
-        print(f"requests per server CPU-second, wrk -t1 -cN -d{a.duration}s /, medians of {a.rounds} rounds; "
+        print(f"requests per server CPU-second, wrk -t1 -cN -d{a.duration}s /, over {a.rounds} rounds; "
               "ratio to nginx")
         print(f"{'conns':>6} " + " ".join(f"{n:>21}" for n in servers))
         for c in conns:
-            seen = {n: [] for n in servers}
-            for r in range(a.rounds):
-                for name in (list(servers) if r % 2 == 0 else list(reversed(servers))):
-                    port, pid = servers[name]
-                    before = hh.cpu_ns(pid)
-                    total, _, p99, errors, non2xx = hh.run_wrk(port, a.duration, c)
-                    if errors or non2xx:
-                        sys.exit(f"bench: {name} at {c} connections: socket errors {errors!r}, non-2xx {non2xx}")
-                    seen[name].append((total / ((hh.cpu_ns(pid) - before) / 1e9), p99))
-            base = statistics.median(x for x, _ in seen["nginx"])
-            cells = []
-            for name, v in seen.items():
-                m = statistics.median(x for x, _ in v)
-                cells.append(f"{m:>9,.0f} x{m / base:.2f} {statistics.median(p for _, p in v) / 1000:5.1f}ms")
+            got = hh.compare(servers, "loopfleet", "nginx", c, "/", a.rounds, a.duration, rows=False)
+            if failed := {name: r[2] for name, r in got.items() if r[2]}:
+                sys.exit(f"bench: failed requests at {c} connections: {failed}")
+            base = got["nginx"][0]
+            cells = [f"{rate:>9,.0f} x{rate / base:.2f} {p99 / 1000:5.1f}ms" for rate, p99, _, _ in got.values()]
             print(f"{c:>6} " + " ".join(f"{x:>21}" for x in cells), flush=True)
-        print("each cell: req per CPU-s, ratio to nginx, p99")
+        print("each cell: req per CPU-s, ratio to nginx, median p99")
     finally:
         for p in procs:
             p.terminate()

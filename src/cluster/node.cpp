@@ -234,9 +234,10 @@ std::string consumer_raiser(const boost::json::array& nodes) {
   std::string first;
   for (const auto& n : nodes) {
     const auto* o = n.if_object();
-    if (!o || !o->contains("node") || !o->at("node").is_string() || !o->contains("state") || o->at("state") != "up")
-      continue;
-    std::string name(o->at("node").as_string());
+    const auto* node = o ? o->if_contains("node") : nullptr;
+    const auto* state = o ? o->if_contains("state") : nullptr;
+    if (!node || !node->is_string() || !state || *state != "up") continue;
+    std::string name(node->as_string());
     if (first.empty() || name < first) first = name;
   }
   return first;
