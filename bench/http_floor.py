@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """How close loopfleet's HTTP server is to the floor: the least a server can spend per request
-on epoll, and on io_uring, measured beside nginx in the same run.
+on epoll, and on io_uring, measured beside nginx in the same run. loopfleet runs twice: on
+with --io epoll and with --io io_uring (the default where the kernel gives it).
 
 The floors are bench/floor/hello_epoll.c and hello_uring.c, compiled here with gcc (liburing
 for the others; "uring recv" is the io_uring one sending with the send system call):
@@ -71,9 +72,13 @@ def main():
         procs.append(proc)
         servers["nginx"] = (port, pid)
         port = hh.free_port()
-        proc, pid = hh.start_loopfleet(port, a.bin, room)
+        proc, pid = hh.start_loopfleet(port, a.bin, room, args=["--io", "epoll"])
         procs.append(proc)
         servers["loopfleet"] = (port, pid)
+        port = hh.free_port()
+        proc, pid = hh.start_loopfleet(port, a.bin, room, args=["--io", "io_uring"])
+        procs.append(proc)
+        servers["loopfleet io_uring"] = (port, pid)
         for name, exe in floors.items():
             proc, port = start_floor(exe, f"the {name} floor")
             procs.append(proc)

@@ -11,6 +11,7 @@ noise of the client sharing the box. Server CPU time comes from /proc/PID/scheds
     bench/http_hello.py --sweep [--rounds 1] [--duration 5]
     bench/http_hello.py --idle 5000
     bench/http_hello.py --syscalls [--duration 5]
+    bench/http_hello.py --tail --connections 10000 [--rounds 3] [--duration 10]
 
 Prints one row per server per round, then the totals and the ratio loopfleet / nginx. With
 --access-log the peer is hello itself: hello with its access log on (a file, every request a
@@ -22,7 +23,13 @@ prints one line per concurrency and path. --idle N opens N keep-alive connection
 server, each sends one request and reads its answer, then stays open: the server's RSS grown
 per connection is what an idle keep-alive connection costs it. --syscalls counts each server's
 system calls per request (perf's syscall tracepoints, which unlike strace do not slow the
-server down) at 64, 1,000 and 10,000 connections; it needs perf (linux-perf) and root.
+server down) at 64, 1,000 and 10,000 connections; it needs perf (linux-perf) and root. --io
+picks how loopfleet's hello reads and writes its connections (io_uring, its default where the
+kernel gives it, or epoll).
+
+--tail prints each run's latency out to the slowest request (p50, p90, p99, p99.9, max) for
+loopfleet on its --io, loopfleet on epoll and nginx, in alternating rounds: where a server
+leaves a few connections waiting, the median and even p99 do not show it.
 
 The descriptor limit is raised to its hard limit for this process, wrk and both servers, and
 nginx's worker_connections follows it, so 10,000 connections fit everywhere.
@@ -127,13 +134,13 @@ http {{
     return proc, workers[0]
 
 
-def start_loopfleet(port, bindir, conns, env=None):
+def start_loopfleet(port, bindir, conns, env=None, args=()):
     exe = os.path.join(bindir, "hello")
     if not os.access(exe, os.X_OK):
         sys.exit(f"bench: {exe} not found; build first (scripts/build.sh)")
     # The access log's variables are what `loopfleet run --access-log` sets for its workers.
     proc = subprocess.Popen(["taskset", "-c", "0", exe, "--listen", f"127.0.0.1:{port}",
-                             "--max-connections", str(max(10000, conns))],
+                             "--max-connections", str(max(10000, conns)), *args],
                             stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     wait_serving(port, proc, "loopfleet hello")
     return proc, proc.pid
@@ -153,8 +160,35 @@ def run_wrk(port, duration, connections, path="/"):
     return total, rps, p99_us, (errors.group(1) if errors else ""), int(non2xx.group(1)) if non2xx else 0
 
 
+TAIL_LUA = """done = function(summary, latency, requests)
+  io.write(string.format("TAIL %.0f %.0f %.0f %.0f %.0f %.0f\\n", summary.requests, latency:percentile(50),
+    latency:percentile(90), latency:percentile(99), latency:percentile(99.9), latency.max))
+end
+"""
+
+
+def tail_latency(servers, connections, rounds, duration, workdir):
+    """Latency percentiles out to the slowest request, per server and round (wrk's Lua hook)."""
+    script = os.path.join(workdir, "tail.lua")
+    with open(script, "w") as f:
+        f.write(TAIL_LUA)
+    print(f"wrk -t1 -c{connections} -d{duration}s /, keep-alive, {rounds} rounds; servers on CPU 0, wrk on CPU 1; "
+          "latency in ms")
+    print(f"{'round':>5} {'server':<18} {'requests':>9} {'p50':>6} {'p90':>6} {'p99':>6} {'p99.9':>6} {'max':>6}")
+    names = list(servers)
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            port, _ = servers[name]
+            out = subprocess.run(
+                ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
+                 "-s", script, f"http://127.0.0.1:{port}/"],
+                capture_output=True, text=True, timeout=duration + 30, check=True).stdout
+            n, *us = (float(x) for x in re.search(r"TAIL (.*)", out).group(1).split())
+            print(f"{r + 1:>5} {name:<18} {n:>9.0f} " + " ".join(f"{u / 1000:>6.0f}" for u in us), flush=True)
+
+
 SYSCALLS = ("recvfrom", "read", "sendto", "writev", "write", "epoll_wait", "epoll_ctl", "accept", "accept4",
-            "ioctl", "setsockopt", "close")
+            "ioctl", "setsockopt", "close", "io_uring_enter")
 
 
 def syscalls_per_request(servers, duration):
@@ -249,6 +283,9 @@ def main():
                     help=f"connections {', '.join(map(str, SWEEP))}, paths / and /json: one line each")
     ap.add_argument("--idle", type=int, metavar="N", help="RSS per idle keep-alive connection, N connections")
     ap.add_argument("--syscalls", action="store_true", help="system calls per request (perf), 64 to 10,000 connections")
+    ap.add_argument("--tail", action="store_true",
+                    help="latency out to the slowest request: loopfleet (--io), loopfleet on epoll, nginx")
+    ap.add_argument("--io", choices=["epoll", "io_uring"], default="io_uring", help="loopfleet's --io")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench: wrk not found; run scripts/install-deps.sh")
@@ -273,7 +310,7 @@ def main():
             servers = {subject: (lf_port, on_pid), peer: (ng_port, off_pid)}
         else:
             subject, peer = "loopfleet", "nginx"
-            lf_proc, lf_pid = start_loopfleet(lf_port, args.bin, conns)
+            lf_proc, lf_pid = start_loopfleet(lf_port, args.bin, conns, args=["--io", args.io])
             procs.append(lf_proc)
             ng_proc, ng_pid = start_nginx(ng_port, workdir, fds, conns)
             procs.append(ng_proc)
@@ -281,6 +318,13 @@ def main():
 
         if args.idle:
             idle(servers, args.idle)
+            return
+        if args.tail:
+            ep_port = free_port()
+            ep_proc, ep_pid = start_loopfleet(ep_port, args.bin, conns, args=["--io", "epoll"])
+            procs.append(ep_proc)
+            tail_latency({f"loopfleet {args.io}": servers[subject], "loopfleet epoll": (ep_port, ep_pid),
+                          "nginx": servers[peer]}, args.connections, args.rounds, args.duration, workdir)
             return
         if args.syscalls:
             syscalls_per_request(servers, args.duration)

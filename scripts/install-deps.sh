@@ -11,8 +11,9 @@ packages=(
   # the cluster layer's server, and the front (load balancer across nodes)
   nats-server haproxy keepalived
   # tests (setpriv from util-linux runs test_user.py's unprivileged supervisors; curl asks
-  # the cluster tests' workers), and the Node example
-  libgtest-dev python3 python3-pytest util-linux curl nodejs
+  # the cluster tests' workers; python3-seccomp refuses io_uring in test_http_io.py, as
+  # Docker does), and the Node example
+  libgtest-dev python3 python3-pytest util-linux curl nodejs python3-seccomp
   # systemd-socket-activate: test_supervisor_crash.py starts a supervisor under it
   systemd
   # the front's TLS test makes its certificate with openssl req -x509
@@ -24,7 +25,8 @@ packages=(
   # bench/http_hello.py --syscalls counts system calls with perf's tracepoints; heaptrack is
   # how docs/benchmarks.md found where an idle connection's bytes go
   linux-perf heaptrack
-  # bench/http_floor.py compiles an io_uring floor server against liburing
+  # the HTTP server's io_uring connections (src/http/uring_set.cpp), and the io_uring floor
+  # server bench/http_floor.py compiles
   liburing-dev
   python3-celery python3-redis redis-server
   # the Python launchers' frameworks (python/loopfleet), tested in test_python.py

@@ -77,4 +77,30 @@ constexpr bool tells_timeout(bool timed_out, phase where, bool mid_request) {
   return timed_out && (where == phase::header || where == phase::body) && mid_request;
 }
 
+// How many io_uring provided buffers the kernel is offered at a time (uring_set.cpp). Every
+// buffer the kernel takes is touched, so offering all of them would make them all part of the
+// worker's memory even at 64 connections; offering a few, the most recently used first, keeps
+// that small. A receive that found none (ENOBUFS) doubles the offer at once; two quiet
+// seconds (eight 250 ms ticks without one) halve it, down to `least`.
+struct buffer_offer {
+  unsigned target = 0;       // buffers kept in the kernel's ring
+  unsigned quiet_ticks = 0;  // ticks since a receive last found the ring empty
+};
+constexpr unsigned offer_quiet_ticks = 8;
+constexpr buffer_offer after_shortage(buffer_offer o, unsigned most) {
+  return {o.target * 2 < most ? o.target * 2 : most, 0};
+}
+constexpr buffer_offer after_tick(buffer_offer o, bool ran_short, unsigned least) {
+  if (ran_short) return {o.target, 0};
+  if (o.quiet_ticks + 1 < offer_quiet_ticks) return {o.target, o.quiet_ticks + 1};
+  return {o.target / 2 > least ? o.target / 2 : least, 0};
+}
+// The kernel's ring cannot give back a buffer it was offered, and after a burst it holds the
+// many buffers the burst grew the offer to, each touched once: memory an idle worker keeps.
+// When the offer has shrunk and the ring holds more than twice what is now offered, the ring
+// is taken back whole (uring_set::take_back), its pages returned, and the offer made afresh.
+constexpr bool take_back_ring(unsigned in_ring, unsigned target, bool shrunk) {
+  return shrunk && in_ring > 2 * target;
+}
+
 }  // namespace loopfleet::http::detail

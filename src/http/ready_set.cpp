@@ -1,6 +1,9 @@
 #include "http/ready_set.hpp"
 
+#include "http/connection_policy.hpp"
 #include "runtime/log.hpp"
+
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
@@ -18,6 +21,13 @@ int make_epoll() {
 
 }  // namespace
 
+std::unique_ptr<connection_io> make_connection_io(boost::asio::io_context& loop, io_interface wanted,
+                                                  std::string& why_not) {
+  if (wanted != io_interface::epoll)
+    if (auto ring = make_uring_set(loop, why_not)) return ring;
+  return std::make_unique<ready_set>(loop);
+}
+
 ready_set::ready_set(boost::asio::io_context& loop) : epoll_(loop, make_epoll()) { arm(); }
 
 bool ready_set::add(int fd, readiness& io) {
@@ -31,6 +41,33 @@ bool ready_set::add(int fd, readiness& io) {
   if (static_cast<std::size_t>(fd) >= watched_.size()) watched_.resize(static_cast<std::size_t>(fd) + 1024);
   watched_[fd] = &io;
   return true;
+}
+
+long ready_set::receive(int fd, readiness& io, char* room, std::size_t size) {
+  ssize_t n = ::recv(fd, room, size, 0);
+  if (n > 0) {
+    io.readable = still_readable(static_cast<std::size_t>(n), size, io.eof_seen);
+    return n;
+  }
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    io.readable = false;
+    return 0;
+  }
+  if (n < 0 && errno == EINTR) return 0;
+  return -1;  // the client closed, or the connection failed
+}
+
+long ready_set::send(int fd, readiness& io, const char* data, std::size_t size) {
+  ssize_t n = ::send(fd, data, size, MSG_NOSIGNAL);
+  if (n >= 0) {
+    if (static_cast<std::size_t>(n) < size) io.writable = false;  // the socket's buffer is full
+    return n;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    io.writable = false;
+    return 0;
+  }
+  return errno == EINTR ? 0 : -1;
 }
 
 // Asio's own wait re-arms the set's descriptor (an epoll_ctl) once per batch, which also

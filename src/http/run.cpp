@@ -11,6 +11,12 @@
 namespace loopfleet::http {
 namespace {
 
+std::optional<std::string> parse_io(std::string_view text, server_options& into) {
+  return one_of<io_interface>(text, into.io, {{"auto", io_interface::automatic},
+                                              {"epoll", io_interface::epoll},
+                                              {"io_uring", io_interface::io_uring}});
+}
+
 constexpr setting<server_options> server_table[] = {
     {.name = "max-header-bytes", .where = &server_options::max_header_bytes,
      .help = "largest request line + headers; larger gets 431"},
@@ -27,6 +33,8 @@ constexpr setting<server_options> server_table[] = {
      .help = "time a client may take to read a response"},
     {.name = "drain-idle-timeout", .where = &server_options::drain_idle_timeout,
      .help = "when draining, how long an idle keep-alive connection may send one more request"},
+    {.name = "io", .where = setting<server_options>::parsed{.parse = parse_io}, .shown_default = "auto",
+     .help = "how connections are read and written: io_uring, epoll, or auto (io_uring where the kernel gives it)"},
 };
 
 }  // namespace

@@ -34,11 +34,6 @@ constexpr std::string_view overloaded_response =
 // starve the ones already open.
 constexpr int accept_batch = 64;
 
-// Lent buffers kept for the next connection that needs them. Connections are answered one
-// at a time, so few are out at once unless requests arrive in pieces or responses wait for
-// the client to read.
-constexpr std::size_t spare_buffers_kept = 16;
-
 }  // namespace
 
 exchange_buffers::exchange_buffers(const server_options& o)
@@ -46,13 +41,12 @@ exchange_buffers::exchange_buffers(const server_options& o)
 
 connection::connection(server& s, int f) : srv(s), fd(f) {
   srv.attach(*this);
-  watched = srv.readiness_set().add(fd, io);
+  watched = srv.connections_io().add(fd, io);
   if (!watched) log::warn(std::string("cannot watch a connection: ") + std::strerror(errno));
 }
 
 connection::~connection() {
-  srv.readiness_set().forget(fd);
-  ::close(fd);
+  srv.connections_io().close(fd, io);
   srv.detach(*this);
 }
 
@@ -76,7 +70,12 @@ void server::start(asio::io_context& loop, std::vector<listener> listeners) {
   update_date();
   tick_ = std::make_unique<asio::steady_timer>(loop);
   arm_tick();
-  ready_ = std::make_unique<ready_set>(loop);
+  std::string why_not;
+  io_ = make_connection_io(loop, options_.io, why_not);
+  if (options_.io == io_interface::io_uring && io_->name() != "io_uring")
+    log::warn("--io io_uring: not available here (" + why_not + "); connections use epoll");
+  else if (options_.io == io_interface::automatic && io_->name() != "io_uring")
+    log::info("connections use epoll: io_uring is not available here (" + why_not + ")");
   for (auto& l : listeners) {
     families_.push_back(l.family);
     auto a = std::make_unique<acceptor_type>(loop, asio::generic::stream_protocol(l.family, SOCK_STREAM), l.fd);
@@ -133,6 +132,7 @@ void server::serve_accepted(int fd, int family) {
 }
 
 std::unique_ptr<exchange_buffers> server::take_buffers() {
+  ++lent_;
   if (spare_buffers_.empty()) return std::make_unique<exchange_buffers>(options_);
   auto b = std::move(spare_buffers_.back());
   spare_buffers_.pop_back();
@@ -140,6 +140,7 @@ std::unique_ptr<exchange_buffers> server::take_buffers() {
 }
 
 void server::give_back(std::unique_ptr<exchange_buffers> b) {
+  --lent_;
   // Buffers grown by a long header or a large body go, rather than be kept at that size.
   if (spare_buffers_.size() >= spare_buffers_kept || !lendable_again(b->in.size(), b->out.capacity(),
                                                                      b->reader.current().body().capacity()))
@@ -148,6 +149,20 @@ void server::give_back(std::unique_ptr<exchange_buffers> b) {
   b->out.clear();
   b->reader.finish();  // a connection closed mid-request leaves its parser behind
   spare_buffers_.push_back(std::move(b));
+}
+
+std::unique_ptr<parked_output> server::take_parked() {
+  if (spare_parked_.empty()) return std::make_unique<parked_output>();
+  auto p = std::move(spare_parked_.back());
+  spare_parked_.pop_back();
+  return p;
+}
+
+void server::give_back(std::unique_ptr<parked_output> p) {
+  if (spare_parked_.size() >= spare_buffers_kept || p->out.capacity() > lendable_capacity) return;
+  p->out.clear();
+  p->sent = 0;
+  spare_parked_.push_back(std::move(p));
 }
 
 void server::adopt(std::size_t listener, int fd) {
@@ -191,13 +206,16 @@ void server::arm_tick() {
 
 void server::on_tick() {
   update_date();
+  io_->tick();
   auto now = clock::now();
   if (access_log_) access_log_->tick(now);
   // Woken, a connection may end and leave the list, so the late ones are collected first; a
   // connection woken ends only itself.
   late_.clear();
+  // A connection past its deadline is woken at every tick while it waits: one woken just as
+  // its socket became ready goes on, and must not then wait on untimed.
   for (connection* c = head_; c; c = c->next) {
-    if (c->deadline <= now && !c->timed_out) {
+    if (c->deadline <= now) {
       c->timed_out = true;
       if (c->io.waiting != wait_for::nothing) late_.push_back(c);
     }
@@ -237,8 +255,9 @@ void server::close() {
   // The loop has stopped: the connections still open are ended here, each by destroying its
   // suspended coroutine (which closes its socket), not left to the process's exit.
   while (head_) head_->frame.destroy();
-  ready_.reset();
+  io_.reset();
   spare_buffers_.clear();
+  spare_parked_.clear();
   access_log_.reset();  // writes its last lines
 }
 

@@ -136,6 +136,10 @@ int run_worker(const worker_options& options, service& svc) {
     handoffs = handoff::receiver::from_environment(loop, [&svc](std::uint32_t l, int fd) { svc.adopt(l, fd); });
   else
     handoff::decline_from_environment();
+  // Caught before READY: a SIGTERM sent as soon as the worker is ready (a quick reload or
+  // stop) must drain it, not kill it by the default action. Asio keeps a signal that arrives
+  // before the wait below begins.
+  asio::signal_set signals(loop, SIGTERM, SIGINT);
   log::info("serving on " + addresses);
   std::string status = svc.status();
   note.send(std::string("READY=1\n") + (handoffs ? std::string(handoff::ready_key) + "\n" : "") +
@@ -168,7 +172,6 @@ int run_worker(const worker_options& options, service& svc) {
       loop.stop();
     });
   };
-  asio::signal_set signals(loop, SIGTERM, SIGINT);
   std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec, int sig) {
     if (ec) return;
     if (draining) {

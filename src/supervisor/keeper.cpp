@@ -11,6 +11,7 @@
 //   keeper -> supervisor   OK                   joined
 //                          BUSY PID             a live supervisor owns this instance
 //                          DEAD PID MS\nSTATE   the end of an adoption: who died, how long ago
+//                          BYE                  let go, but the keeper lives on for another owner
 //   both ways              FDS\nNAME\nNAME...   sockets, as many as names (at most 200 a message)
 // "1" is the version of these words: a keeper left by another loopfleet version answers ERR
 // instead of being misread.
@@ -195,7 +196,9 @@ class keeper {
       // valid; then a new one (after: it has no pollfd this round).
       for (std::size_t i = fds.size() - (agent >= 0 ? 2 : 1); i-- > 0;)
         if (fds[i + 1].revents) {
-          if (!serve(clients_[i])) drop(i);
+          // The last owner's goodbye: its connection is left open, to close with us, so that
+          // its end of the socket reads EOF only once our copies and our file are gone.
+          if (!serve(clients_[i]) && !done_) drop(i);
           if (done_) return quit();
         }
       if (fds[0].revents & POLLIN) {
@@ -239,6 +242,7 @@ class keeper {
       // The last owner's goodbye ends us; anyone else's only its own connection.
       c.said_bye = true;
       if (c.owner && owners() == 1) done_ = true;
+      else send_message(c.fd, "BYE");  // we live on for another owner: it need not wait for our end
       return false;
     }
     bool adopt = head.starts_with("ADOPT "), join = head.starts_with("JOIN ");
@@ -579,16 +583,38 @@ void keeper_link::tell(const keeper_state& s) { send("STATE " + format_keeper_st
 
 void keeper_link::bye() {
   if (fd_ < 0) return;
+  // The process itself is watched too: our exit must mean the keeper is gone, and its socket
+  // reads EOF a moment before its exit is over.
+  int pidfd = keeper_pid_ > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, keeper_pid_, 0)) : -1;
   send("BYE");
-  // Wait for its end: the last owner's keeper closes its copies and its file first, so a
-  // supervisor started right after ours finds no keeper instead of a busy one.
-  pollfd p{fd_, POLLIN, 0};
-  for (int i = 0; i < 10 && ::poll(&p, 1, 100) >= 0; ++i) {
+  if (keeper_ends() && pidfd >= 0) {
+    pollfd p{pidfd, POLLIN, 0};
+    while (::poll(&p, 1, 2000) < 0 && errno == EINTR) {}
+  }
+  if (pidfd >= 0) ::close(pidfd);
+  lost();
+}
+
+// After our BYE: true once the keeper is ending (our socket reads EOF: the last owner's keeper
+// closes its copies and its file first, so a supervisor started right after ours finds no
+// keeper instead of a busy one), false if it lives on for another owner (it answers BYE) or
+// has not ended within 10 s (hung: we do not wait forever to stop).
+bool keeper_link::keeper_ends() {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
     std::string text;
     std::vector<int> fds;
-    if (!receive_message(fd_, text, fds, MSG_DONTWAIT) && errno != EAGAIN) break;
+    if (receive_message(fd_, text, fds, MSG_DONTWAIT)) {
+      for (int f : fds) ::close(f);
+      if (text == "BYE") return false;
+    } else if (errno != EAGAIN && errno != EINTR) {
+      return true;
+    }
   }
-  lost();
 }
 
 void keeper_link::lost() {

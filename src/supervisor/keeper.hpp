@@ -108,7 +108,8 @@ class keeper_link {
   void keep(const sockets& fds);
   void tell(const keeper_state& s);
   // We stop cleanly. The keeper's last owner is answered by its exit, and this returns once
-  // it has (at most ~1 s); a supervisor that handed over to its successor is only let go.
+  // it has (at most ~12 s, if it hangs); a supervisor that handed over to its successor is
+  // only let go.
   void bye();
 
   bool connected() const { return fd_ >= 0; }
@@ -119,6 +120,7 @@ class keeper_link {
 
  private:
   bool connect();
+  bool keeper_ends();
   void send(std::string_view text, const std::vector<int>& fds = {});
   std::string path_;
   std::string instance_;

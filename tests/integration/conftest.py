@@ -112,19 +112,30 @@ class Worker:
         self.notify.close()
 
 
-@pytest.fixture
-def start():
-    """start(args, **kw) -> a READY worker; every worker is killed at the end of the test."""
+def _workers(extra=()):
     workers = []
 
     def _start(args=(), **kw):
-        w = Worker(args, **kw)
+        w = Worker([*args, *extra], **kw)
         workers.append(w)
         return w
 
     yield _start
     for w in workers:
         w.stop()
+
+
+@pytest.fixture
+def start():
+    """start(args, **kw) -> a READY worker; every worker is killed at the end of the test."""
+    yield from _workers()
+
+
+@pytest.fixture(params=["io_uring", "epoll"])
+def http_start(request):
+    """start() for the HTTP server's tests, run once with each way of reading and writing
+    connections (--io). A module takes it as its `start` (test_http.py)."""
+    yield from _workers(["--io", request.param])
 
 
 # --- a small HTTP/1.1 client that shows what a real client would see ---

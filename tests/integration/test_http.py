@@ -1,12 +1,21 @@
 """The HTTP/1.1 server, driven over real sockets by a real worker process."""
 import json
+import os
+import select
 import signal
 import socket
+import threading
 import time
 
 import pytest
 
 from conftest import SLOW, exchange, get, peer_closed, read_response
+
+
+@pytest.fixture
+def start(http_start):
+    """Every test here runs on io_uring and on epoll (conftest.http_start)."""
+    return http_start
 
 
 def test_hello_example_routes(start):
@@ -82,6 +91,93 @@ def test_a_response_larger_than_the_socket_buffers_arrives_whole_and_the_connect
         assert r.body == b"method=POST length=%d body=" % len(body) + body
         (r,) = exchange(s, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         assert (r.status, r.body) == (200, b"Hello, World!")
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def sockets_of(pid):
+    """The sockets a process holds, by inode."""
+    links = (os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+    return {link for link in links if link.startswith("socket:")}
+
+
+def test_a_client_that_pipelines_without_reading_is_held_back_then_answered_in_full(start):
+    # A client that sends requests and never reads the answers: once the server's sends are
+    # stuck, it must stop taking input, so that what the client sends waits in the kernel
+    # (and TCP slows the client down) rather than in the worker's memory. Then the client
+    # reads, and every request it sent is answered.
+    w = start()
+    request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+    with w.connect() as probe:
+        (one,) = exchange(probe, request)
+    response_size = len(b"HTTP/1.1 200 OK\r\n") + sum(len(k) + len(v) + 4 for k, v in one.headers.items()) + 2 + 13
+    before = rss_bytes(w.proc.pid)
+    s = w.connect()
+    s.setblocking(False)
+    batch = request * 2048
+    cap = 256 * 1024 * 1024  # far more than any socket buffers: reaching it means nothing held back
+    sent = 0
+    pending = memoryview(batch)
+    with s:
+        while sent < cap:
+            try:
+                n = s.send(pending)
+            except BlockingIOError:
+                if not select.select([], [s], [], 3 * SLOW)[1]:
+                    break  # the server has stopped reading
+                continue
+            sent += n
+            pending = pending[n:] or memoryview(batch)
+        assert sent < cap, "the server took everything the client sent"
+        grown = rss_bytes(w.proc.pid) - before
+        assert grown < 16 * 1024 * 1024, f"the worker grew by {grown >> 20} MiB holding a client's input"
+        # The last request may be cut off: finish it, and read the answers to every one. The
+        # rest is sent beside the reading: the server reads again only once answers leave, so
+        # sending it first can wait on a full socket buffer until the send timeout ends it all.
+        s.setblocking(True)
+        rest = bytes(pending[:len(pending) % len(request)] if len(pending) != len(batch) else b"")
+        finisher = threading.Thread(target=s.sendall, args=(rest,))
+        finisher.start()
+        requests = -(-sent // len(request))
+        want, got = requests * response_size, 0
+        while got < want:
+            chunk = s.recv(1 << 20)
+            assert chunk, f"the connection ended after {got} of {want} bytes of answers"
+            got += len(chunk)
+        finisher.join()
+        assert got == want
+    assert get(w, "/").status == 200
+
+
+def test_a_client_that_does_not_read_its_response_is_cut_off_after_the_send_timeout(start):
+    # The response (8 MiB) cannot leave: the client reads nothing. After --send-timeout the
+    # server closes the connection, its send still under way (on io_uring, the bytes that send
+    # reads stay allocated until the kernel has let go of them), and serves on.
+    w = start(["--send-timeout", "1", "--max-body-bytes", "16m"])
+    body = b"x" * (8 << 20)
+    # Its sockets: the count of all descriptors moves on its own (a signal pipe made after READY).
+    baseline = sockets_of(w.proc.pid)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(30 * SLOW)
+    s.connect(("127.0.0.1", w.port))
+    with s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        deadline = time.monotonic() + 30 * SLOW
+        while sockets_of(w.proc.pid) != baseline:  # the connection's, until the timeout closes it
+            assert time.monotonic() < deadline, "the server never gave up on a client that does not read"
+            time.sleep(0.05)
+        got = 0
+        try:
+            while chunk := s.recv(1 << 20):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+        assert 0 < got < len(body), f"{got} bytes arrived of an 8 MiB response"
+    assert get(w, "/").body == b"Hello, World!"
 
 
 def test_request_bodies_content_length_and_chunked(start):

@@ -5,6 +5,12 @@ import pytest
 
 from conftest import exchange, get, peer_closed, read_response
 
+
+@pytest.fixture
+def start(http_start):
+    """Every test here runs on io_uring and on epoll (conftest.http_start)."""
+    return http_start
+
 # name: (RFC 9112 section, request bytes, status, must the connection close after it)
 RULES = {
     # 6.3 (4): Transfer-Encoding whose final coding is not chunked: 400, then close.

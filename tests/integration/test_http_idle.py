@@ -2,12 +2,19 @@
 still answered at once, and each idle one is still served when it speaks again."""
 import os
 import resource
+import signal
 import socket
 import time
 
 import pytest
 
-from conftest import SLOW, exchange, read_response
+from conftest import SLOW, exchange, read_response, wait_until
+
+
+@pytest.fixture
+def start(http_start):
+    """Every test here runs on io_uring and on epoll (conftest.http_start)."""
+    return http_start
 
 IDLE = 5000
 # A loaded CI machine may ask for more slack than the sanitizer build's: LOOPFLEET_TEST_SLOW=2.
@@ -61,6 +68,43 @@ def test_5000_idle_keep_alive_connections_leave_a_new_client_answered_at_once(st
         for i, s in enumerate(idle):
             r = answered(s)
             assert r is not None and r.status == 200, f"idle connection {i} got no answer to its second request"
+        assert w.proc.poll() is None
+    finally:
+        for s in idle:
+            s.close()
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_after_a_burst_the_idle_worker_gives_back_what_it_took(start, many_fds):
+    """A burst (every connection's request waiting at once: the worker stopped while they
+    came) makes the worker take memory for all of them at once; idle again, it gives it back,
+    and its connections still cost under 1 KiB each. Then they all speak again, and every one
+    is answered."""
+    w = start(["--max-connections", str(IDLE + 100)], name="hello")
+    before = rss_kib(w.proc.pid)
+    idle = [w.connect() for _ in range(IDLE)]
+    try:
+        for round_ in range(2):
+            os.kill(w.proc.pid, signal.SIGSTOP)
+            try:
+                for s in idle:
+                    s.sendall(REQUEST)
+            finally:
+                os.kill(w.proc.pid, signal.SIGCONT)
+            for i, s in enumerate(idle):
+                r = answered(s)
+                assert r is not None and r.status == 200, f"round {round_}: connection {i} got no answer"
+            if SLOW > 1:  # the sanitizer build keeps what is freed in quarantine: not measured there
+                continue
+            peak = rss_kib(w.proc.pid)
+            per = lambda: (rss_kib(w.proc.pid) - before) * 1024 / IDLE  # noqa: E731
+            wait_until(lambda: per() < 1024, timeout=15,
+                       what=f"round {round_}: under 1 KiB per idle connection (RSS {before} KiB before the "
+                            f"connections, {peak} KiB just after the burst)")
         assert w.proc.poll() is None
     finally:
         for s in idle:

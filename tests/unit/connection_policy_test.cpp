@@ -69,3 +69,26 @@ TEST(ConnectionPolicy, OnlyBuffersOfTheUsualSizeAreLentAgain) {
   EXPECT_FALSE(lendable_again(4096, lendable_capacity + 1, 0));  // a large response
   EXPECT_FALSE(lendable_again(4096, 256, 1 << 20));             // a large body
 }
+
+TEST(ConnectionPolicy, TheBuffersOfferedToIoUringGrowAtOnceAndShrinkAfterTwoQuietSeconds) {
+  buffer_offer o{128, 0};
+  o = after_shortage(o, 8192);
+  EXPECT_EQ(o.target, 256u);
+  EXPECT_EQ(after_shortage({8192, 3}, 8192).target, 8192u);  // never more than there are
+  for (unsigned i = 0; i + 1 < offer_quiet_ticks; ++i) o = after_tick(o, false, 128);
+  EXPECT_EQ(o.target, 256u);  // quiet, but not yet for two seconds
+  EXPECT_EQ(after_tick(o, true, 128).quiet_ticks, 0u);  // a shortage starts the count again
+  o = after_tick(o, false, 128);
+  EXPECT_EQ(o.target, 128u);
+  for (unsigned i = 0; i < offer_quiet_ticks; ++i) o = after_tick(o, false, 128);
+  EXPECT_EQ(o.target, 128u);  // never fewer than the least
+}
+
+TEST(ConnectionPolicy, TheIoUringRingIsTakenBackOnlyWhenItHoldsFarMoreThanIsOfferedNow) {
+  EXPECT_TRUE(take_back_ring(8192, 2048, true));    // a burst grew it; quiet since
+  EXPECT_FALSE(take_back_ring(8192, 2048, false));  // the offer did not shrink: still busy
+  EXPECT_FALSE(take_back_ring(8192, 4096, true));   // halved once: not yet twice what is offered
+  EXPECT_FALSE(take_back_ring(200, 128, true));     // about what is offered: nothing to gain
+  EXPECT_FALSE(take_back_ring(256, 128, true));
+  EXPECT_TRUE(take_back_ring(257, 128, true));
+}
