@@ -57,6 +57,8 @@ struct readiness {
   std::coroutine_handle<> waiter;
 
   bool ready(wait_for what) const { return what == wait_for::input ? readable : writable; }
+  // io_uring: no receive is armed though the connection still takes input.
+  bool wants_receive() const { return !receiving && !eof_seen && !receive_paused; }
   // Resumes the waiting coroutine (by an event, or by the tick timer for a timeout).
   void wake() {
     waiting = wait_for::nothing;

@@ -286,7 +286,7 @@ class uring_set final : public connection_io {
     offer_more();
     for (auto [fd, gen] : restart_) {
       readiness* io = find(fd, gen);
-      if (io && !io->receiving && !io->eof_seen && !io->receive_paused && !start_receive(fd, *io)) end_of_input(*io);
+      if (io && io->wants_receive() && !start_receive(fd, *io)) end_of_input(*io);
     }
     restart_.clear();
     submit_soon();
@@ -296,7 +296,7 @@ class uring_set final : public connection_io {
   void resume_receiving(int fd, readiness& io) {
     io.receive_paused = false;
     // Its last receive may not have reported its end yet; then that completion restarts it.
-    if (!io.receiving && !io.eof_seen && !start_receive(fd, io)) io.eof_seen = io.readable = true;
+    if (io.wants_receive() && !start_receive(fd, io)) io.eof_seen = io.readable = true;
   }
 
   // A buffer the kernel filled and the connection has read: the most recently used is the
@@ -402,7 +402,7 @@ class uring_set final : public connection_io {
     // A receive that stopped while the connection still wants input starts again: the ring
     // of buffers ran dry for a moment (ENOBUFS), or the kernel ended the multishot.
     io = find(fd, gen);
-    if (!io || io->receiving || io->eof_seen || io->receive_paused) return;
+    if (!io || !io->wants_receive()) return;
     if (taken_back_) restart_.emplace_back(fd, gen);  // it would only find no ring again
     else if (!start_receive(fd, *io)) end_of_input(*io);
   }
