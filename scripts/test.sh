@@ -18,7 +18,7 @@ run_suite() {  # $1: build kind, $2: bin dir, then pytest's own arguments
   echo "=== $kind: unit tests"
   ctest --test-dir "$(dirname "$bin")" --output-on-failure -j2
   echo "=== $kind: integration tests"
-  LOOPFLEET_BIN="$PWD/$bin" "$py" -m pytest -q -p no:cacheprovider "$@" tests/integration
+  LOOPFLEET_BIN="$PWD/$bin" "$py" -m pytest -q -p no:cacheprovider --durations=15 "$@" tests/integration
 }
 
 run_suite release build/bin
