@@ -15,6 +15,7 @@ figure requests per server CPU-second over all the rounds (http_hello.compare).
 """
 import argparse
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,7 @@ def main():
             proc, port = start_floor(exe, f"the {name} floor")
             procs.append(proc)
             servers[f"{name} floor"] = (port, proc.pid)
+        print(f"kernel {platform.release()}")  # it sets most of a request's cost: every run records it
         print(f"requests per server CPU-second, wrk -t1 -cN -d{a.duration}s /, over {a.rounds} rounds; "
               "ratio to nginx")
         print(f"{'conns':>6} " + " ".join(f"{n:>21}" for n in servers))
