@@ -144,8 +144,9 @@ class router {
 // or epoll. `automatic` (the default) takes io_uring where the kernel gives it (Linux 6.0 and
 // later, where neither the kernel's io_uring_disabled setting nor a seccomp filter, such as
 // Docker's default one, refuses it) and epoll elsewhere; `io_uring` says so when it is refused.
-// Both serve the same. io_uring served up to 15 % more requests per CPU-second than epoll at
-// 1,000 to 10,000 connections (docs/benchmarks.md); epoll holds less memory under such load.
+// Both serve the same. Over ten runs io_uring served 4-6 % more requests per CPU-second than
+// epoll in the median, though not in every run (docs/benchmarks.md); epoll holds less memory
+// under load at many connections.
 enum class io_interface : std::uint8_t { automatic, epoll, io_uring };
 
 // Limits and timeouts of the server; each is also a command-line flag of `run`.

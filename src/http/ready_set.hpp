@@ -11,8 +11,8 @@
 // - io_uring (`uring_set`, uring_set.cpp): no system call per request at all. Each connection
 //   has one multishot receive into buffers the kernel picks from a ring the server provides
 //   (so an idle connection holds no buffer), and its sends are submitted with the batch.
-//   Taken with `--io io_uring` (server_options::io) where the kernel allows it (Linux 6.0,
-//   for the multishot receive).
+//   The default where the kernel allows it (`--io auto`, server_options::io; Linux 6.0, for
+//   the multishot receive).
 #pragma once
 
 #include <loopfleet/http.hpp>

@@ -138,6 +138,12 @@ def http_start(request):
     yield from _workers(["--io", request.param])
 
 
+def rss_kib(pid):
+    """A process's resident memory, KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
 # --- a small HTTP/1.1 client that shows what a real client would see ---
 
 class Response:

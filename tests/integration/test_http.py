@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import SLOW, exchange, get, peer_closed, read_response
+from conftest import SLOW, exchange, get, peer_closed, read_response, rss_kib
 
 
 @pytest.fixture
@@ -93,11 +93,6 @@ def test_a_response_larger_than_the_socket_buffers_arrives_whole_and_the_connect
         assert (r.status, r.body) == (200, b"Hello, World!")
 
 
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
-
-
 def sockets_of(pid):
     """The sockets a process holds, by inode."""
     links = (os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
@@ -114,7 +109,7 @@ def test_a_client_that_pipelines_without_reading_is_held_back_then_answered_in_f
     with w.connect() as probe:
         (one,) = exchange(probe, request)
     response_size = len(b"HTTP/1.1 200 OK\r\n") + sum(len(k) + len(v) + 4 for k, v in one.headers.items()) + 2 + 13
-    before = rss_bytes(w.proc.pid)
+    before = rss_kib(w.proc.pid) * 1024
     s = w.connect()
     s.setblocking(False)
     batch = request * 2048
@@ -132,7 +127,7 @@ def test_a_client_that_pipelines_without_reading_is_held_back_then_answered_in_f
             sent += n
             pending = pending[n:] or memoryview(batch)
         assert sent < cap, "the server took everything the client sent"
-        grown = rss_bytes(w.proc.pid) - before
+        grown = rss_kib(w.proc.pid) * 1024 - before
         assert grown < 16 * 1024 * 1024, f"the worker grew by {grown >> 20} MiB holding a client's input"
         # The last request may be cut off: finish it, and read the answers to every one. The
         # rest is sent beside the reading: the server reads again only once answers leave, so

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import SLOW, exchange, read_response, wait_until
+from conftest import SLOW, exchange, read_response, rss_kib, wait_until
 
 
 @pytest.fixture
@@ -72,11 +72,6 @@ def test_5000_idle_keep_alive_connections_leave_a_new_client_answered_at_once(st
     finally:
         for s in idle:
             s.close()
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
 def test_after_a_burst_the_idle_worker_gives_back_what_it_took(start, many_fds):
