@@ -555,7 +555,8 @@ std::unique_ptr<connection_io> make_uring_set(boost::asio::io_context& loop, std
   // TASKRUN_FLAG: liburing's peek then sees that such work is waiting and runs it, so a wake
   // goes on while there is any. Without them the ring served fewer requests per CPU-second
   // than epoll at 1,000 and 10,000 connections; with them, more (docs/benchmarks.md).
-  // DEFER_TASKRUN cannot be used: its work does not wake a loop asleep in epoll_wait.
+  // DEFER_TASKRUN cannot be used: its work does not wake a loop asleep in epoll_wait, and the
+  // eventfd it can signal instead was signalled 8-19 ms late (docs/benchmarks.md).
   params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
   params.cq_entries = cq_entries;
   int err = io_uring_queue_init_params(sq_entries, ring, &params);

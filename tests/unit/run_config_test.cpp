@@ -12,10 +12,18 @@ namespace {
 std::optional<std::string> parse(std::vector<std::string_view> args, config& c) {
   return parse_run_args(args, c, nullptr);
 }
+// Every test writes the same file (one per test process); it is removed when the process
+// ends, also after a test that did not remove it itself.
+const std::string& scratch_path() {
+  static const struct scratch {
+    std::string path = "/tmp/loopfleet-config-test-" + std::to_string(::getpid()) + ".toml";
+    ~scratch() { ::unlink(path.c_str()); }
+  } file;
+  return file.path;
+}
 std::string write_file(const std::string& text) {
-  std::string path = "/tmp/loopfleet-config-test-" + std::to_string(::getpid()) + ".toml";
-  std::ofstream(path) << text;
-  return path;
+  std::ofstream(scratch_path()) << text;
+  return scratch_path();
 }
 bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 // `text` as the --config file alone: the parse's error, or nothing with `c` filled.
