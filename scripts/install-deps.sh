@@ -14,6 +14,8 @@ packages=(
   # the cluster tests' workers; python3-seccomp refuses io_uring in test_http_io.py, as
   # Docker does), and the Node example
   libgtest-dev python3 python3-pytest util-linux curl nodejs python3-seccomp
+  # two integration tests at a time (scripts/test.sh): most of their time is waiting
+  python3-pytest-xdist
   # systemd-socket-activate: test_supervisor_crash.py starts a supervisor under it
   systemd
   # the front's TLS test makes its certificate with openssl req -x509

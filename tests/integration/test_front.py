@@ -27,7 +27,9 @@ CHECK = "250ms"  # check and agent interval: a node's state is known within a se
 class Front:
     def __init__(self, tmp, nodes, extra=()):
         self.port, self.stats = free_port(), free_port()
-        self.name = f"front{os.getpid()}{time.monotonic_ns() % 100000}"
+        # Short: HAProxy's admin socket, STATE_DIR/NAME.haproxy.sock, must fit in 95 bytes, and
+        # pytest-xdist's temporary directories are long.
+        self.name = f"fr{time.monotonic_ns() % 1000000}"
         cmd = [binary("loopfleet"), "front", "--name", self.name, "--state-dir", str(tmp), "--listen",
                f"127.0.0.1:{self.port}", "--stats", f"127.0.0.1:{self.stats}", "--check-interval", CHECK]
         for n in nodes:

@@ -53,7 +53,9 @@ def kill_one_worker_under_load(sup):
 
 
 def reload_under_load(sup, reloads=2):
-    load = Wrk(sup.port, duration=5, connections=64)
+    # Long enough that all 64 are seen open before it ends, also on a sanitizer build beside
+    # another test (pytest -n 2), where 5 s once was not.
+    load = Wrk(sup.port, duration=int(5 * SLOW), connections=64)
     pids = sup.worker_pids()
     # A shared socket may hand every connection to one worker: wait for all 64, wherever.
     wait_until(lambda: sum(established_connections(p, sup.port) for p in pids) == 64, what="64 connections")

@@ -66,6 +66,12 @@ TEST(Front, ErrorsNameTheFlagAndTheFix) {
   EXPECT_TRUE(has(error({"--listen", ":8000", "--server", "a:1,a:1"}), "given twice"));
   EXPECT_TRUE(has(error({"--listen", ":8000", "--server", "a:1", "--health-path", "health"}), "must start with '/'"));
   EXPECT_TRUE(has(error({"--listen", "unix:/x", "--server", "a:1"}), "not a Unix path"));
+  // HAProxy's admin socket lives in the state directory, and a socket's path is short.
+  std::string deep = "/tmp/" + std::string(80, 'd');
+  EXPECT_TRUE(has(error({"--listen", ":8000", "--server", "a:1", "--state-dir", deep, "--name", "front"}),
+                  "too long for HAProxy's admin socket"));
+  EXPECT_EQ(error({"--listen", ":8000", "--server", "a:1", "--state-dir", deep.substr(0, 75), "--name", "front"}),
+            "no error");  // 75 + "/front.haproxy.sock": 95 bytes, the most that fits
 }
 
 TEST(AgentCheck, AKeeperWithoutItsSupervisorSaysDrain) {
