@@ -247,7 +247,7 @@ class Chromium:
         if not os.access(CHROMIUM, os.X_OK):
             pytest.fail(f"{CHROMIUM} is missing: scripts/install-deps.sh installs it")
         self.port = free_port()
-        profile = tmp / "chromium-profile"
+        profile = self.profile = tmp / "chromium-profile"
         profile.mkdir()
         self.log = open(tmp / "chromium.log", "w")
         # Its own session, so its helper processes (zygote, renderer) go with it at the end.
@@ -294,6 +294,13 @@ class Chromium:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.log.close()
+        # Chromium keeps its singleton socket in a directory of its own under $TMPDIR (a path
+        # short enough for a socket) and leaves it behind; the profile links to it.
+        link = self.profile / "SingletonSocket"
+        if link.is_symlink():
+            own = os.path.dirname(os.readlink(link))
+            if os.path.basename(own).startswith("org.chromium.Chromium."):  # nothing else
+                shutil.rmtree(own, ignore_errors=True)
 
 
 PAGE_PIDS = "JSON.stringify([...document.querySelectorAll('#workers tbody tr')].map(r => r.dataset.pid || ''))"
