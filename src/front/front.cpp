@@ -166,9 +166,11 @@ std::optional<std::string> parse_args(std::span<const std::string_view> args, co
   if (out.state_dir.empty()) out.state_dir = runtime_dir();
   // HAProxy binds its admin socket as PATH.PID.tmp first, and a Unix socket's path holds 107
   // bytes: with a pid of up to 7 digits, PATH may have 95.
-  if (auto socket = admin_socket(out); socket.size() > 95)
+  constexpr std::size_t admin_socket_most = 95;
+  if (auto socket = admin_socket(out); socket.size() > admin_socket_most)
     return "--state-dir " + out.state_dir + " is too long for HAProxy's admin socket (" + socket + " is " +
-           std::to_string(socket.size()) + " bytes; at most 95 fit): choose a shorter --state-dir or --name";
+           std::to_string(socket.size()) + " bytes; at most " + std::to_string(admin_socket_most) +
+           " fit): choose a shorter --state-dir or --name";
   if (!out.tls_cert.empty()) {
     // Read here, so a missing key is our one line and not haproxy's paragraph after a start.
     std::ifstream in(out.tls_cert);
